@@ -1,0 +1,43 @@
+# orderflow — see README.md. Every target works on a fresh Debian 12 machine as root.
+SHELL := /bin/bash
+GO ?= go
+BIN := .cache/bin/orderflow
+LDFLAGS := -X github.com/orderflow/orderflow/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev) \
+           -X github.com/orderflow/orderflow/internal/version.Commit=$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown) \
+           -X github.com/orderflow/orderflow/internal/version.BuildTime=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+
+.PHONY: run test unit lint build infra-up infra-down infra-status infra-reset fuzz
+
+## run: start the servers, then every service in one process (Ctrl-C stops the services)
+run: infra-up build
+	$(BIN) all
+
+## test: start the servers, then run every test (unit and integration) with the race detector
+test: infra-up
+	ORDERFLOW_INTEGRATION=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+## unit: tests that need no servers
+unit:
+	$(GO) test -race -count=1 ./...
+
+## lint: formatting and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## fuzz: run each fuzz target for a short while
+fuzz:
+	$(GO) test ./internal/event/ -run '^$$' -fuzz FuzzDecode -fuzztime 30s
+
+build:
+	@mkdir -p .cache/bin
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/orderflow
+
+infra-up:
+	scripts/infra up
+infra-down:
+	scripts/infra down
+infra-status:
+	scripts/infra status
+infra-reset:
+	scripts/infra reset

@@ -1,0 +1,117 @@
+// Package cli maps orderflow's subcommands to the services' and tools' Run functions.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/orderflow/orderflow/internal/delivery"
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/inventory"
+	"github.com/orderflow/orderflow/internal/order"
+	"github.com/orderflow/orderflow/internal/payment"
+	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/obs"
+	"github.com/orderflow/orderflow/internal/platform/service"
+	"github.com/orderflow/orderflow/internal/query"
+	"github.com/orderflow/orderflow/internal/version"
+)
+
+// ErrUsage reports a command line that names no known command; usage has been printed.
+var ErrUsage = errors.New("usage")
+
+// RunFunc is the shape of every service's and tool's entry point.
+type RunFunc func(ctx context.Context, getenv func(string) string, stdout io.Writer) error
+
+// Services maps each service subcommand to its Run, in saga order for "all".
+var Services = map[string]RunFunc{
+	order.Name:     order.Run,
+	inventory.Name: inventory.Run,
+	payment.Name:   payment.Run,
+	delivery.Name:  delivery.Run,
+	query.Name:     query.Run,
+}
+
+// Run executes the subcommand in args.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		usage(stderr)
+		return ErrUsage
+	}
+	cmd, rest := args[0], args[1:]
+	if run, ok := Services[cmd]; ok {
+		return run(ctx, getenv, stdout)
+	}
+	switch cmd {
+	case "all":
+		return runAll(ctx, getenv, stdout)
+	case "topics":
+		if len(rest) != 1 || rest[0] != "create" {
+			fmt.Fprintln(stderr, "usage: orderflow topics create")
+			return ErrUsage
+		}
+		return createTopics(ctx, getenv, stdout)
+	case "version":
+		fmt.Fprintf(stdout, "orderflow %s (commit %s, built %s)\n", version.Version, version.Commit, version.BuildTime)
+		return nil
+	case "help", "-h", "--help":
+		usage(stdout)
+		return nil
+	}
+	fmt.Fprintf(stderr, "orderflow: unknown command %q\n", cmd)
+	usage(stderr)
+	return ErrUsage
+}
+
+// runAll runs every service in one process with the same code paths; the first failure stops all.
+func runAll(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for name, run := range Services {
+		g.Go(func() error {
+			if err := run(gctx, getenv, stdout); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func createTopics(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	e := config.New(getenv)
+	c := service.LoadCommon(e)
+	if err := e.Err(); err != nil {
+		return err
+	}
+	log := obs.NewLogger(stdout, "orderflow-topics", c.LogLevel)
+	if err := kafka.EnsureTopics(ctx, c.Kafka, log, event.AllTopics()...); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "topics ready: %s\n", strings.Join(event.AllTopics(), ", "))
+	return nil
+}
+
+func usage(w io.Writer) {
+	names := make([]string, 0, len(Services))
+	for n := range Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(w, `usage: orderflow <command>
+
+services (configured by environment variables, see docs/configuration.md):
+  %s
+  all                 every service in one process
+
+tools:
+  topics create       create every Kafka topic (idempotent)
+  version             print build information
+`, strings.Join(names, "\n  "))
+}

@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/internal/testkit"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestUnknownCommandAndBadConfig(t *testing.T) {
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"nope"}, func(string) string { return "" }, &out, &out); !errors.Is(err, ErrUsage) {
+		t.Fatalf("err = %v", err)
+	}
+	if !strings.Contains(out.String(), "order-service") {
+		t.Fatalf("usage does not list services: %s", out.String())
+	}
+	env := map[string]string{"POSTGRES_PORT": "abc", "SHUTDOWN_TIMEOUT": "soon"}
+	err := Run(context.Background(), []string{"order-service"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "POSTGRES_PORT") || !strings.Contains(err.Error(), "SHUTDOWN_TIMEOUT") {
+		t.Fatalf("bad config not reported clearly: %v", err)
+	}
+}
+
+// TestAllServesHealthWithRealDependencies starts every service in one process against the real
+// servers and checks each reports its dependencies UP, then stops cleanly.
+func TestAllServesHealthWithRealDependencies(t *testing.T) {
+	testkit.Integration(t)
+	addrs := map[string]string{}
+	env := map[string]string{}
+	for _, p := range []string{"ORDER", "INVENTORY", "PAYMENT", "DELIVERY", "QUERY"} {
+		addrs[p] = freePort(t)
+		env[p+"_HTTP_ADDR"] = addrs[p]
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, []string{"all"}, func(k string) string { return env[k] }, io.Discard, io.Discard) }()
+	want := map[string][]string{
+		"ORDER": {"postgres", "kafka"}, "INVENTORY": {"postgres", "kafka"}, "PAYMENT": {"postgres", "kafka", "redis"},
+		"DELIVERY": {"postgres", "kafka"}, "QUERY": {"cassandra", "kafka"},
+	}
+	for p, deps := range want {
+		var rep struct {
+			Status     string
+			Components map[string]struct{ Status string }
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			rep.Status = ""
+			resp, err := http.Get(fmt.Sprintf("http://%s/health", addrs[p]))
+			if err == nil {
+				_ = json.NewDecoder(resp.Body).Decode(&rep)
+				resp.Body.Close()
+			}
+			if rep.Status == "UP" || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if rep.Status != "UP" {
+			t.Fatalf("%s health %+v", p, rep)
+		}
+		for _, d := range deps {
+			if rep.Components[d].Status != "UP" {
+				t.Errorf("%s: %s is %q", p, d, rep.Components[d].Status)
+			}
+		}
+		resp, err := http.Get(fmt.Sprintf("http://%s/healthz", addrs[p]))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s healthz: %v", p, err)
+		}
+		resp.Body.Close()
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("all returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("all did not stop within 30s")
+	}
+}

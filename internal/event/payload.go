@@ -1,0 +1,125 @@
+package event
+
+import (
+	"errors"
+	"time"
+)
+
+// Item is one order line.
+type Item struct {
+	ItemID    string `json:"itemId"`
+	Quantity  int    `json:"quantity"`
+	UnitPrice Money  `json:"unitPrice"`
+}
+
+// OrderCreatedPayload is the payload of order.created.
+type OrderCreatedPayload struct {
+	CustomerID  string `json:"customerId"`
+	TotalAmount Money  `json:"totalAmount"`
+	Currency    string `json:"currency"`
+	Items       []Item `json:"items"`
+}
+
+// Validate checks the fields inventory-service relies on.
+func (p *OrderCreatedPayload) Validate() error {
+	if p.CustomerID == "" || len(p.Items) == 0 || len(p.Currency) != 3 {
+		return errors.New("customerId, currency and at least one item are required")
+	}
+	for _, it := range p.Items {
+		if it.ItemID == "" || it.Quantity <= 0 {
+			return errors.New("every item needs an itemId and a positive quantity")
+		}
+	}
+	return nil
+}
+
+// RejectedItem names an order line that could not be reserved.
+type RejectedItem struct {
+	ItemID    string `json:"itemId"`
+	Requested int    `json:"requested"`
+	Available int    `json:"available"`
+}
+
+// Rejection reasons of inventory.rejected.
+const (
+	ReasonInsufficientStock = "INSUFFICIENT_STOCK"
+	ReasonUnknownItem       = "UNKNOWN_ITEM"
+)
+
+// InventoryPayload is the payload of inventory.reserved and inventory.rejected. Reason and Items are
+// set on rejection only.
+type InventoryPayload struct {
+	OrderID       string         `json:"orderId"`
+	Amount        Money          `json:"amount"`
+	Currency      string         `json:"currency"`
+	CustomerID    string         `json:"customerId"`
+	ReservationID string         `json:"reservationId,omitempty"`
+	Reason        string         `json:"reason,omitempty"`
+	Items         []RejectedItem `json:"items,omitempty"`
+}
+
+// Validate checks the fields payment-service relies on.
+func (p *InventoryPayload) Validate() error {
+	if p.OrderID == "" || len(p.Currency) != 3 {
+		return errors.New("orderId and currency are required")
+	}
+	return nil
+}
+
+// InventoryReleasedPayload is the payload of inventory.released (compensation after payment.failed).
+type InventoryReleasedPayload struct {
+	OrderID       string `json:"orderId"`
+	ReservationID string `json:"reservationId"`
+	Reason        string `json:"reason"`
+}
+
+// Payment statuses.
+const (
+	PaymentStatusAuthorized = "AUTHORIZED"
+	PaymentStatusFailed     = "FAILED"
+)
+
+// PaymentPayload is the payload of payment.authorized and payment.failed. FailureReason is null when
+// authorized (encoded as JSON null, not omitted).
+type PaymentPayload struct {
+	PaymentID     int64   `json:"paymentId"`
+	OrderID       string  `json:"orderId"`
+	Amount        Money   `json:"amount"`
+	Currency      string  `json:"currency"`
+	Status        string  `json:"status"`
+	FailureReason *string `json:"failureReason"`
+}
+
+// Validate checks the fields inventory-, delivery-service and the query-api rely on.
+func (p *PaymentPayload) Validate() error {
+	if p.OrderID == "" || p.PaymentID <= 0 {
+		return errors.New("orderId and a positive paymentId are required")
+	}
+	if p.Status != PaymentStatusAuthorized && p.Status != PaymentStatusFailed {
+		return errors.New("status must be AUTHORIZED or FAILED")
+	}
+	return nil
+}
+
+// Delivery statuses.
+const (
+	DeliveryStatusAssigned  = "ASSIGNED"
+	DeliveryStatusDelivered = "DELIVERED"
+)
+
+// DeliveryPayload is the payload of delivery.assigned, eta.updated and delivery.completed.
+type DeliveryPayload struct {
+	OrderID               string    `json:"orderId"`
+	DeliveryID            string    `json:"deliveryId"`
+	DriverName            string    `json:"driverName"`
+	Status                string    `json:"status"`
+	EstimatedDeliveryTime time.Time `json:"estimatedDeliveryTime"`
+}
+
+// Validate checks the fields the query-api relies on.
+func (p *DeliveryPayload) Validate() error {
+	if p.OrderID == "" || p.DeliveryID == "" || p.EstimatedDeliveryTime.IsZero() {
+		return errors.New("orderId, deliveryId and estimatedDeliveryTime are required")
+	}
+	return nil
+}

@@ -1,0 +1,24 @@
+package inventory
+
+import (
+	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/service"
+)
+
+// Name is the service name used in logs, metrics (application label) and the envelope's producer.
+const Name = "inventory-service"
+
+// Config is inventory-service's configuration; LoadConfig documents every variable and its default.
+type Config struct {
+	service.Common
+	HTTPAddr string
+}
+
+// LoadConfig reads the configuration from getenv and validates it.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	e := config.New(getenv)
+	c := Config{Common: service.LoadCommon(e)}
+	c.HTTPAddr = e.String("INVENTORY_HTTP_ADDR", "127.0.0.1:8083", "Listen address of inventory-service.")
+	c.Postgres.Database = e.String("INVENTORY_DB_NAME", "inventory_db", "Postgres database owned by inventory-service (created if missing).")
+	return c, e.Err()
+}

@@ -1,0 +1,24 @@
+package order
+
+import (
+	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/service"
+)
+
+// Name is the service name used in logs, metrics (application label) and the envelope's producer.
+const Name = "order-service"
+
+// Config is order-service's configuration; LoadConfig documents every variable and its default.
+type Config struct {
+	service.Common
+	HTTPAddr string
+}
+
+// LoadConfig reads the configuration from getenv and validates it.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	e := config.New(getenv)
+	c := Config{Common: service.LoadCommon(e)}
+	c.HTTPAddr = e.String("ORDER_HTTP_ADDR", "127.0.0.1:8081", "Listen address of order-service.")
+	c.Postgres.Database = e.String("ORDER_DB_NAME", "order_db", "Postgres database owned by order-service (created if missing).")
+	return c, e.Err()
+}

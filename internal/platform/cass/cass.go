@@ -1,0 +1,83 @@
+// Package cass connects to Cassandra with the Apache Cassandra Go driver, creates the keyspace, and
+// applies versioned CQL migrations.
+package cass
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+)
+
+// Config locates the cluster.
+type Config struct {
+	Hosts       []string
+	Port        int
+	LocalDC     string // data center of the local node; "dc1" on our infrastructure
+	Keyspace    string
+	Replication string // CQL replication map, e.g. {'class':'SimpleStrategy','replication_factor':1}
+	Username    string
+	Password    string // secret
+	Timeout     time.Duration
+	Consistency gocql.Consistency
+}
+
+func (c Config) cluster(keyspace string) *gocql.ClusterConfig {
+	cl := gocql.NewCluster(c.Hosts...)
+	if c.Port > 0 {
+		cl.Port = c.Port
+	}
+	cl.Keyspace = keyspace
+	cl.Timeout = c.Timeout
+	if cl.Timeout <= 0 {
+		cl.Timeout = 5 * time.Second
+	}
+	cl.ConnectTimeout = cl.Timeout
+	cl.Consistency = c.Consistency
+	if cl.Consistency == 0 {
+		cl.Consistency = gocql.LocalQuorum
+	}
+	if c.LocalDC != "" {
+		cl.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(gocql.DCAwareRoundRobinPolicy(c.LocalDC))
+	}
+	if c.Username != "" {
+		cl.Authenticator = gocql.PasswordAuthenticator{Username: c.Username, Password: c.Password}
+	}
+	return cl
+}
+
+// Connect ensures the keyspace exists and returns a session bound to it.
+func Connect(ctx context.Context, c Config) (*gocql.Session, error) {
+	sys, err := c.cluster("").CreateSession()
+	if err != nil {
+		return nil, fmt.Errorf("connect to cassandra %v: %w", c.Hosts, err)
+	}
+	repl := c.Replication
+	if repl == "" {
+		repl = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+	}
+	// Keyspace names cannot be bound parameters; Keyspace is validated by the config as an identifier.
+	err = sys.Query(fmt.Sprintf("CREATE KEYSPACE IF NOT EXISTS %s WITH replication = %s", c.Keyspace, repl)).
+		WithContext(ctx).Exec()
+	sys.Close()
+	if err != nil {
+		return nil, fmt.Errorf("create keyspace %s: %w", c.Keyspace, err)
+	}
+	s, err := c.cluster(c.Keyspace).CreateSession()
+	if err != nil {
+		return nil, fmt.Errorf("connect to keyspace %s: %w", c.Keyspace, err)
+	}
+	return s, nil
+}
+
+// Check is a health check: a read of system.local reporting the data center and version.
+func Check(s *gocql.Session) func(ctx context.Context) (map[string]any, error) {
+	return func(ctx context.Context) (map[string]any, error) {
+		var dc, version string
+		if err := s.Query("SELECT data_center, release_version FROM system.local").WithContext(ctx).Scan(&dc, &version); err != nil {
+			return nil, err
+		}
+		return map[string]any{"dataCenter": dc, "version": version}, nil
+	}
+}

@@ -1,0 +1,147 @@
+package httpx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// BuildInfo is what /info reports; main fills it from -ldflags.
+type BuildInfo struct {
+	Service   string `json:"service"`
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	BuildTime string `json:"buildTime"`
+}
+
+// Ops are the operational endpoints every service serves next to its API.
+type Ops struct {
+	Health   *Health
+	Info     BuildInfo
+	Gatherer prometheus.Gatherer
+}
+
+// Register adds /healthz, /readyz, /health, /metrics, /info and the /actuator aliases to mux.
+func (o Ops) Register(mux *http.ServeMux) {
+	live := func(w http.ResponseWriter, _ *http.Request) { WriteJSON(w, http.StatusOK, map[string]string{"status": "UP"}) }
+	info := func(w http.ResponseWriter, _ *http.Request) { WriteJSON(w, http.StatusOK, o.Info) }
+	metrics := promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /healthz", live)
+	mux.HandleFunc("GET /readyz", o.Health.serveReady)
+	mux.HandleFunc("GET /health", o.Health.serveHealth)
+	mux.HandleFunc("GET /actuator/health", o.Health.serveHealth)
+	mux.HandleFunc("GET /info", info)
+	mux.HandleFunc("GET /actuator/info", info)
+	mux.Handle("GET /metrics", metrics)
+	mux.Handle("GET /actuator/prometheus", metrics)
+}
+
+// Metrics instruments handlers with a request-duration histogram labelled by route pattern, method
+// and status (the pattern, not the path, keeps cardinality bounded).
+type Metrics struct{ dur *prometheus.HistogramVec }
+
+// NewMetrics registers http_server_request_duration_seconds.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{dur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "http_server_request_duration_seconds",
+		Help:    "HTTP request latency by route pattern, method and status.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"route", "method", "status"})}
+	reg.MustRegister(m.dur)
+	return m
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) { s.status = code; s.ResponseWriter.WriteHeader(code) }
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Wrap instruments mux and recovers panics into a 500 problem (logged), so one bad request cannot
+// take the process down.
+func (m *Metrics) Wrap(mux *http.ServeMux, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				log.Error("panic in handler", "panic", fmt.Sprint(p), "path", r.URL.Path)
+				WriteProblem(sw, r, NewProblem(http.StatusInternalServerError, "internal error"))
+			}
+			_, pattern := mux.Handler(r)
+			if pattern == "" {
+				pattern = "unmatched"
+			}
+			m.dur.WithLabelValues(pattern, r.Method, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())
+		}()
+		mux.ServeHTTP(sw, r)
+	})
+}
+
+// Server serves h on Addr until ctx is cancelled, then shuts down gracefully within ShutdownTimeout.
+type Server struct {
+	Addr            string
+	Handler         http.Handler
+	Log             *slog.Logger
+	ShutdownTimeout time.Duration
+	// Listener, when set, is used instead of listening on Addr (tests use port 0).
+	Listener net.Listener
+}
+
+// Run implements a lifecycle component.
+func (s *Server) Run(ctx context.Context) error {
+	srv := &http.Server{
+		Addr:              s.Addr,
+		Handler:           s.Handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		// No WriteTimeout: SSE streams are long-lived; handlers bound their own work.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	ln := s.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.Addr); err != nil {
+			return fmt.Errorf("listen %s: %w", s.Addr, err)
+		}
+	}
+	s.Log.Info("http listening", "addr", ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	timeout := s.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		_ = srv.Close()
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}

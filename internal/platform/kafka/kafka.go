@@ -1,0 +1,98 @@
+// Package kafka wraps franz-go for orderflow: client options, explicit topic set-up, a health check,
+// the consumer runner (retries, dead-lettering) and the DLQ tools.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Config locates the cluster and sets topic defaults.
+type Config struct {
+	Brokers           []string
+	Partitions        int32 // per topic created by EnsureTopics; default 3
+	ReplicationFactor int16 // default 1 (one broker)
+	ClientID          string
+}
+
+// Options returns the franz-go options every client of the service shares. Callers append role
+// options (consumer group, producer tuning).
+func (c Config) Options(extra ...kgo.Opt) []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ClientID(c.ClientID),
+		// franz-go never asks the broker to auto-create topics unless told to; we never do, so a
+		// missing topic is a visible set-up error.
+		kgo.RetryBackoffFn(func(tries int) time.Duration {
+			return min(time.Duration(tries)*100*time.Millisecond, 2*time.Second)
+		}),
+	}
+	return append(opts, extra...)
+}
+
+// EnsureTopics creates topics that do not exist yet with c.Partitions and c.ReplicationFactor.
+// Existing topics are left as they are (their partition count is reported, not changed).
+func EnsureTopics(ctx context.Context, c Config, log *slog.Logger, topics ...string) error {
+	cl, err := kgo.NewClient(c.Options()...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	parts, rf := c.Partitions, c.ReplicationFactor
+	if parts <= 0 {
+		parts = 3
+	}
+	if rf <= 0 {
+		rf = 1
+	}
+	// The broker may still be starting; retry transient failures for a while.
+	var lastErr error
+	for attempt := 0; attempt < 30; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return errors.Join(lastErr, ctx.Err())
+			case <-time.After(time.Second):
+			}
+		}
+		resp, err := adm.CreateTopics(ctx, parts, rf, nil, topics...)
+		if err != nil {
+			lastErr = fmt.Errorf("create topics: %w", err)
+			continue
+		}
+		lastErr = nil
+		for _, r := range resp.Sorted() {
+			switch {
+			case r.Err == nil:
+				log.Info("created topic", "topic", r.Topic, "partitions", parts, "replicationFactor", rf)
+			case errors.Is(r.Err, kerr.TopicAlreadyExists):
+			default:
+				lastErr = fmt.Errorf("create topic %s: %w", r.Topic, r.Err)
+			}
+		}
+		if lastErr == nil {
+			return nil
+		}
+	}
+	return lastErr
+}
+
+// Check is a health check: a metadata round trip that reports the brokers seen.
+func Check(cl *kgo.Client) func(ctx context.Context) (map[string]any, error) {
+	adm := kadm.NewClient(cl)
+	return func(ctx context.Context) (map[string]any, error) {
+		m, err := adm.BrokerMetadata(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"brokers": len(m.Brokers), "cluster": m.Cluster}, nil
+	}
+}

@@ -1,0 +1,173 @@
+// Package pg opens Postgres pools, creates a service's database when it is missing, runs embedded
+// migrations with goose, and runs transactions that retry serialization failures and deadlocks.
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+// Config locates a Postgres server and one database on it.
+type Config struct {
+	Host     string
+	Port     int
+	User     string
+	Password string // secret: never logged
+	Database string
+	SSLMode  string // disable, require, verify-full, ...
+	MaxConns int
+}
+
+// URL renders the connection string for database db (the password is included: do not log it).
+func (c Config) URL(db string) string {
+	u := url.URL{Scheme: "postgres", Host: c.Host + ":" + strconv.Itoa(c.Port), Path: "/" + db,
+		User: url.UserPassword(c.User, c.Password)}
+	q := url.Values{}
+	q.Set("sslmode", c.SSLMode)
+	q.Set("application_name", "orderflow")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// Redacted describes the target without the password, for logs.
+func (c Config) Redacted() string {
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=%s", c.User, c.Host, c.Port, c.Database, c.SSLMode)
+}
+
+// EnsureDatabase creates c.Database if it does not exist, connecting to the maintenance database
+// "postgres". A concurrent creator winning the race is not an error.
+func EnsureDatabase(ctx context.Context, c Config) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return fmt.Errorf("connect to maintenance database: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", c.Database).Scan(&exists); err != nil {
+		return fmt.Errorf("look up database %s: %w", c.Database, err)
+	}
+	if exists {
+		return nil
+	}
+	// CREATE DATABASE takes no parameters; the name is quoted as an identifier.
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{c.Database}.Sanitize())
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") {
+		return nil // created concurrently
+	}
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", c.Database, err)
+	}
+	return nil
+}
+
+// Open creates the database if needed, runs migrations from migrations (a directory of goose SQL
+// files at its root; nil skips) and returns a pool.
+func Open(ctx context.Context, c Config, migrations fs.FS) (*pgxpool.Pool, error) {
+	if err := EnsureDatabase(ctx, c); err != nil {
+		return nil, err
+	}
+	pc, err := pgxpool.ParseConfig(c.URL(c.Database))
+	if err != nil {
+		return nil, fmt.Errorf("postgres config: %w", err)
+	}
+	if c.MaxConns > 0 {
+		pc.MaxConns = int32(c.MaxConns)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open pool %s: %w", c.Redacted(), err)
+	}
+	if migrations != nil {
+		if err := Migrate(ctx, pool, migrations); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	return pool, nil
+}
+
+// Migrate applies the goose migrations in fsys. goose takes a Postgres advisory lock, so replicas
+// starting together do not race.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithSessionLocker(mustLocker()))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
+}
+
+// Ping is a health check: one round trip, reporting pool statistics.
+func Ping(pool *pgxpool.Pool) func(ctx context.Context) (map[string]any, error) {
+	return func(ctx context.Context) (map[string]any, error) {
+		st := pool.Stat()
+		d := map[string]any{"database": pool.Config().ConnConfig.Database, "totalConns": st.TotalConns(), "idleConns": st.IdleConns()}
+		var one int
+		if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			return d, err
+		}
+		return d, nil
+	}
+}
+
+// InTxAttempts bounds how often InTx retries a serialization failure or deadlock.
+const InTxAttempts = 5
+
+// InTx runs fn in a transaction and commits it, returning the commit's error. A serialization
+// failure (40001) or deadlock (40P01), from fn or the commit, rolls back and runs fn again, up to
+// InTxAttempts times; fn must therefore have no side effects outside tx.
+func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error {
+	var err error
+	for attempt := 1; attempt <= InTxAttempts; attempt++ {
+		err = pgx.BeginFunc(ctx, pool, fn)
+		if err == nil || !Retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Duration(attempt*attempt) * time.Duration(1+rand.IntN(5)) * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("transaction failed after %d attempts: %w", InTxAttempts, err)
+}
+
+// Retryable reports a serialization failure or deadlock.
+func Retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+}
+
+// IsUniqueViolation reports a unique-constraint violation, optionally on one named constraint.
+func IsUniqueViolation(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && (constraint == "" || pgErr.ConstraintName == constraint)
+}
+
+func mustLocker() lock.SessionLocker {
+	l, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		panic(err) // only fails on invalid options, which are constant here
+	}
+	return l
+}
+

@@ -1,0 +1,67 @@
+package service
+
+import (
+	"regexp"
+	"time"
+
+	"github.com/orderflow/orderflow/internal/platform/cass"
+	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/platform/redislock"
+)
+
+// Common is the configuration every service shares. Defaults match the native infrastructure
+// (scripts/infra) on 127.0.0.1.
+type Common struct {
+	LogLevel        string
+	ShutdownTimeout time.Duration
+	Kafka           kafka.Config
+	Postgres        pg.Config // Database is filled per service
+	Redis           redislock.Config
+	Cassandra       cass.Config
+}
+
+var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,47}$`)
+
+// LoadCommon reads the shared variables.
+func LoadCommon(e *config.Env) Common {
+	c := Common{
+		LogLevel:        e.String("LOG_LEVEL", "info", "Log level: debug, info, warn or error."),
+		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, "Time each component gets to stop on SIGTERM."),
+		Kafka: kafka.Config{
+			Brokers:           e.List("KAFKA_BROKERS", "127.0.0.1:9092", "Comma-separated Kafka bootstrap brokers."),
+			Partitions:        int32(e.Int("KAFKA_TOPIC_PARTITIONS", 3, "Partitions of each topic created at start-up.")),
+			ReplicationFactor: int16(e.Int("KAFKA_REPLICATION_FACTOR", 1, "Replication factor of each topic created at start-up.")),
+		},
+		Postgres: pg.Config{
+			Host:     e.String("POSTGRES_HOST", "127.0.0.1", "Postgres host."),
+			Port:     e.Int("POSTGRES_PORT", 5432, "Postgres port."),
+			User:     e.String("POSTGRES_USER", "postgres", "Postgres user."),
+			Password: e.Secret("POSTGRES_PASSWORD", "postgres", "Postgres password (local development default; set it, or POSTGRES_PASSWORD_FILE, in production)."),
+			SSLMode:  e.String("POSTGRES_SSLMODE", "disable", "Postgres sslmode: disable, require, verify-ca or verify-full."),
+			MaxConns: e.Int("POSTGRES_MAX_CONNS", 10, "Maximum connections in each service's pool."),
+		},
+		Redis: redislock.Config{
+			Addr:     e.String("REDIS_ADDR", "127.0.0.1:6379", "Redis address (payment-service)."),
+			Password: e.Secret("REDIS_PASSWORD", "", "Redis password (or REDIS_PASSWORD_FILE)."),
+		},
+		Cassandra: cass.Config{
+			Hosts:       e.List("CASSANDRA_HOSTS", "127.0.0.1", "Comma-separated Cassandra contact points (query-api)."),
+			Port:        e.Int("CASSANDRA_PORT", 9042, "Cassandra native protocol port."),
+			LocalDC:     e.String("CASSANDRA_LOCAL_DC", "dc1", "Cassandra local data center."),
+			Keyspace:    e.String("CASSANDRA_KEYSPACE", "delivery_query", "Cassandra keyspace of the read model."),
+			Replication: e.String("CASSANDRA_REPLICATION", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "CQL replication map used when creating the keyspace."),
+			Username:    e.String("CASSANDRA_USERNAME", "", "Cassandra user (empty: no authentication)."),
+			Password:    e.Secret("CASSANDRA_PASSWORD", "", "Cassandra password (or CASSANDRA_PASSWORD_FILE)."),
+		},
+	}
+	e.Check(len(c.Kafka.Brokers) > 0, "KAFKA_BROKERS must name at least one broker")
+	e.Check(c.Kafka.Partitions > 0, "KAFKA_TOPIC_PARTITIONS must be positive")
+	e.Check(c.Kafka.ReplicationFactor > 0, "KAFKA_REPLICATION_FACTOR must be positive")
+	e.Check(c.Postgres.Port > 0 && c.Postgres.Port < 65536, "POSTGRES_PORT must be a TCP port")
+	e.Check(c.Postgres.MaxConns > 0, "POSTGRES_MAX_CONNS must be positive")
+	e.Check(identifier.MatchString(c.Cassandra.Keyspace), "CASSANDRA_KEYSPACE must be a CQL identifier")
+	e.Check(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT must be positive")
+	return c
+}

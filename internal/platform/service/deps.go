@@ -1,0 +1,93 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderflow/orderflow/internal/platform/cass"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/platform/redislock"
+)
+
+// retry calls fn until it succeeds or ctx ends, backing off from 200ms to 5s, so a service started
+// before its dependency waits for it instead of crash-looping.
+func (s *Service) retry(ctx context.Context, what string, fn func() error) error {
+	delay := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		s.Log.Warn("dependency not available, retrying", "dependency", what, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (gave up: %w)", what, err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// Postgres opens the service's database (creating it and running migrations), registers the
+// "postgres" health check and closes the pool on shutdown.
+func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations fs.FS) (*pgxpool.Pool, error) {
+	var pool *pgxpool.Pool
+	err := s.retry(ctx, "postgres "+c.Redacted(), func() (err error) {
+		pool, err = pg.Open(ctx, c, migrations)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.Health.AddCheck("postgres", pg.Ping(pool))
+	s.OnClose(pool.Close)
+	return pool, nil
+}
+
+// Kafka returns a client with the shared options plus extra, registers the "kafka" health check
+// and closes the client on shutdown. franz-go connects lazily, so this does not wait for the broker.
+func (s *Service) Kafka(c kafka.Config, extra ...kgo.Opt) (*kgo.Client, error) {
+	if c.ClientID == "" {
+		c.ClientID = s.Name
+	}
+	cl, err := kgo.NewClient(c.Options(extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	s.Health.AddCheck("kafka", kafka.Check(cl))
+	s.OnClose(cl.Close)
+	return cl, nil
+}
+
+// Redis returns a client, registers the "redis" health check and closes it on shutdown. The
+// client connects lazily: Redis being down at start-up is reported, not fatal.
+func (s *Service) Redis(c redislock.Config) *redis.Client {
+	cl := redislock.NewClient(c)
+	s.Health.AddCheck("redis", redislock.Check(cl))
+	s.OnClose(func() { _ = cl.Close() })
+	return cl
+}
+
+// Cassandra connects (creating the keyspace), registers the "cassandra" health check and closes
+// the session on shutdown.
+func (s *Service) Cassandra(ctx context.Context, c cass.Config) (*gocql.Session, error) {
+	var sess *gocql.Session
+	err := s.retry(ctx, "cassandra", func() (err error) {
+		sess, err = cass.Connect(ctx, c)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.Health.AddCheck("cassandra", cass.Check(sess))
+	s.OnClose(sess.Close)
+	return sess, nil
+}

@@ -1,0 +1,69 @@
+// Package service is the skeleton every orderflow service runs in: logger, metrics registry, health,
+// the operational HTTP endpoints, and a lifecycle group with ordered graceful shutdown.
+package service
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/platform/httpx"
+	"github.com/orderflow/orderflow/internal/platform/lifecycle"
+	"github.com/orderflow/orderflow/internal/platform/obs"
+	"github.com/orderflow/orderflow/internal/version"
+)
+
+// Service bundles what a service's Run wires its components into.
+type Service struct {
+	Name     string
+	Log      *slog.Logger
+	Reg      prometheus.Registerer // adds application=<Name>
+	Gatherer *prometheus.Registry
+	Health   *httpx.Health
+	Mux      *http.ServeMux // API routes; the ops endpoints are already registered
+	Group    *lifecycle.Group
+	closers  []func()
+}
+
+// New builds the skeleton for service name, logging JSON to stdout.
+func New(name string, stdout io.Writer, c Common) *Service {
+	log := obs.NewLogger(stdout, name, c.LogLevel)
+	reg, gatherer := obs.NewRegistry(name)
+	s := &Service{
+		Name: name, Log: log, Reg: reg, Gatherer: gatherer,
+		Health: httpx.NewHealth(), Mux: http.NewServeMux(),
+	}
+	s.Group = &lifecycle.Group{Log: log, ShutdownTimeout: c.ShutdownTimeout, BeforeStop: s.Health.Draining}
+	httpx.Ops{Health: s.Health, Gatherer: gatherer, Info: httpx.BuildInfo{
+		Service: name, Version: version.Version, Commit: version.Commit, BuildTime: version.BuildTime,
+	}}.Register(s.Mux)
+	return s
+}
+
+// OnClose registers cleanup (closing pools and clients) run after every component stopped, in
+// reverse order of registration.
+func (s *Service) OnClose(f func()) { s.closers = append(s.closers, f) }
+
+// Close runs the registered cleanups; Serve calls it, callers that fail before Serve call it too.
+func (s *Service) Close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// Serve adds the HTTP server on addr as the last component (so it stops first), runs the group until
+// ctx is done or a component fails, and closes resources.
+func (s *Service) Serve(ctx context.Context, addr string) error {
+	defer s.Close()
+	m := httpx.NewMetrics(s.Reg)
+	srv := &httpx.Server{Addr: addr, Handler: m.Wrap(s.Mux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout}
+	s.Group.Add(lifecycle.Component{Name: "http", Run: srv.Run})
+	s.Log.Info("starting", "addr", addr, "version", version.Version)
+	err := s.Group.Run(ctx)
+	s.Log.Info("stopped", "err", err)
+	return err
+}

@@ -1,0 +1,23 @@
+package query
+
+import (
+	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/service"
+)
+
+// Name is the service name used in logs, metrics (application label) and the envelope's producer.
+const Name = "query-api"
+
+// Config is query-api's configuration; LoadConfig documents every variable and its default.
+type Config struct {
+	service.Common
+	HTTPAddr string
+}
+
+// LoadConfig reads the configuration from getenv and validates it.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	e := config.New(getenv)
+	c := Config{Common: service.LoadCommon(e)}
+	c.HTTPAddr = e.String("QUERY_HTTP_ADDR", "127.0.0.1:8080", "Listen address of query-api.")
+	return c, e.Err()
+}

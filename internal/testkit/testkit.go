@@ -1,0 +1,151 @@
+// Package testkit gives integration tests isolated resources on the real servers started by
+// scripts/infra: a fresh Postgres database, fresh Kafka topics, a Redis key prefix, a Cassandra keyspace.
+//
+// Integration tests call Integration(t) first. They run when ORDERFLOW_INTEGRATION=1 (make test sets
+// it); otherwise they are skipped with a message saying how to run them, and never count as passed in CI
+// because CI always sets the variable.
+package testkit
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderflow/orderflow/internal/platform/cass"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+)
+
+// Integration skips t unless ORDERFLOW_INTEGRATION=1.
+func Integration(t testing.TB) {
+	t.Helper()
+	if os.Getenv("ORDERFLOW_INTEGRATION") != "1" {
+		t.Skip("integration test: run `make test` (starts the servers and sets ORDERFLOW_INTEGRATION=1)")
+	}
+}
+
+// Context returns a context cancelled at the end of the test or after d.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Name returns a short unique lower-case identifier with prefix, usable as a database, topic or keyspace name.
+func Name(prefix string) string {
+	return prefix + "_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+}
+
+// PGConfig is the local server's configuration without a database.
+func PGConfig() pg.Config {
+	return pg.Config{Host: "127.0.0.1", Port: 5432, User: "postgres", Password: "postgres", SSLMode: "disable", MaxConns: 20}
+}
+
+// NewDatabase returns a config for a fresh, empty database that is dropped when the test ends.
+func NewDatabase(t testing.TB) pg.Config {
+	t.Helper()
+	c := PGConfig()
+	c.Database = Name("test")
+	ctx := Context(t, 30*time.Second)
+	if err := pg.EnsureDatabase(ctx, c); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		if err != nil {
+			t.Logf("drop test database: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{c.Database}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Logf("drop test database: %v", err)
+		}
+	})
+	return c
+}
+
+// KafkaConfig is the local broker's configuration.
+func KafkaConfig() kafka.Config {
+	return kafka.Config{Brokers: []string{"127.0.0.1:9092"}, Partitions: 3, ReplicationFactor: 1, ClientID: "orderflow-test"}
+}
+
+// NewTopics creates fresh topics named prefix_<unique> with partitions each, deleted at the end of
+// the test. It returns their names in argument order.
+func NewTopics(t testing.TB, partitions int32, prefixes ...string) []string {
+	t.Helper()
+	cl, err := kgo.NewClient(KafkaConfig().Options()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	names := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		names[i] = Name(strings.ReplaceAll(p, ".", "_"))
+	}
+	ctx := Context(t, 60*time.Second)
+	resp, err := adm.CreateTopics(ctx, partitions, 1, nil, names...)
+	if err != nil {
+		t.Fatalf("create topics: %v", err)
+	}
+	for _, r := range resp {
+		if r.Err != nil {
+			t.Fatalf("create topic %s: %v", r.Topic, r.Err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = adm.DeleteTopics(ctx, names...)
+		cl.Close()
+	})
+	return names
+}
+
+// Client returns a plain franz-go client (for producing test input and reading output), closed at
+// the end of the test.
+func Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(KafkaConfig().Options(opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// Redis returns a client on the local server, closed at the end of the test.
+func Redis(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// CassandraConfig returns a config for a fresh keyspace, dropped at the end of the test.
+func CassandraConfig(t testing.TB) cass.Config {
+	t.Helper()
+	c := cass.Config{Hosts: []string{"127.0.0.1"}, Port: 9042, LocalDC: "dc1", Keyspace: Name("test"), Timeout: 10 * time.Second}
+	t.Cleanup(func() {
+		cl := gocql.NewCluster("127.0.0.1")
+		cl.Timeout = 30 * time.Second
+		s, err := cl.CreateSession()
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		_ = s.Query(fmt.Sprintf("DROP KEYSPACE IF EXISTS %s", c.Keyspace)).Exec()
+	})
+	return c
+}
