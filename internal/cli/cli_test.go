@@ -53,7 +53,9 @@ func TestAllServesHealthWithRealDependencies(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, []string{"all"}, func(k string) string { return env[k] }, io.Discard, io.Discard) }()
+	go func() {
+		done <- Run(ctx, []string{"all"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	}()
 	want := map[string][]string{
 		"ORDER": {"postgres", "kafka"}, "INVENTORY": {"postgres", "kafka"}, "PAYMENT": {"postgres", "kafka", "redis"},
 		"DELIVERY": {"postgres", "kafka"}, "QUERY": {"cassandra", "kafka"},

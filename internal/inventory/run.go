@@ -14,7 +14,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	s := service.New(Name, stdout, cfg.Common)
-	if _, err := s.Postgres(ctx, cfg.Postgres, nil); err != nil {
+	if _, err := s.Postgres(ctx, cfg.Postgres); err != nil {
 		s.Close()
 		return err
 	}

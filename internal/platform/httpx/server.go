@@ -31,7 +31,9 @@ type Ops struct {
 
 // Register adds /healthz, /readyz, /health, /metrics, /info and the /actuator aliases to mux.
 func (o Ops) Register(mux *http.ServeMux) {
-	live := func(w http.ResponseWriter, _ *http.Request) { WriteJSON(w, http.StatusOK, map[string]string{"status": "UP"}) }
+	live := func(w http.ResponseWriter, _ *http.Request) {
+		WriteJSON(w, http.StatusOK, map[string]string{"status": "UP"})
+	}
 	info := func(w http.ResponseWriter, _ *http.Request) { WriteJSON(w, http.StatusOK, o.Info) }
 	metrics := promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
 	mux.HandleFunc("GET /healthz", live)

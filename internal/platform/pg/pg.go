@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
 )
 
@@ -74,9 +75,15 @@ func EnsureDatabase(ctx context.Context, c Config) error {
 	return nil
 }
 
-// Open creates the database if needed, runs migrations from migrations (a directory of goose SQL
-// files at its root; nil skips) and returns a pool.
-func Open(ctx context.Context, c Config, migrations fs.FS) (*pgxpool.Pool, error) {
+// Migrations is one set of goose SQL files (at the root of FS) with its own version table, so the
+// platform's tables (outbox, inbox) and a service's tables are versioned independently.
+type Migrations struct {
+	Table string // goose version table, e.g. "goose_outbox"
+	FS    fs.FS
+}
+
+// Open creates the database if needed, applies every migration set in order and returns a pool.
+func Open(ctx context.Context, c Config, migrations ...Migrations) (*pgxpool.Pool, error) {
 	if err := EnsureDatabase(ctx, c); err != nil {
 		return nil, err
 	}
@@ -91,8 +98,8 @@ func Open(ctx context.Context, c Config, migrations fs.FS) (*pgxpool.Pool, error
 	if err != nil {
 		return nil, fmt.Errorf("open pool %s: %w", c.Redacted(), err)
 	}
-	if migrations != nil {
-		if err := Migrate(ctx, pool, migrations); err != nil {
+	for _, m := range migrations {
+		if err := Migrate(ctx, pool, m); err != nil {
 			pool.Close()
 			return nil, err
 		}
@@ -100,18 +107,21 @@ func Open(ctx context.Context, c Config, migrations fs.FS) (*pgxpool.Pool, error
 	return pool, nil
 }
 
-// Migrate applies the goose migrations in fsys. goose takes a Postgres advisory lock, so replicas
-// starting together do not race.
-func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) error {
+// Migrate applies one migration set. goose takes a Postgres advisory lock, so replicas starting
+// together do not race.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, m Migrations) error {
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
-	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
-		goose.WithSessionLocker(mustLocker()))
+	store, err := database.NewStore(database.DialectPostgres, m.Table)
 	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
+		return fmt.Errorf("migrations %s: %w", m.Table, err)
+	}
+	p, err := goose.NewProvider("", db, m.FS, goose.WithStore(store), goose.WithSessionLocker(mustLocker()))
+	if err != nil {
+		return fmt.Errorf("migrations %s: %w", m.Table, err)
 	}
 	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("apply migrations: %w", err)
+		return fmt.Errorf("apply migrations %s: %w", m.Table, err)
 	}
 	return nil
 }
@@ -170,4 +180,3 @@ func mustLocker() lock.SessionLocker {
 	}
 	return l
 }
-

@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
@@ -38,10 +37,10 @@ func (s *Service) retry(ctx context.Context, what string, fn func() error) error
 
 // Postgres opens the service's database (creating it and running migrations), registers the
 // "postgres" health check and closes the pool on shutdown.
-func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations fs.FS) (*pgxpool.Pool, error) {
+func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations ...pg.Migrations) (*pgxpool.Pool, error) {
 	var pool *pgxpool.Pool
 	err := s.retry(ctx, "postgres "+c.Redacted(), func() (err error) {
-		pool, err = pg.Open(ctx, c, migrations)
+		pool, err = pg.Open(ctx, c, migrations...)
 		return err
 	})
 	if err != nil {

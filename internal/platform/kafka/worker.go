@@ -1,0 +1,207 @@
+package kafka
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/obs"
+)
+
+// attemptTimeout bounds one handler attempt, so a hung dependency cannot block shutdown forever.
+const attemptTimeout = 30 * time.Second
+
+// worker handles one partition's records in order. The poll loop appends to its queue and never
+// blocks on it; a long queue pauses fetching for that partition only.
+type worker struct {
+	r         *Runner
+	topic     string
+	partition int32
+	ctx       context.Context // handler context; cancelled only when the partition is lost
+	cancel    context.CancelFunc
+	quit      chan struct{} // closed by stop: finish the current record, then exit
+	done      chan struct{}
+
+	mu     sync.Mutex
+	queue  []*kgo.Record
+	hw     int64
+	paused bool
+	wake   chan struct{}
+	once   sync.Once
+}
+
+func newWorker(r *Runner, topic string, partition int32) *worker {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &worker{r: r, topic: topic, partition: partition, ctx: ctx, cancel: cancel,
+		quit: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+func (w *worker) push(recs []*kgo.Record, hw int64) int {
+	w.mu.Lock()
+	w.queue = append(w.queue, recs...)
+	w.hw = hw
+	n := len(w.queue)
+	if n >= w.r.cfg.QueueLimit {
+		w.paused = true
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+	return n
+}
+
+func (w *worker) stop() { w.once.Do(func() { close(w.quit) }) }
+
+func (w *worker) stopping() bool {
+	select {
+	case <-w.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+func (w *worker) next() (*kgo.Record, int64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.queue) == 0 {
+		return nil, 0, false
+	}
+	rec := w.queue[0]
+	w.queue[0] = nil
+	w.queue = w.queue[1:]
+	if w.paused && len(w.queue) < w.r.cfg.QueueLimit/2 {
+		w.paused = false
+		w.r.cl.ResumeFetchPartitions(map[string][]int32{w.topic: {w.partition}})
+	}
+	return rec, w.hw, true
+}
+
+func (w *worker) run() {
+	defer close(w.done)
+	defer w.cancel()
+	for {
+		if w.stopping() {
+			return
+		}
+		rec, hw, ok := w.next()
+		if !ok {
+			select {
+			case <-w.quit:
+				return
+			case <-w.wake:
+			}
+			continue
+		}
+		if !w.process(rec) {
+			return // stopped before the record was finished: it stays unmarked and is redelivered
+		}
+		w.r.cfg.Metrics.lag.WithLabelValues(w.r.cfg.Group, w.topic, strconv.Itoa(int(w.partition))).
+			Set(float64(max(hw-rec.Offset-1, 0)))
+	}
+}
+
+// wait sleeps d unless the worker is told to stop; it reports whether to continue.
+func (w *worker) wait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.quit:
+		return false
+	case <-w.ctx.Done():
+		return false
+	}
+}
+
+// process handles one record to completion (handled or dead-lettered, then marked). It returns
+// false when the worker was stopped first.
+func (w *worker) process(rec *kgo.Record) bool {
+	cfg := &w.r.cfg
+	env, err := event.Decode(rec.Value)
+	if err != nil {
+		return w.deadLetter(rec, "", 0, err)
+	}
+	ctx := obs.WithAttrs(w.ctx, "orderId", env.OrderID, "eventId", env.EventID, "correlationId", env.CorrelationID,
+		"eventType", string(env.EventType), "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
+	log := obs.Logger(ctx, cfg.Log)
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err = cfg.Handler(actx, env)
+		cancel()
+		if err == nil {
+			cfg.Metrics.duration.WithLabelValues(cfg.Group, rec.Topic, string(env.EventType)).Observe(time.Since(start).Seconds())
+			cfg.Metrics.consumed.WithLabelValues(cfg.Group, rec.Topic, string(env.EventType), "processed").Inc()
+			w.r.cl.MarkCommitRecords(rec)
+			return true
+		}
+		if w.ctx.Err() != nil {
+			return false
+		}
+		switch {
+		case IsPermanent(err):
+			log.Warn("permanent handler error, dead-lettering", "err", err)
+			return w.deadLetter(rec, env.EventType, attempt-1, err)
+		case !IsUnavailable(err) && attempt >= cfg.MaxAttempts:
+			log.Error("handler failed on every attempt, dead-lettering", "attempts", attempt, "err", err)
+			return w.deadLetter(rec, env.EventType, attempt-1, err)
+		}
+		cfg.Metrics.retries.WithLabelValues(cfg.Group, rec.Topic).Inc()
+		log.Warn("handler failed, retrying", "attempt", attempt, "unavailable", IsUnavailable(err), "err", err)
+		if !w.wait(cfg.Backoff.Delay(attempt)) {
+			return false
+		}
+	}
+}
+
+// deadLetter writes the original record (key, value, headers) plus the x-* headers to the DLQ
+// synchronously, retrying until it succeeds or the worker stops; only then is the offset marked.
+func (w *worker) deadLetter(rec *kgo.Record, typ event.Type, retries int, cause error) bool {
+	cfg := &w.r.cfg
+	dlq := cfg.DLQTopic(rec.Topic)
+	msg := cause.Error()
+	if len(msg) > 1000 {
+		msg = msg[:1000]
+	}
+	out := &kgo.Record{Topic: dlq, Key: rec.Key, Value: rec.Value,
+		Headers: append(append([]kgo.RecordHeader(nil), rec.Headers...),
+			kgo.RecordHeader{Key: HeaderRetryCount, Value: []byte(strconv.Itoa(retries))},
+			kgo.RecordHeader{Key: HeaderOriginalTopic, Value: []byte(rec.Topic)},
+			kgo.RecordHeader{Key: HeaderOriginalPartition, Value: []byte(strconv.Itoa(int(rec.Partition)))},
+			kgo.RecordHeader{Key: HeaderOriginalOffset, Value: []byte(strconv.FormatInt(rec.Offset, 10))},
+			kgo.RecordHeader{Key: HeaderConsumerGroup, Value: []byte(cfg.Group)},
+			kgo.RecordHeader{Key: HeaderError, Value: []byte(msg)},
+			kgo.RecordHeader{Key: HeaderFailedAt, Value: []byte(cfg.Now().UTC().Format(time.RFC3339Nano))},
+		)}
+	if typ == "" {
+		typ = "undecodable"
+	}
+	for attempt := 1; ; attempt++ {
+		if dlq == "" {
+			cfg.Log.Error("no dead-letter topic for source topic; partition paused", "topic", rec.Topic)
+		} else {
+			ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+			err := w.r.cl.ProduceSync(ctx, out).FirstErr()
+			cancel()
+			if err == nil {
+				cfg.Metrics.dlq.WithLabelValues(cfg.Group, rec.Topic, dlq).Inc()
+				cfg.Metrics.consumed.WithLabelValues(cfg.Group, rec.Topic, string(typ), "dead_lettered").Inc()
+				w.r.cl.MarkCommitRecords(rec)
+				return true
+			}
+			cfg.Log.Error("dead-letter write failed; partition paused until it succeeds", "dlq", dlq,
+				"topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", err)
+		}
+		if !w.wait(cfg.Backoff.Delay(attempt)) {
+			return false
+		}
+	}
+}

@@ -1,0 +1,61 @@
+// Package outbox implements the transactional outbox: services write outgoing events in the same
+// Postgres transaction as their state change (Add), and a Relay publishes committed rows to Kafka
+// with an idempotent producer and marks them sent.
+//
+// Guarantees: nothing is published for a rolled-back transaction; nothing committed is lost when
+// Kafka, the relay or the process fails (a row stays unsent until Kafka acknowledged it, so it may be
+// published more than once, never zero times); events of one order are published in commit order,
+// because only one relay per database is active (a Postgres advisory lock elects it), rows are read
+// in id order, and a service writes the events of one order in transactions that follow each other
+// causally (each is triggered by an event published after the previous commit).
+package outbox
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"io/fs"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations holds the outbox table; pass it to pg.Open.
+func Migrations() pg.Migrations {
+	sub, _ := fs.Sub(migrations, "migrations")
+	return pg.Migrations{Table: "goose_outbox", FS: sub}
+}
+
+// NotifyChannel is the LISTEN/NOTIFY channel that wakes the relay.
+const NotifyChannel = "orderflow_outbox"
+
+// Add stores envelopes in the caller's transaction, keyed by orderId on the topic of their type.
+// They are published only if tx commits. The relay is woken by a NOTIFY delivered at commit.
+func Add(ctx context.Context, tx pgx.Tx, envs ...event.Envelope) error {
+	if len(envs) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, e := range envs {
+		topic := e.EventType.Topic()
+		if topic == "" {
+			return fmt.Errorf("outbox: event type %q has no topic", e.EventType)
+		}
+		v, err := e.Encode()
+		if err != nil {
+			return fmt.Errorf("outbox: encode %s: %w", e.EventType, err)
+		}
+		b.Queue(`INSERT INTO outbox (event_id, event_type, topic, record_key, value) VALUES ($1, $2, $3, $4, $5)`,
+			e.EventID, string(e.EventType), topic, e.OrderID, v)
+	}
+	b.Queue(`SELECT pg_notify($1, '')`, NotifyChannel)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("outbox: insert: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderflow/orderflow/internal/event"
+)
+
+// RelayConfig configures a Relay. Zero values take the documented defaults.
+type RelayConfig struct {
+	// BatchSize is the most rows published per round (default 500).
+	BatchSize int
+	// PollInterval is the fallback wake-up when no NOTIFY arrives (default 1s).
+	PollInterval time.Duration
+	// Retention keeps sent rows this long before purging them, so they can be republished (default 24h).
+	Retention time.Duration
+	// LeaderRetry is how often a standby relay tries to become the active one (default 2s).
+	LeaderRetry time.Duration
+	// PublishTimeout bounds one batch's wait for Kafka; unacknowledged rows stay unsent (default 30s).
+	PublishTimeout time.Duration
+	// LockKey names the advisory lock electing the active relay (default "orderflow-outbox-relay").
+	LockKey string
+	// Now is the clock stamped into producedAt (default time.Now).
+	Now func() time.Time
+}
+
+// Relay publishes committed outbox rows. Run it as a lifecycle component; any number of replicas
+// may run, only one per database publishes at a time.
+type Relay struct {
+	cfg      RelayConfig
+	pool     *pgxpool.Pool
+	producer *kgo.Client
+	log      *slog.Logger
+	m        relayMetrics
+}
+
+type relayMetrics struct {
+	published prometheus.Counter
+	latency   prometheus.Histogram
+	pending   prometheus.Gauge
+	oldest    prometheus.Gauge
+	leader    prometheus.Gauge
+}
+
+// NewRelay returns a relay reading pool's outbox and producing with producer (which should be an
+// idempotent producer with acks=all, franz-go's default). Metrics are registered on reg.
+func NewRelay(pool *pgxpool.Pool, producer *kgo.Client, log *slog.Logger, reg prometheus.Registerer, cfg RelayConfig) *Relay {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 24 * time.Hour
+	}
+	if cfg.LeaderRetry <= 0 {
+		cfg.LeaderRetry = 2 * time.Second
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 30 * time.Second
+	}
+	if cfg.LockKey == "" {
+		cfg.LockKey = "orderflow-outbox-relay"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m := relayMetrics{
+		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_published_total", Help: "Outbox rows published to Kafka."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outbox_publish_latency_seconds",
+			Help:    "Time from the outbox insert to Kafka's acknowledgement.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_pending_rows", Help: "Committed outbox rows not yet published."}),
+		oldest:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_oldest_pending_age_seconds", Help: "Age of the oldest unpublished outbox row."}),
+		leader:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_relay_active", Help: "1 when this relay holds the publishing lock."}),
+	}
+	reg.MustRegister(m.published, m.latency, m.pending, m.oldest, m.leader)
+	return &Relay{cfg: cfg, pool: pool, producer: producer, log: log, m: m}
+}
+
+// Run competes for leadership and, while leader, publishes until ctx is cancelled. Errors (Postgres
+// or Kafka down) are logged and retried with backoff; Run returns only when ctx ends.
+func (r *Relay) Run(ctx context.Context) error {
+	go r.reportBacklog(ctx)
+	delay := r.cfg.LeaderRetry
+	for ctx.Err() == nil {
+		err := r.lead(ctx)
+		r.m.leader.Set(0)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			r.log.Warn("outbox relay interrupted, retrying", "err", err, "in", delay)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+	}
+	return nil
+}
+
+// lead holds a dedicated connection that owns the advisory lock and listens for NOTIFY. It returns
+// nil when another relay is leader (try again later) and an error when the connection failed.
+func (r *Relay) lead(ctx context.Context) error {
+	pc, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire connection: %w", err)
+	}
+	// The session-level lock lives as long as this connection; take it out of the pool and close it
+	// at the end, so the lock is never left behind on a pooled connection.
+	conn := pc.Hijack()
+	defer func() { _ = conn.Close(context.Background()) }()
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, r.cfg.LockKey).Scan(&got); err != nil {
+		return fmt.Errorf("advisory lock: %w", err)
+	}
+	if !got {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{NotifyChannel}.Sanitize()); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	r.m.leader.Set(1)
+	r.log.Info("outbox relay active")
+	lastPurge := time.Time{}
+	for ctx.Err() == nil {
+		n, err := r.publishBatch(ctx)
+		if err != nil {
+			return err
+		}
+		if time.Since(lastPurge) > time.Minute {
+			if err := r.purge(ctx); err != nil {
+				r.log.Warn("outbox purge failed", "err", err)
+			}
+			lastPurge = time.Now()
+		}
+		if n == r.cfg.BatchSize {
+			continue // more waiting
+		}
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
+		_, err = conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+	}
+	return nil
+}
+
+type row struct {
+	id        int64
+	topic     string
+	key       string
+	value     []byte
+	createdAt time.Time
+}
+
+// publishBatch publishes up to BatchSize unsent rows in id order and marks the acknowledged prefix.
+func (r *Relay) publishBatch(ctx context.Context) (int, error) {
+	rows, err := r.pool.Query(ctx,
+		`SELECT id, topic, record_key, value, created_at FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1`, r.cfg.BatchSize)
+	if err != nil {
+		return 0, fmt.Errorf("read outbox: %w", err)
+	}
+	batch, err := pgx.CollectRows(rows, func(rw pgx.CollectableRow) (row, error) {
+		var x row
+		return x, rw.Scan(&x.id, &x.topic, &x.key, &x.value, &x.createdAt)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read outbox: %w", err)
+	}
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	recs := make([]*kgo.Record, len(batch))
+	for i, x := range batch {
+		rec, err := r.record(x)
+		if err != nil {
+			return 0, err
+		}
+		recs[i] = rec
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	results := r.producer.ProduceSync(pctx, recs...)
+	cancel()
+	// Mark only the prefix acknowledged without error: a later row of the same order must not be
+	// marked before an earlier one is (ordering), and unacknowledged rows are simply retried.
+	ids := make([]int64, 0, len(batch))
+	var firstErr error
+	for i, res := range results {
+		if res.Err != nil {
+			firstErr = res.Err
+			break
+		}
+		ids = append(ids, batch[i].id)
+	}
+	if len(ids) > 0 {
+		if _, err := r.pool.Exec(ctx, `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`, ids); err != nil {
+			// Published but not marked: they will be published again (consumers are idempotent).
+			return 0, fmt.Errorf("mark outbox rows sent: %w", err)
+		}
+		now := time.Now()
+		for _, x := range batch[:len(ids)] {
+			r.m.latency.Observe(now.Sub(x.createdAt).Seconds())
+		}
+		r.m.published.Add(float64(len(ids)))
+	}
+	if firstErr != nil {
+		return len(ids), fmt.Errorf("publish: %w", firstErr)
+	}
+	return len(batch), nil
+}
+
+// record sets producedAt in the stored envelope and adds the routing headers.
+func (r *Relay) record(x row) (*kgo.Record, error) {
+	var e event.Envelope
+	if err := json.Unmarshal(x.value, &e); err != nil {
+		return nil, fmt.Errorf("outbox row %d holds an undecodable envelope: %w", x.id, err)
+	}
+	now := r.cfg.Now().UTC().Truncate(time.Microsecond)
+	if now.Before(e.OccurredAt) {
+		now = e.OccurredAt // producedAt >= occurredAt even with clock skew between writers
+	}
+	e.ProducedAt = now
+	v, err := e.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return &kgo.Record{Topic: x.topic, Key: []byte(x.key), Value: v, Headers: []kgo.RecordHeader{
+		{Key: "eventType", Value: []byte(e.EventType)},
+		{Key: "eventId", Value: []byte(e.EventID)},
+		{Key: "correlationId", Value: []byte(e.CorrelationID)},
+	}}, nil
+}
+
+func (r *Relay) purge(ctx context.Context) error {
+	_, err := r.pool.Exec(ctx, `DELETE FROM outbox WHERE id IN (
+		SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - $1::interval LIMIT 10000)`,
+		r.cfg.Retention.String())
+	return err
+}
+
+// reportBacklog refreshes the pending gauges every few seconds (every replica reports, leader or not).
+func (r *Relay) reportBacklog(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		var n int64
+		var oldest *time.Time
+		err := r.pool.QueryRow(ctx, `SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL`).Scan(&n, &oldest)
+		if err == nil {
+			r.m.pending.Set(float64(n))
+			if oldest != nil {
+				r.m.oldest.Set(time.Since(*oldest).Seconds())
+			} else {
+				r.m.oldest.Set(0)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
