@@ -58,6 +58,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return ErrUsage
 		}
 		return createTopics(ctx, getenv, stdout)
+	case "dlq":
+		return runDLQ(ctx, rest, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "orderflow %s (commit %s, built %s)\n", version.Version, version.Commit, version.BuildTime)
 		return nil
@@ -112,6 +114,9 @@ services (configured by environment variables, see docs/configuration.md):
 
 tools:
   topics create       create every Kafka topic (idempotent)
+  dlq list --topic T  show dead-lettered records with their x-* headers
+  dlq replay --topic T (--event-id ID | --offset P:O | --all)
+                      republish dead-lettered records to their original topic
   version             print build information
 `, strings.Join(names, "\n  "))
 }

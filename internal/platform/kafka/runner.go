@@ -32,6 +32,9 @@ type RunnerConfig struct {
 	DLQTopic func(topic string) string
 	// OnJoined is called once, after the first partition assignment (readiness).
 	OnJoined func()
+	// SessionTimeout is how long the group waits for a crashed member before giving its partitions
+	// to others (default 10s; Kafka's own default of 45s would stall those partitions that long).
+	SessionTimeout time.Duration
 	// QueueLimit pauses fetching a partition whose worker has this many records queued (default 2000).
 	QueueLimit int
 	Log        *slog.Logger
@@ -113,6 +116,9 @@ func NewRunner(kcfg Config, cfg RunnerConfig) (*Runner, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 10 * time.Second
+	}
 	r := &Runner{cfg: cfg, kcfg: kcfg, parts: map[tp]*worker{}}
 	if kcfg.ClientID == "" {
 		kcfg.ClientID = cfg.Group
@@ -124,6 +130,8 @@ func NewRunner(kcfg Config, cfg RunnerConfig) (*Runner, error) {
 		kgo.OnPartitionsAssigned(r.assigned),
 		kgo.OnPartitionsRevoked(r.revoked),
 		kgo.OnPartitionsLost(r.lost),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.HeartbeatInterval(min(time.Second, cfg.SessionTimeout/3)),
 		kgo.AutoCommitMarks(),
 		kgo.AutoCommitInterval(time.Second),
 		// Revocation callbacks run only between polls, so a partition's records are never handed to a

@@ -52,8 +52,9 @@ type relayMetrics struct {
 	leader    prometheus.Gauge
 }
 
-// NewRelay returns a relay reading pool's outbox and producing with producer (which should be an
-// idempotent producer with acks=all, franz-go's default). Metrics are registered on reg.
+// NewRelay returns a relay reading pool's outbox and producing with producer, which must be a client
+// used by this relay alone (it aborts the client's buffered records when it loses leadership) and an
+// idempotent producer with acks=all (franz-go's default). Metrics are registered on reg.
 func NewRelay(pool *pgxpool.Pool, producer *kgo.Client, log *slog.Logger, reg prometheus.Registerer, cfg RelayConfig) *Relay {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
@@ -122,6 +123,15 @@ func (r *Relay) lead(ctx context.Context) error {
 	// at the end, so the lock is never left behind on a pooled connection.
 	conn := pc.Hijack()
 	defer func() { _ = conn.Close(context.Background()) }()
+	// Before the lock is released (conn closed above, deferred first), make sure no record of ours is
+	// still buffered: a late delivery after the next leader started would break per-order order.
+	defer func() {
+		actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.producer.AbortBufferedRecords(actx); err != nil {
+			r.log.Warn("could not settle buffered records before releasing leadership", "err", err)
+		}
+	}()
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, r.cfg.LockKey).Scan(&got); err != nil {
 		return fmt.Errorf("advisory lock: %w", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/platform/httpx"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/lifecycle"
 	"github.com/orderflow/orderflow/internal/platform/obs"
 	"github.com/orderflow/orderflow/internal/version"
@@ -26,6 +27,8 @@ type Service struct {
 	Mux      *http.ServeMux // API routes; the ops endpoints are already registered
 	Group    *lifecycle.Group
 	closers  []func()
+
+	runnerMetrics *kafka.RunnerMetrics
 }
 
 // New builds the skeleton for service name, logging JSON to stdout.
