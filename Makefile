@@ -12,9 +12,11 @@ LDFLAGS := -X github.com/orderflow/orderflow/internal/version.Version=$(shell gi
 run: infra-up build
 	$(BIN) all
 
-## test: start the servers, then run every test (unit and integration) with the race detector
+## test: start the servers, run every test (unit and integration) with the race detector, then the
+## tests that stop and restart shared servers, one package at a time
 test: infra-up
 	ORDERFLOW_INTEGRATION=1 $(GO) test -race -count=1 -timeout 20m ./...
+	ORDERFLOW_INTEGRATION=1 ORDERFLOW_DISRUPTIVE=1 $(GO) test -race -count=1 -p 1 -timeout 20m ./test/disruptive/...
 
 ## unit: tests that need no servers
 unit:

@@ -30,4 +30,3 @@ func exitCode(err error) int {
 	}
 	return 1
 }
-
