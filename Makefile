@@ -30,6 +30,7 @@ lint:
 ## fuzz: run each fuzz target for a short while
 fuzz:
 	$(GO) test ./internal/event/ -run '^$$' -fuzz FuzzDecode -fuzztime 30s
+	$(GO) test ./internal/order/ -run '^$$' -fuzz FuzzCreateNeverFails500 -fuzztime 30s
 
 build:
 	@mkdir -p .cache/bin

@@ -12,6 +12,7 @@ const Name = "order-service"
 type Config struct {
 	service.Common
 	HTTPAddr string
+	Limits   Limits
 }
 
 // LoadConfig reads the configuration from getenv and validates it.
@@ -20,5 +21,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("ORDER_HTTP_ADDR", "127.0.0.1:8081", "Listen address of order-service.")
 	c.Postgres.Database = e.String("ORDER_DB_NAME", "order_db", "Postgres database owned by order-service (created if missing).")
+	c.Limits = Limits{
+		MaxBodyBytes: int64(e.Int("ORDER_MAX_BODY_BYTES", 64<<10, "Largest accepted POST /api/orders body.")),
+		MaxItems:     e.Int("ORDER_MAX_ITEMS", 100, "Most lines in one order (more is a 413)."),
+		MaxQuantity:  e.Int("ORDER_MAX_QUANTITY", 10000, "Largest quantity of one line."),
+	}
+	e.Check(c.Limits.MaxBodyBytes > 0 && c.Limits.MaxItems > 0 && c.Limits.MaxQuantity > 0, "ORDER_MAX_* limits must be positive")
+	c.Limits = c.Limits.withDefaults()
 	return c, e.Err()
 }
