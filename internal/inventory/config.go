@@ -11,7 +11,8 @@ const Name = "inventory-service"
 // Config is inventory-service's configuration; LoadConfig documents every variable and its default.
 type Config struct {
 	service.Common
-	HTTPAddr string
+	HTTPAddr    string
+	CatalogFile string
 }
 
 // LoadConfig reads the configuration from getenv and validates it.
@@ -20,5 +21,6 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("INVENTORY_HTTP_ADDR", "127.0.0.1:8083", "Listen address of inventory-service.")
 	c.Postgres.Database = e.String("INVENTORY_DB_NAME", "inventory_db", "Postgres database owned by inventory-service (created if missing).")
+	c.CatalogFile = e.String("INVENTORY_CATALOG_FILE", "", "JSON catalog seeded at start-up ({\"items\":[{\"itemId\",\"name\",\"stock\"}]}); empty: the built-in 60-item catalog. Existing items keep their stock.")
 	return c, e.Err()
 }

@@ -2,10 +2,30 @@ package inventory
 
 import (
 	"context"
+	"embed"
 	"io"
+	"io/fs"
+	"time"
 
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/inbox"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/lifecycle"
+	"github.com/orderflow/orderflow/internal/platform/outbox"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+//go:embed catalog.json
+var builtinCatalog embed.FS
+
+func migrations() pg.Migrations {
+	sub, _ := fs.Sub(migrationFiles, "migrations")
+	return pg.Migrations{Table: "goose_inventory", FS: sub}
+}
 
 // Run starts inventory-service and blocks until ctx is cancelled or a component fails.
 func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -13,14 +33,44 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	s := service.New(Name, stdout, cfg.Common)
-	if _, err := s.Postgres(ctx, cfg.Postgres); err != nil {
-		s.Close()
+	catalog, err := loadCatalog(builtinCatalog, cfg.CatalogFile)
+	if err != nil {
 		return err
 	}
-	if _, err := s.Kafka(cfg.Kafka); err != nil {
+	s := service.New(Name, stdout, cfg.Common)
+	if err := run(ctx, s, cfg, catalog); err != nil {
 		s.Close()
 		return err
 	}
 	return s.Serve(ctx, cfg.HTTPAddr)
+}
+
+func run(ctx context.Context, s *service.Service, cfg Config, catalog []CatalogItem) error {
+	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), inbox.Migrations(), migrations())
+	if err != nil {
+		return err
+	}
+	if _, err := s.Kafka(cfg.Kafka); err != nil {
+		return err
+	}
+	st := &store{pool: pool, inbox: inbox.New(event.GroupInventory, s.Reg), factory: event.Factory{Producer: Name}, now: time.Now}
+	if err := st.seed(ctx, catalog); err != nil {
+		return err
+	}
+	if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
+		return err
+	}
+	c := &consumer{store: st, metrics: newMetrics(s.Reg)}
+	ids := make([]string, len(catalog))
+	for i, it := range catalog {
+		ids[i] = it.ItemID
+	}
+	s.Group.Add(lifecycle.Component{Name: "stock-gauge", Run: func(ctx context.Context) error { return c.reportStock(ctx, ids) }})
+	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{
+		Group: event.GroupInventory, Topics: []string{event.TopicOrders, event.TopicPayments}, Handler: c.handle,
+	}); err != nil {
+		return err
+	}
+	(&api{store: st, log: s.Log}).routes(s.Mux)
+	return nil
 }

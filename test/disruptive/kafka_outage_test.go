@@ -62,7 +62,9 @@ func TestOutboxPublishesRowsCommittedWhileKafkaIsDown(t *testing.T) {
 	for i := 0; i < n; i++ {
 		id := testkit.Name("down")
 		keys[id] = true
-		e, _ := event.Factory{Producer: "test"}.New(event.OrderCreated, id, map[string]int{"i": i})
+		e, _ := event.Factory{Producer: "test"}.New(event.OrderCreated, id, event.OrderCreatedPayload{
+			CustomerID: "outage-test", TotalAmount: event.MustMoney("1.00"), Currency: "EUR",
+			Items: []event.Item{{ItemID: "TEST-UNKNOWN", Quantity: 1, UnitPrice: event.MustMoney("1.00")}}})
 		if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, e) }); err != nil {
 			t.Fatalf("commit while Kafka is down: %v", err)
 		}

@@ -28,6 +28,9 @@ type RunnerConfig struct {
 	// Unavailable errors are retried without limit; Permanent errors are not retried.
 	MaxAttempts int
 	Backoff     Backoff
+	// Unavailable classifies unmarked handler errors as "dependency down" (retried without limit),
+	// e.g. pg.IsUnavailable; errors marked with Unavailable are always treated so.
+	Unavailable func(error) bool
 	// DLQTopic maps a source topic to its dead-letter topic (default event.DLQFor).
 	DLQTopic func(topic string) string
 	// OnJoined is called once, after the first partition assignment (readiness).

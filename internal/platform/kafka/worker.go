@@ -146,16 +146,17 @@ func (w *worker) process(rec *kgo.Record) bool {
 		if w.ctx.Err() != nil {
 			return false
 		}
+		unavailable := IsUnavailable(err) || (cfg.Unavailable != nil && cfg.Unavailable(err) && !IsPermanent(err))
 		switch {
 		case IsPermanent(err):
 			log.Warn("permanent handler error, dead-lettering", "err", err)
 			return w.deadLetter(rec, env.EventType, attempt-1, err)
-		case !IsUnavailable(err) && attempt >= cfg.MaxAttempts:
+		case !unavailable && attempt >= cfg.MaxAttempts:
 			log.Error("handler failed on every attempt, dead-lettering", "attempts", attempt, "err", err)
 			return w.deadLetter(rec, env.EventType, attempt-1, err)
 		}
 		cfg.Metrics.retries.WithLabelValues(cfg.Group, rec.Topic).Inc()
-		log.Warn("handler failed, retrying", "attempt", attempt, "unavailable", IsUnavailable(err), "err", err)
+		log.Warn("handler failed, retrying", "attempt", attempt, "unavailable", unavailable, "err", err)
 		if !w.wait(cfg.Backoff.Delay(attempt)) {
 			return false
 		}

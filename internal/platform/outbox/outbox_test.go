@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"log/slog"
 	"sync"
 	"testing"
@@ -87,8 +88,13 @@ func (tl *tail) snapshot() []*kgo.Record {
 	return append([]*kgo.Record(nil), tl.recs...)
 }
 
+// envelope builds a valid order.created (these tests publish to the real topic, which the services
+// consume) whose customerId carries the sequence number. The item is unknown, so a running
+// inventory-service rejects it harmlessly.
 func envelope(t *testing.T, orderID string, seq int) event.Envelope {
-	e, err := event.Factory{Producer: "test"}.New(event.OrderCreated, orderID, map[string]int{"seq": seq})
+	e, err := event.Factory{Producer: "test"}.New(event.OrderCreated, orderID, event.OrderCreatedPayload{
+		CustomerID: strconv.Itoa(seq), TotalAmount: event.MustMoney("1.00"), Currency: "EUR",
+		Items: []event.Item{{ItemID: "TEST-UNKNOWN", Quantity: 1, UnitPrice: event.MustMoney("1.00")}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,14 +200,17 @@ func TestTwoRelaysKeepPerOrderCommitOrder(t *testing.T) {
 		for _, r := range tl.snapshot() {
 			var e struct {
 				EventID string `json:"eventId"`
-				Payload struct{ Seq int }
+				Payload struct {
+					CustomerID string `json:"customerId"`
+				}
 			}
 			_ = json.Unmarshal(r.Value, &e)
+			seq, _ := strconv.Atoi(e.Payload.CustomerID)
 			if seen[e.EventID] {
 				continue // a republished duplicate; consumers dedupe by eventId
 			}
 			seen[e.EventID] = true
-			got[string(r.Key)] = append(got[string(r.Key)], e.Payload.Seq)
+			got[string(r.Key)] = append(got[string(r.Key)], seq)
 		}
 		return got
 	}

@@ -6,10 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -179,4 +182,25 @@ func mustLocker() lock.SessionLocker {
 		panic(err) // only fails on invalid options, which are constant here
 	}
 	return l
+}
+
+// IsUnavailable reports errors that mean "the database cannot be reached right now" (connection
+// refused or lost, server shutting down or starting, timeouts) as opposed to errors in the statement
+// or the data. Consumers retry the former without limit instead of dead-lettering the event.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// Class 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
+		// 53300: too many connections.
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" ||
+			pgErr.Code == "57P03" || pgErr.Code == "53300"
+	}
+	var connErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connErr) || errors.As(err, &netErr) || pgconn.Timeout(err) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, pgx.ErrTxCommitRollback) || pgconn.SafeToRetry(err)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/lifecycle"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
 // Outbox starts the outbox relay for pool with its own idempotent producer. Add it before the
@@ -34,6 +35,9 @@ func (s *Service) Consumer(kc kafka.Config, rc kafka.RunnerConfig) error {
 		rc.Log = s.Log
 	}
 	rc.Metrics = s.runnerMetrics
+	if rc.Unavailable == nil {
+		rc.Unavailable = pg.IsUnavailable // every consumer here writes Postgres; query-api sets its own
+	}
 	gate := "consumer " + rc.Group
 	s.Health.Gate(gate)
 	rc.OnJoined = func() { s.Health.Open(gate) }

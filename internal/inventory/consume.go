@@ -1,0 +1,101 @@
+package inventory
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/event"
+)
+
+type metrics struct {
+	reservations *prometheus.CounterVec
+	releases     prometheus.Counter
+	ignored      *prometheus.CounterVec
+	available    *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		reservations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inventory_reservations_total",
+			Help: "Orders decided, by result (reserved, rejected) and rejection reason."}, []string{"result", "reason"}),
+		releases: prometheus.NewCounter(prometheus.CounterOpts{Name: "inventory_releases_total",
+			Help: "Reservations released after payment.failed."}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inventory_events_ignored_total",
+			Help: "Events acknowledged without effect, by type (other events on consumed topics)."}, []string{"type"}),
+		available: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inventory_stock_available",
+			Help: "Units free to reserve, for the seeded catalog (at most 200 items)."}, []string{"item_id"}),
+	}
+	reg.MustRegister(m.reservations, m.releases, m.ignored, m.available)
+	return m
+}
+
+type consumer struct {
+	store   *store
+	metrics *metrics
+}
+
+// handle routes order.created to reserve and payment.failed to release; anything else on the
+// consumed topics (payment.authorized, future additive events) is acknowledged and counted.
+func (c *consumer) handle(ctx context.Context, e event.Envelope) error {
+	var out outcome
+	var err error
+	switch e.EventType {
+	case event.OrderCreated:
+		p, perr := event.DecodePayload[event.OrderCreatedPayload](e)
+		if perr != nil {
+			return perr
+		}
+		out, err = c.store.reserve(ctx, e, p)
+	case event.PaymentFailed:
+		p, perr := event.DecodePayload[event.PaymentPayload](e)
+		if perr != nil {
+			return perr
+		}
+		out, err = c.store.release(ctx, e, p)
+	default:
+		c.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	// Counters move only after commit.
+	switch {
+	case out.duplicate:
+		c.store.inbox.Duplicate()
+	case out.result == "released":
+		c.metrics.releases.Inc()
+	case out.result == "reserved" || out.result == "rejected":
+		c.metrics.reservations.WithLabelValues(out.result, out.reason).Inc()
+	}
+	return nil
+}
+
+// reportStock refreshes the stock gauge for the seeded catalog every few seconds.
+func (c *consumer) reportStock(ctx context.Context, ids []string) error {
+	if len(ids) > 200 {
+		ids = ids[:200] // bounded label cardinality
+	}
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		rows, err := c.store.pool.Query(ctx, `SELECT item_id, available FROM stock WHERE item_id = ANY($1)`, ids)
+		if err == nil {
+			for rows.Next() {
+				var id string
+				var a int
+				if rows.Scan(&id, &a) == nil {
+					c.metrics.available.WithLabelValues(id).Set(float64(a))
+				}
+			}
+			rows.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,291 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/inbox"
+	"github.com/orderflow/orderflow/internal/platform/outbox"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+)
+
+// Reservation statuses.
+const (
+	StatusReserved = "RESERVED"
+	StatusRejected = "REJECTED"
+	StatusReleased = "RELEASED"
+)
+
+// Item is one stock row as the admin API shows it.
+type Item struct {
+	ItemID    string    `json:"itemId"`
+	Name      string    `json:"name"`
+	Available int       `json:"available"`
+	Reserved  int       `json:"reserved"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// ErrNotFound: no such item.
+var ErrNotFound = errors.New("item not found")
+
+// outcome says what a handler did, for metrics after commit.
+type outcome struct {
+	duplicate bool
+	result    string // reserved, rejected, released, ignored
+	reason    string
+}
+
+type store struct {
+	pool    *pgxpool.Pool
+	inbox   *inbox.Inbox
+	factory event.Factory
+	now     func() time.Time
+}
+
+type line struct {
+	itemID string
+	qty    int
+}
+
+// aggregate sums quantities per item and sorts by item id, so rows are always locked in the same
+// order (no deadlocks between concurrent reservations).
+func aggregate(items []event.Item) []line {
+	m := map[string]int{}
+	for _, it := range items {
+		m[it.ItemID] += it.Quantity
+	}
+	out := make([]line, 0, len(m))
+	for id, q := range m {
+		out = append(out, line{id, q})
+	}
+	slices.SortFunc(out, func(a, b line) int {
+		if a.itemID < b.itemID {
+			return -1
+		}
+		if a.itemID > b.itemID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// reserve handles order.created: all lines or none, in one transaction with the inbox record and
+// the outgoing event.
+func (s *store) reserve(ctx context.Context, e event.Envelope, p event.OrderCreatedPayload) (outcome, error) {
+	var out outcome
+	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		out = outcome{}
+		first, err := s.inbox.Begin(ctx, tx, e.EventID)
+		if err != nil {
+			return err
+		}
+		var exists bool
+		if first {
+			err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)`, e.OrderID).Scan(&exists)
+			if err != nil {
+				return fmt.Errorf("look up reservation: %w", err)
+			}
+		}
+		if !first || exists { // same event again, or another event for an order already decided
+			out.duplicate = true
+			return nil
+		}
+		lines := aggregate(p.Items)
+		ids := make([]string, len(lines))
+		qtys := make([]int32, len(lines))
+		for i, l := range lines {
+			ids[i], qtys[i] = l.itemID, int32(l.qty)
+		}
+		rows, err := tx.Query(ctx, `SELECT item_id, available FROM stock WHERE item_id = ANY($1) ORDER BY item_id FOR UPDATE`, ids)
+		if err != nil {
+			return fmt.Errorf("lock stock: %w", err)
+		}
+		avail := map[string]int{}
+		var id string
+		var a int
+		_, err = pgx.ForEachRow(rows, []any{&id, &a}, func() error { avail[id] = a; return nil })
+		if err != nil {
+			return fmt.Errorf("lock stock: %w", err)
+		}
+		var unknown, short []event.RejectedItem
+		for _, l := range lines {
+			a, ok := avail[l.itemID]
+			switch {
+			case !ok:
+				unknown = append(unknown, event.RejectedItem{ItemID: l.itemID, Requested: l.qty, Available: 0})
+			case a < l.qty:
+				short = append(short, event.RejectedItem{ItemID: l.itemID, Requested: l.qty, Available: a})
+			}
+		}
+		resID := uuid.NewString()
+		now := s.now().UTC()
+		payload := event.InventoryPayload{OrderID: e.OrderID, Amount: p.TotalAmount, Currency: p.Currency,
+			CustomerID: p.CustomerID, ReservationID: resID}
+		typ := event.InventoryReserved
+		status, reason := StatusReserved, ""
+		switch {
+		case len(unknown) > 0:
+			typ, status, reason = event.InventoryRejected, StatusRejected, event.ReasonUnknownItem
+			payload.Reason, payload.Items = reason, unknown
+		case len(short) > 0:
+			typ, status, reason = event.InventoryRejected, StatusRejected, event.ReasonInsufficientStock
+			payload.Reason, payload.Items = reason, short
+		}
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO reservations (reservation_id, order_id, status, reason, created_at) VALUES ($1, $2, $3, NULLIF($4, ''), $5)`,
+			resID, e.OrderID, status, reason, now)
+		if status == StatusReserved {
+			b.Queue(`UPDATE stock SET available = available - u.q, reserved = reserved + u.q, updated_at = $3
+				FROM unnest($1::text[], $2::int[]) AS u(item_id, q) WHERE stock.item_id = u.item_id`, ids, qtys, now)
+			b.Queue(`INSERT INTO reservation_items (reservation_id, item_id, quantity) SELECT $1::uuid, * FROM unnest($2::text[], $3::int[])`,
+				resID, ids, qtys)
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("write reservation: %w", err)
+		}
+		out.result, out.reason = "rejected", reason
+		if status == StatusReserved {
+			out.result = "reserved"
+		}
+		return s.emit(ctx, tx, e, typ, payload)
+	})
+	return out, err
+}
+
+// release handles payment.failed: the order's live reservation returns its stock, exactly once.
+func (s *store) release(ctx context.Context, e event.Envelope, p event.PaymentPayload) (outcome, error) {
+	var out outcome
+	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+		out = outcome{result: "ignored"}
+		first, err := s.inbox.Begin(ctx, tx, e.EventID)
+		if err != nil {
+			return err
+		}
+		if !first {
+			out.duplicate = true
+			return nil
+		}
+		var resID, status string
+		err = tx.QueryRow(ctx, `SELECT reservation_id::text, status FROM reservations WHERE order_id = $1 FOR UPDATE`, e.OrderID).Scan(&resID, &status)
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && status != StatusReserved) {
+			return nil // nothing held (rejected, or already released by an earlier payment.failed)
+		}
+		if err != nil {
+			return fmt.Errorf("look up reservation: %w", err)
+		}
+		now := s.now().UTC()
+		b := &pgx.Batch{}
+		b.Queue(`UPDATE stock SET available = available + ri.quantity, reserved = reserved - ri.quantity, updated_at = $2
+			FROM reservation_items ri WHERE ri.reservation_id = $1 AND stock.item_id = ri.item_id`, resID, now)
+		b.Queue(`UPDATE reservations SET status = $2, released_at = $3 WHERE reservation_id = $1`, resID, StatusReleased, now)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("release reservation: %w", err)
+		}
+		out.result = "released"
+		return s.emit(ctx, tx, e, event.InventoryReleased, event.InventoryReleasedPayload{
+			OrderID: e.OrderID, ReservationID: resID, Reason: "PAYMENT_FAILED"})
+	})
+	return out, err
+}
+
+func (s *store) emit(ctx context.Context, tx pgx.Tx, cause event.Envelope, t event.Type, payload any) error {
+	out, err := s.factory.Caused(cause, t, payload)
+	if err != nil {
+		return err
+	}
+	return outbox.Add(ctx, tx, out)
+}
+
+// CatalogItem is one entry of the seed catalog file.
+type CatalogItem struct {
+	ItemID string `json:"itemId"`
+	Name   string `json:"name"`
+	Stock  int    `json:"stock"`
+}
+
+// loadCatalog reads a catalog file ({"items":[...]}) from path, or the built-in one when path is "".
+func loadCatalog(builtin fs.FS, path string) ([]CatalogItem, error) {
+	var b []byte
+	var err error
+	if path == "" {
+		b, err = fs.ReadFile(builtin, "catalog.json")
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read catalog: %w", err)
+	}
+	var c struct{ Items []CatalogItem }
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("parse catalog %s: %w", path, err)
+	}
+	for _, it := range c.Items {
+		if it.ItemID == "" || it.Stock < 0 {
+			return nil, fmt.Errorf("catalog %s: item %q needs an itemId and a stock >= 0", path, it.ItemID)
+		}
+	}
+	return c.Items, nil
+}
+
+// seed inserts catalog items that do not exist yet; existing stock is never reset by a restart.
+func (s *store) seed(ctx context.Context, items []CatalogItem) error {
+	ids, names, stock := make([]string, len(items)), make([]string, len(items)), make([]int32, len(items))
+	for i, it := range items {
+		ids[i], names[i], stock[i] = it.ItemID, it.Name, int32(it.Stock)
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO stock (item_id, name, available)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) ON CONFLICT (item_id) DO NOTHING`, ids, names, stock)
+	if err != nil {
+		return fmt.Errorf("seed catalog: %w", err)
+	}
+	return nil
+}
+
+func (s *store) item(ctx context.Context, id string) (Item, error) {
+	var it Item
+	err := s.pool.QueryRow(ctx, `SELECT item_id, name, available, reserved, updated_at FROM stock WHERE item_id = $1`, id).
+		Scan(&it.ItemID, &it.Name, &it.Available, &it.Reserved, &it.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return it, ErrNotFound
+	}
+	it.UpdatedAt = it.UpdatedAt.UTC()
+	return it, err
+}
+
+// setAvailable sets the free units of an item, creating it when unknown.
+func (s *store) setAvailable(ctx context.Context, id string, available int) (Item, error) {
+	var it Item
+	err := s.pool.QueryRow(ctx, `INSERT INTO stock (item_id, name, available) VALUES ($1, $1, $2)
+		ON CONFLICT (item_id) DO UPDATE SET available = EXCLUDED.available, updated_at = now()
+		RETURNING item_id, name, available, reserved, updated_at`, id, available).
+		Scan(&it.ItemID, &it.Name, &it.Available, &it.Reserved, &it.UpdatedAt)
+	it.UpdatedAt = it.UpdatedAt.UTC()
+	return it, err
+}
+
+// list returns up to limit items with item_id > after, in item_id order.
+func (s *store) list(ctx context.Context, after string, limit int) ([]Item, error) {
+	rows, err := s.pool.Query(ctx, `SELECT item_id, name, available, reserved, updated_at FROM stock
+		WHERE item_id > $1 ORDER BY item_id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Item, error) {
+		var it Item
+		err := r.Scan(&it.ItemID, &it.Name, &it.Available, &it.Reserved, &it.UpdatedAt)
+		it.UpdatedAt = it.UpdatedAt.UTC()
+		return it, err
+	})
+}

@@ -1,0 +1,284 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/inbox"
+	"github.com/orderflow/orderflow/internal/platform/outbox"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/testkit"
+)
+
+func newStore(t *testing.T, catalog ...CatalogItem) *store {
+	t.Helper()
+	testkit.Integration(t)
+	ctx := testkit.Context(t, 30*time.Second)
+	pool, err := pg.Open(ctx, testkit.NewDatabase(t), outbox.Migrations(), inbox.Migrations(), migrations())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := &store{pool: pool, inbox: inbox.New(event.GroupInventory, prometheus.NewRegistry()),
+		factory: event.Factory{Producer: Name}, now: time.Now}
+	if err := s.seed(ctx, catalog); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func orderEvent(t *testing.T, items ...event.Item) (event.Envelope, event.OrderCreatedPayload) {
+	p := event.OrderCreatedPayload{CustomerID: "c", Currency: "EUR", TotalAmount: event.MustMoney("10.00"), Items: items}
+	e, err := event.Factory{Producer: "order-service"}.New(event.OrderCreated, uuid.NewString(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, p
+}
+
+func item(id string, q int) event.Item {
+	return event.Item{ItemID: id, Quantity: q, UnitPrice: event.MustMoney("1.00")}
+}
+
+// outboxEvents returns the events the store wrote for orderID, in order.
+func outboxEvents(t *testing.T, s *store, orderID string) []event.Envelope {
+	t.Helper()
+	rows, err := s.pool.Query(context.Background(), `SELECT value FROM outbox WHERE record_key = $1 ORDER BY id`, orderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []event.Envelope
+	for rows.Next() {
+		var v []byte
+		_ = rows.Scan(&v)
+		e, err := event.Decode(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (s *store) mustItem(t *testing.T, id string) Item {
+	t.Helper()
+	it, err := s.item(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return it
+}
+
+// TestConcurrentReservationsNeverOversell: 200 orders race for 50 units.
+func TestConcurrentReservationsNeverOversell(t *testing.T) {
+	s := newStore(t, CatalogItem{ItemID: "HOT", Name: "Hot item", Stock: 50}, CatalogItem{ItemID: "OTHER", Name: "o", Stock: 1000})
+	ctx := testkit.Context(t, 2*time.Minute)
+	var wg sync.WaitGroup
+	results := make(chan outcome, 200)
+	for i := 0; i < 200; i++ {
+		wg.Go(func() {
+			// Lines in both orders of item ids, to provoke lock-order deadlocks if locking were unordered.
+			items := []event.Item{item("HOT", 1), item("OTHER", 1)}
+			if i%2 == 0 {
+				items = []event.Item{item("OTHER", 1), item("HOT", 1)}
+			}
+			e, p := orderEvent(t, items...)
+			out, err := s.reserve(ctx, e, p)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			results <- out
+		})
+	}
+	wg.Wait()
+	close(results)
+	reserved, rejected := 0, 0
+	for r := range results {
+		switch {
+		case r.result == "reserved":
+			reserved++
+		case r.result == "rejected" && r.reason == event.ReasonInsufficientStock:
+			rejected++
+		default:
+			t.Fatalf("unexpected outcome %+v", r)
+		}
+	}
+	hot, other := s.mustItem(t, "HOT"), s.mustItem(t, "OTHER")
+	if reserved != 50 || rejected != 150 || hot.Available != 0 || hot.Reserved != 50 {
+		t.Fatalf("reserved %d rejected %d, HOT %+v", reserved, rejected, hot)
+	}
+	// All or nothing: OTHER moved exactly with HOT.
+	if other.Reserved != 50 || other.Available != 950 {
+		t.Fatalf("OTHER %+v: a rejected order kept part of its lines", other)
+	}
+	var held int
+	_ = s.pool.QueryRow(ctx, `SELECT coalesce(sum(ri.quantity), 0) FROM reservation_items ri
+		JOIN reservations r USING (reservation_id) WHERE r.status = 'RESERVED' AND ri.item_id = 'HOT'`).Scan(&held)
+	if held != hot.Reserved || hot.Available+held != 50 {
+		t.Fatalf("conservation broken: available %d + held %d != 50 (reserved column %d)", hot.Available, held, hot.Reserved)
+	}
+}
+
+func TestRejectionReasonsAndPayloads(t *testing.T) {
+	s := newStore(t, CatalogItem{ItemID: "A", Name: "a", Stock: 3})
+	ctx := testkit.Context(t, 30*time.Second)
+
+	e, p := orderEvent(t, item("A", 1), item("NOPE", 2))
+	if out, err := s.reserve(ctx, e, p); err != nil || out.reason != event.ReasonUnknownItem {
+		t.Fatalf("unknown item: %+v %v", out, err)
+	}
+	evs := outboxEvents(t, s, e.OrderID)
+	if len(evs) != 1 || evs[0].EventType != event.InventoryRejected || evs[0].CausationID != e.EventID || evs[0].CorrelationID != e.OrderID {
+		t.Fatalf("events %+v", evs)
+	}
+	rej, _ := event.DecodePayload[event.InventoryPayload](evs[0])
+	if rej.Reason != event.ReasonUnknownItem || len(rej.Items) != 1 || rej.Items[0].ItemID != "NOPE" || rej.Amount.String() != "10.00" {
+		t.Fatalf("payload %+v", rej)
+	}
+	// The same item on two lines counts together: 2+2 > 3.
+	e2, p2 := orderEvent(t, item("A", 2), item("A", 2))
+	if out, _ := s.reserve(ctx, e2, p2); out.reason != event.ReasonInsufficientStock {
+		t.Fatalf("aggregated lines: %+v", out)
+	}
+	rej2, _ := event.DecodePayload[event.InventoryPayload](outboxEvents(t, s, e2.OrderID)[0])
+	if len(rej2.Items) != 1 || rej2.Items[0].Requested != 4 || rej2.Items[0].Available != 3 {
+		t.Fatalf("short items %+v", rej2.Items)
+	}
+	if a := s.mustItem(t, "A"); a.Available != 3 || a.Reserved != 0 {
+		t.Fatalf("rejections changed stock: %+v", a)
+	}
+}
+
+func TestCompensationReleasesOnce(t *testing.T) {
+	s := newStore(t, CatalogItem{ItemID: "A", Name: "a", Stock: 10})
+	ctx := testkit.Context(t, 30*time.Second)
+	e, p := orderEvent(t, item("A", 4))
+	if out, err := s.reserve(ctx, e, p); err != nil || out.result != "reserved" {
+		t.Fatalf("%+v %v", out, err)
+	}
+	// Redelivery of the same order.created and a second event for the same order change nothing.
+	if out, _ := s.reserve(ctx, e, p); !out.duplicate {
+		t.Fatal("redelivered order.created not recognised")
+	}
+	e.EventID = uuid.NewString()
+	if out, _ := s.reserve(ctx, e, p); !out.duplicate {
+		t.Fatal("second order.created for the same order not recognised")
+	}
+	if a := s.mustItem(t, "A"); a.Available != 6 || a.Reserved != 4 {
+		t.Fatalf("after reserve %+v", a)
+	}
+	failed, _ := event.Factory{Producer: "payment-service"}.Caused(e, event.PaymentFailed,
+		event.PaymentPayload{PaymentID: 1, OrderID: e.OrderID, Amount: p.TotalAmount, Currency: "EUR", Status: event.PaymentStatusFailed})
+	fp, _ := event.DecodePayload[event.PaymentPayload](failed)
+	if out, err := s.release(ctx, failed, fp); err != nil || out.result != "released" {
+		t.Fatalf("release %+v %v", out, err)
+	}
+	if a := s.mustItem(t, "A"); a.Available != 10 || a.Reserved != 0 {
+		t.Fatalf("after release %+v", a)
+	}
+	if out, _ := s.release(ctx, failed, fp); !out.duplicate {
+		t.Fatal("duplicate payment.failed applied again")
+	}
+	failed.EventID = uuid.NewString() // a distinct payment.failed for the same order
+	if out, _ := s.release(ctx, failed, fp); out.result != "ignored" {
+		t.Fatalf("second release: %+v", out)
+	}
+	if a := s.mustItem(t, "A"); a.Available != 10 || a.Reserved != 0 {
+		t.Fatalf("duplicate release changed stock: %+v", a)
+	}
+	evs := outboxEvents(t, s, e.OrderID)
+	if len(evs) != 2 || evs[0].EventType != event.InventoryReserved || evs[1].EventType != event.InventoryReleased {
+		t.Fatalf("events %v", evs)
+	}
+	rel, _ := event.DecodePayload[event.InventoryReleasedPayload](evs[1])
+	res, _ := event.DecodePayload[event.InventoryPayload](evs[0])
+	if rel.ReservationID == "" || rel.ReservationID != res.ReservationID {
+		t.Fatalf("released %+v reserved %+v", rel, res)
+	}
+}
+
+func TestAdminAPI(t *testing.T) {
+	var catalog []CatalogItem
+	for i := 0; i < 7; i++ {
+		catalog = append(catalog, CatalogItem{ItemID: fmt.Sprintf("I-%02d", i), Name: "n", Stock: i})
+	}
+	s := newStore(t, catalog...)
+	mux := http.NewServeMux()
+	(&api{store: s, log: slog.New(slog.NewTextHandler(io.Discard, nil))}).routes(mux)
+	do := func(method, path, body string) (int, map[string]any) {
+		r := httptest.NewRequest(method, path, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		var m map[string]any
+		_ = json.Unmarshal(w.Body.Bytes(), &m)
+		return w.Code, m
+	}
+	if code, m := do("GET", "/api/inventory/I-03", ""); code != 200 || m["available"] != 3.0 {
+		t.Fatalf("get %d %v", code, m)
+	}
+	if code, _ := do("GET", "/api/inventory/none", ""); code != 404 {
+		t.Fatalf("unknown item %d", code)
+	}
+	if code, m := do("PUT", "/api/inventory/I-03", `{"available":42}`); code != 200 || m["available"] != 42.0 {
+		t.Fatalf("put %d %v", code, m)
+	}
+	for _, bad := range []string{`{"available":-1}`, `{}`, `{"available":"x"}`, `{"available":1.5}`} {
+		if code, _ := do("PUT", "/api/inventory/I-03", bad); code != 400 {
+			t.Fatalf("put %s: %d", bad, code)
+		}
+	}
+	var seen []string
+	tok := ""
+	for pages := 0; pages < 10; pages++ {
+		_, m := do("GET", "/api/inventory?limit=3&pageToken="+tok, "")
+		for _, it := range m["items"].([]any) {
+			seen = append(seen, it.(map[string]any)["itemId"].(string))
+		}
+		next, _ := m["nextPageToken"].(string)
+		if next == "" {
+			break
+		}
+		tok = next
+	}
+	if len(seen) != 7 || seen[0] != "I-00" || seen[6] != "I-06" {
+		t.Fatalf("paginated %v", seen)
+	}
+	if code, _ := do("GET", "/api/inventory?limit=0", ""); code != 400 {
+		t.Fatal("limit 0 accepted")
+	}
+}
+
+func TestBuiltinCatalog(t *testing.T) {
+	items, err := loadCatalog(builtinCatalog, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	low := 0
+	for _, it := range items {
+		if it.Stock < 10 {
+			low++
+		}
+	}
+	if len(items) < 50 || low == 0 {
+		t.Fatalf("catalog has %d items, %d with small stock", len(items), low)
+	}
+	if _, err := loadCatalog(builtinCatalog, "/nonexistent.json"); err == nil {
+		t.Fatal("missing catalog file accepted")
+	}
+}
