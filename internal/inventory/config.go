@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
@@ -13,6 +14,7 @@ type Config struct {
 	service.Common
 	HTTPAddr    string
 	CatalogFile string
+	Group       string
 }
 
 // LoadConfig reads the configuration from getenv and validates it.
@@ -22,5 +24,6 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.HTTPAddr = e.String("INVENTORY_HTTP_ADDR", "127.0.0.1:8083", "Listen address of inventory-service.")
 	c.Postgres.Database = e.String("INVENTORY_DB_NAME", "inventory_db", "Postgres database owned by inventory-service (created if missing).")
 	c.CatalogFile = e.String("INVENTORY_CATALOG_FILE", "", "JSON catalog seeded at start-up ({\"items\":[{\"itemId\",\"name\",\"stock\"}]}); empty: the built-in 60-item catalog. Existing items keep their stock.")
+	c.Group = e.String("INVENTORY_CONSUMER_GROUP", event.GroupInventory, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
 	return c, e.Err()
 }

@@ -53,7 +53,7 @@ func run(ctx context.Context, s *service.Service, cfg Config, catalog []CatalogI
 	if _, err := s.Kafka(cfg.Kafka); err != nil {
 		return err
 	}
-	st := &store{pool: pool, inbox: inbox.New(event.GroupInventory, s.Reg), factory: event.Factory{Producer: Name}, now: time.Now}
+	st := &store{pool: pool, inbox: inbox.New(cfg.Group, s.Reg), factory: event.Factory{Producer: Name}, now: time.Now}
 	if err := st.seed(ctx, catalog); err != nil {
 		return err
 	}
@@ -67,7 +67,7 @@ func run(ctx context.Context, s *service.Service, cfg Config, catalog []CatalogI
 	}
 	s.Group.Add(lifecycle.Component{Name: "stock-gauge", Run: func(ctx context.Context) error { return c.reportStock(ctx, ids) }})
 	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{
-		Group: event.GroupInventory, Topics: []string{event.TopicOrders, event.TopicPayments}, Handler: c.handle,
+		Group: cfg.Group, Topics: []string{event.TopicOrders, event.TopicPayments}, Handler: c.handle,
 	}); err != nil {
 		return err
 	}
