@@ -2,10 +2,30 @@ package payment
 
 import (
 	"context"
+	"embed"
+	"errors"
 	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
 
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/outbox"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/platform/redislock"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+func migrations() pg.Migrations {
+	sub, _ := fs.Sub(migrationFiles, "migrations")
+	return pg.Migrations{Table: "goose_payment", FS: sub}
+}
 
 // Run starts payment-service and blocks until ctx is cancelled or a component fails.
 func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -14,14 +34,54 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	s := service.New(Name, stdout, cfg.Common)
-	if _, err := s.Postgres(ctx, cfg.Postgres); err != nil {
+	if err := run(ctx, s, cfg); err != nil {
 		s.Close()
+		return err
+	}
+	return s.Serve(ctx, cfg.HTTPAddr)
+}
+
+func run(ctx context.Context, s *service.Service, cfg Config) error {
+	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), migrations())
+	if err != nil {
 		return err
 	}
 	if _, err := s.Kafka(cfg.Kafka); err != nil {
-		s.Close()
 		return err
 	}
-	s.Redis(cfg.Redis)
-	return s.Serve(ctx, cfg.HTTPAddr)
+	rdb := s.Redis(cfg.Redis)
+	p := &processor{
+		pool:    pool,
+		locker:  &redislock.Locker{Client: rdb, Prefix: cfg.LockPrefix, TTL: cfg.LockTTL, Wait: cfg.LockWait},
+		dedup:   &redislock.Dedup{Client: rdb, Prefix: cfg.DedupPrefix, TTL: cfg.DedupTTL},
+		gateway: cfg.Gateway, factory: event.Factory{Producer: Name}, metrics: newMetrics(s.Reg), log: s.Log, now: time.Now,
+	}
+	if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
+		return err
+	}
+	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicInventory}, Handler: p.handle}); err != nil {
+		return err
+	}
+	s.Mux.HandleFunc("GET /api/payments/{orderId}", getPayment(p, s.Log))
+	return nil
+}
+
+func getPayment(p *processor, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("orderId")
+		if id == "" || len(id) > event.MaxOrderIDLen {
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "orderId must be 1 to 64 characters"))
+			return
+		}
+		pay, err := p.get(r.Context(), id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "no payment for order "+id))
+		case err != nil:
+			log.Warn("read payment failed", "err", err)
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the payment store is unavailable; retry later"))
+		default:
+			httpx.WriteJSON(w, http.StatusOK, pay)
+		}
+	}
 }

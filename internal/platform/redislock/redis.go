@@ -1,9 +1,15 @@
-// Package redislock holds payment-service's Redis layers: the owner-checked lock and the dedup cache,
-// plus the client set-up and health check.
+// Package redislock holds payment-service's Redis layers: an owner-checked lock and a dedup cache,
+// plus the client set-up and health check. Both degrade: callers treat Redis errors as "layer
+// unavailable" and fall back to the database constraint.
 package redislock
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -15,17 +21,108 @@ type Config struct {
 	DB       int
 }
 
-// NewClient returns a go-redis client; it connects lazily, so a Redis outage at start-up is not fatal.
+// NewClient returns a go-redis client with short timeouts, so an outage costs each caller
+// milliseconds, not seconds. It connects lazily: Redis being down at start-up is not fatal.
 func NewClient(c Config) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: c.Addr, Password: c.Password, DB: c.DB})
+	return redis.NewClient(&redis.Options{Addr: c.Addr, Password: c.Password, DB: c.DB,
+		DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
+		MaxRetries: 1, PoolSize: 20})
 }
 
 // Check is a health check: PING.
 func Check(c *redis.Client) func(ctx context.Context) (map[string]any, error) {
 	return func(ctx context.Context) (map[string]any, error) {
 		if err := c.Ping(ctx).Err(); err != nil {
-			return nil, err
+			return map[string]any{"addr": c.Options().Addr}, err
 		}
 		return map[string]any{"addr": c.Options().Addr}, nil
 	}
+}
+
+// ErrNotAcquired: the lock was held by someone else for the whole wait.
+var ErrNotAcquired = errors.New("lock not acquired within the wait")
+
+// Locker takes per-key locks with SET NX PX and a random owner token.
+type Locker struct {
+	Client *redis.Client
+	Prefix string        // key prefix, e.g. "payment-lock:order:"
+	TTL    time.Duration // lock expiry, default 30s: a crashed owner's lock frees itself
+	Wait   time.Duration // how long Acquire waits for a held lock, default 5s
+}
+
+// Lock is a held lock; Release frees it only if it is still ours.
+type Lock struct {
+	l     *Locker
+	key   string
+	token string
+}
+
+// Acquire waits up to Wait for the lock on id. It returns ErrNotAcquired when another owner held it
+// throughout, or the Redis error when Redis is unreachable (callers then continue without the lock).
+func (l *Locker) Acquire(ctx context.Context, id string) (*Lock, error) {
+	ttl, wait := l.TTL, l.Wait
+	if ttl <= 0 {
+		ttl = 30 * time.Second
+	}
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	lk := &Lock{l: l, key: l.Prefix + id, token: hex.EncodeToString(b[:])}
+	deadline := time.Now().Add(wait)
+	delay := 5 * time.Millisecond
+	for {
+		ok, err := l.Client.SetNX(ctx, lk.key, lk.token, ttl).Result()
+		if err != nil {
+			return nil, fmt.Errorf("acquire %s: %w", lk.key, err)
+		}
+		if ok {
+			return lk, nil
+		}
+		if time.Now().Add(delay).After(deadline) {
+			return nil, ErrNotAcquired
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 100*time.Millisecond)
+	}
+}
+
+// releaseScript deletes the key only when it still holds our token (compare-and-delete), so an
+// owner whose lock expired cannot delete the lock a new owner holds.
+var releaseScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`)
+
+// Release frees the lock if it is still ours; it reports whether it was.
+func (lk *Lock) Release(ctx context.Context) (bool, error) {
+	n, err := releaseScript.Run(ctx, lk.l.Client, []string{lk.key}, lk.token).Int()
+	if err != nil {
+		return false, fmt.Errorf("release %s: %w", lk.key, err)
+	}
+	return n == 1, nil
+}
+
+// Dedup is the fast-path duplicate cache: a key per processed event id.
+type Dedup struct {
+	Client *redis.Client
+	Prefix string        // e.g. "payment:dedup:"
+	TTL    time.Duration // default 24h
+}
+
+// Seen reports whether id was marked. A Redis error is returned as is (callers treat it as a miss).
+func (d *Dedup) Seen(ctx context.Context, id string) (bool, error) {
+	n, err := d.Client.Exists(ctx, d.Prefix+id).Result()
+	return n == 1, err
+}
+
+// Mark records id for TTL. Call it only after the effect committed.
+func (d *Dedup) Mark(ctx context.Context, id string) error {
+	ttl := d.TTL
+	if ttl <= 0 {
+		ttl = 24 * time.Hour
+	}
+	return d.Client.Set(ctx, d.Prefix+id, "1", ttl).Err()
 }

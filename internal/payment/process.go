@@ -1,0 +1,213 @@
+package payment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/obs"
+	"github.com/orderflow/orderflow/internal/platform/outbox"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/platform/redislock"
+)
+
+// Metrics carry the names fixed by the design (payment_*), labelled application=payment-service by
+// the service registry.
+type metrics struct {
+	processed   prometheus.Counter
+	failed      prometheus.Counter
+	duplicate   prometheus.Counter
+	redisHit    prometheus.Counter
+	dbHit       prometheus.Counter
+	lockTimeout prometheus.Counter
+	duration    prometheus.Histogram
+	ignored     *prometheus.CounterVec
+	degraded    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	m := &metrics{
+		processed:   c("payment_processed_total", "Payments recorded (authorized or declined), counted after commit."),
+		failed:      c("payment_failed_total", "Payments declined by the gateway, counted after commit."),
+		duplicate:   c("payment_duplicate_total", "Events recognised as duplicates by any layer; nothing was charged."),
+		redisHit:    c("payment_dedup_redis_hit_total", "Duplicates caught by the Redis fast path (layer 2)."),
+		dbHit:       c("payment_dedup_db_hit_total", "Duplicates caught by the database unique constraints (layer 3)."),
+		lockTimeout: c("payment_lock_timeout_total", "Lock waits that timed out; the event is retried."),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "payment_processing_duration_seconds",
+			Help:    "Time from lock acquisition to lock release.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "payment_events_ignored_total",
+			Help: "Events acknowledged without effect (inventory.rejected, inventory.released, ...)."}, []string{"type"}),
+		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "payment_redis_degraded_total",
+			Help: "Redis operations that failed; processing continued on the database layer."}, []string{"op"}),
+	}
+	reg.MustRegister(m.processed, m.failed, m.duplicate, m.redisHit, m.dbHit, m.lockTimeout, m.duration, m.ignored, m.degraded)
+	return m
+}
+
+// Payment is a payments row.
+type Payment struct {
+	PaymentID      int64       `json:"paymentId"`
+	OrderID        string      `json:"orderId"`
+	IdempotencyKey string      `json:"idempotencyKey"`
+	CustomerID     string      `json:"customerId"`
+	Amount         event.Money `json:"amount"`
+	Currency       string      `json:"currency"`
+	Status         string      `json:"status"`
+	FailureReason  *string     `json:"failureReason"`
+	CreatedAt      time.Time   `json:"createdAt"`
+}
+
+// processor applies the three layers around one transaction (DESIGN.md §4, docs/payment.md).
+type processor struct {
+	pool    *pgxpool.Pool
+	locker  *redislock.Locker
+	dedup   *redislock.Dedup
+	gateway Gateway
+	factory event.Factory
+	metrics *metrics
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// errLockTimeout is retryable: the runner's backoff applies and the event is never dropped.
+var errLockTimeout = errors.New("payment lock wait timed out")
+
+// handle is the consumer handler.
+func (p *processor) handle(ctx context.Context, e event.Envelope) error {
+	if e.EventType != event.InventoryReserved {
+		p.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
+		return nil
+	}
+	pl, err := event.DecodePayload[event.InventoryPayload](e)
+	if err != nil {
+		return err
+	}
+	return p.process(ctx, e, pl)
+}
+
+func (p *processor) process(ctx context.Context, e event.Envelope, pl event.InventoryPayload) error {
+	log := obs.Logger(ctx, p.log)
+	// Layer 2, fast path: a processed event is answered from Redis without touching anything else.
+	if seen, err := p.dedup.Seen(ctx, e.EventID); err != nil {
+		p.degrade("dedup_check", err, log)
+	} else if seen {
+		p.metrics.redisHit.Inc()
+		p.metrics.duplicate.Inc()
+		return nil
+	}
+	// Layer 1: serialise work on one order across instances. Taken outside the transaction.
+	lock, err := p.locker.Acquire(ctx, e.OrderID)
+	switch {
+	case errors.Is(err, redislock.ErrNotAcquired):
+		p.metrics.lockTimeout.Inc()
+		return errLockTimeout
+	case err != nil && ctx.Err() != nil:
+		return err
+	case err != nil:
+		p.degrade("lock", err, log) // Redis down: layer 3 alone still prevents a double charge
+	}
+	start := time.Now()
+	defer func() {
+		if lock != nil {
+			if _, err := lock.Release(context.WithoutCancel(ctx)); err != nil {
+				p.degrade("unlock", err, log)
+			}
+		}
+		p.metrics.duration.Observe(time.Since(start).Seconds())
+	}()
+	if lock != nil {
+		// Another instance may have finished this event while we waited for the lock.
+		if seen, err := p.dedup.Seen(ctx, e.EventID); err == nil && seen {
+			p.metrics.redisHit.Inc()
+			p.metrics.duplicate.Inc()
+			return nil
+		}
+	}
+	payment, dup, err := p.record(ctx, e, pl)
+	if err != nil {
+		return err
+	}
+	// After commit: counters, then the Redis mark (a crash before it is caught by layer 3).
+	if dup {
+		p.metrics.dbHit.Inc()
+		p.metrics.duplicate.Inc()
+	} else {
+		p.metrics.processed.Inc()
+		if payment.Status == event.PaymentStatusFailed {
+			p.metrics.failed.Inc()
+		}
+	}
+	if err := p.dedup.Mark(ctx, e.EventID); err != nil {
+		p.degrade("dedup_mark", err, log)
+	}
+	return nil
+}
+
+func (p *processor) degrade(op string, err error, log *slog.Logger) {
+	p.metrics.degraded.WithLabelValues(op).Inc()
+	log.Warn("redis unavailable, continuing on the database layer", "op", op, "err", err)
+}
+
+// record decides with the gateway and writes the payment row and its event in one transaction.
+// dup reports that a unique constraint (same eventId, or another payment for the order) already
+// holds a row: nothing is written and nothing published.
+func (p *processor) record(ctx context.Context, e event.Envelope, pl event.InventoryPayload) (Payment, bool, error) {
+	reason, err := p.gateway.Decide(ctx, e.OrderID, pl.CustomerID, pl.Amount)
+	if err != nil {
+		return Payment{}, false, err
+	}
+	pay := Payment{OrderID: e.OrderID, IdempotencyKey: e.EventID, CustomerID: pl.CustomerID, Amount: pl.Amount,
+		Currency: pl.Currency, Status: event.PaymentStatusAuthorized, CreatedAt: p.now().UTC().Truncate(time.Microsecond)}
+	typ := event.PaymentAuthorized
+	if reason != "" {
+		pay.Status, pay.FailureReason, typ = event.PaymentStatusFailed, &reason, event.PaymentFailed
+	}
+	var dup bool
+	err = pg.InTx(ctx, p.pool, func(tx pgx.Tx) error {
+		dup = false
+		err := tx.QueryRow(ctx, `INSERT INTO payments (order_id, idempotency_key, customer_id, amount, currency, status, failure_reason, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING payment_id`,
+			pay.OrderID, pay.IdempotencyKey, pay.CustomerID, pay.Amount.Decimal, pay.Currency, pay.Status, pay.FailureReason, pay.CreatedAt).
+			Scan(&pay.PaymentID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			dup = true // a unique constraint already holds this charge
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("insert payment: %w", err)
+		}
+		out, err := p.factory.Caused(e, typ, event.PaymentPayload{PaymentID: pay.PaymentID, OrderID: pay.OrderID,
+			Amount: pay.Amount, Currency: pay.Currency, Status: pay.Status, FailureReason: pay.FailureReason})
+		if err != nil {
+			return err
+		}
+		return outbox.Add(ctx, tx, out)
+	})
+	return pay, dup, err
+}
+
+// ErrNotFound: no payment for the order.
+var ErrNotFound = errors.New("payment not found")
+
+func (p *processor) get(ctx context.Context, orderID string) (Payment, error) {
+	var pay Payment
+	err := p.pool.QueryRow(ctx, `SELECT payment_id, order_id, idempotency_key, customer_id, amount, currency, status, failure_reason, created_at
+		FROM payments WHERE order_id = $1`, orderID).Scan(&pay.PaymentID, &pay.OrderID, &pay.IdempotencyKey, &pay.CustomerID,
+		&pay.Amount.Decimal, &pay.Currency, &pay.Status, &pay.FailureReason, &pay.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return pay, ErrNotFound
+	}
+	pay.CreatedAt = pay.CreatedAt.UTC()
+	return pay, err
+}
