@@ -108,7 +108,9 @@ func (f fixture) counts(t *testing.T, orderID string) (payments, events int) {
 	return
 }
 
-func sum(m *metrics, pick func(*metrics) prometheus.Counter) float64 { return testutil.ToFloat64(pick(m)) }
+func sum(m *metrics, pick func(*metrics) prometheus.Counter) float64 {
+	return testutil.ToFloat64(pick(m))
+}
 
 func TestSameEventTenTimes(t *testing.T) {
 	f := newFixture(t)

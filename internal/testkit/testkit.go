@@ -149,3 +149,49 @@ func CassandraConfig(t testing.TB) cass.Config {
 	})
 	return c
 }
+
+// GroupAtEnd commits, for a new consumer group, the current end offsets of topics, so a service
+// started with that group processes only what is produced from now on (not what earlier tests left
+// on the shared topics), without the race of an "latest" offset reset.
+func GroupAtEnd(t testing.TB, group string, topics ...string) {
+	t.Helper()
+	ctx := Context(t, 30*time.Second)
+	adm := kadm.NewClient(Client(t))
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		t.Fatalf("end offsets: %v", err)
+	}
+	offs := kadm.Offsets{}
+	ends.Each(func(o kadm.ListedOffset) { offs.AddOffset(o.Topic, o.Partition, o.Offset, -1) })
+	resp, err := adm.CommitOffsets(ctx, group, offs)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatalf("commit offsets for %s: %v", group, err)
+	}
+}
+
+// CaughtUp reports whether group's committed offsets have reached the end of every partition of
+// topics (everything produced so far was handled and acknowledged).
+func CaughtUp(t testing.TB, group string, topics ...string) bool {
+	t.Helper()
+	ctx := Context(t, 10*time.Second)
+	adm := kadm.NewClient(Client(t))
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return false
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return false
+	}
+	ok := true
+	ends.Each(func(o kadm.ListedOffset) {
+		c, found := committed.Lookup(o.Topic, o.Partition)
+		if o.Offset > 0 && (!found || c.At < o.Offset) {
+			ok = false
+		}
+	})
+	return ok
+}

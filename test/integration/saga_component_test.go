@@ -66,10 +66,12 @@ func TestOrderToInventoryThroughRunningServices(t *testing.T) {
 	orderDB, invDB := testkit.NewDatabase(t), testkit.NewDatabase(t)
 	orderAddr, invAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	testkit.Start(t, "order-service", orderAddr, "ORDER_HTTP_ADDR="+orderAddr, "ORDER_DB_NAME="+orderDB.Database)
+	group := testkit.Name("inventory-test")
+	testkit.GroupAtEnd(t, group, event.TopicOrders, event.TopicPayments)
 	testkit.Start(t, "inventory-service", invAddr, "INVENTORY_HTTP_ADDR="+invAddr, "INVENTORY_DB_NAME="+invDB.Database,
-		"INVENTORY_CONSUMER_GROUP="+testkit.Name("inventory-test"))
+		"INVENTORY_CONSUMER_GROUP="+group)
 
-	// A fresh item, so earlier orders on the shared topic (which this fresh group also sees) cannot touch it.
+	// A fresh item, so no other order on the shared topic can touch it.
 	sku := testkit.Name("SKU")
 	req, _ := http.NewRequest("PUT", "http://"+invAddr+"/api/inventory/"+sku, strings.NewReader(`{"available":10}`))
 	req.Header.Set("Content-Type", "application/json")
