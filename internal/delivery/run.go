@@ -2,10 +2,30 @@ package delivery
 
 import (
 	"context"
+	"embed"
+	"errors"
 	"io"
+	"io/fs"
+	"net/http"
+	"time"
 
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
+	"github.com/orderflow/orderflow/internal/platform/inbox"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/lifecycle"
+	"github.com/orderflow/orderflow/internal/platform/outbox"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+func migrations() pg.Migrations {
+	sub, _ := fs.Sub(migrationFiles, "migrations")
+	return pg.Migrations{Table: "goose_delivery", FS: sub}
+}
 
 // Run starts delivery-service and blocks until ctx is cancelled or a component fails.
 func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -14,13 +34,61 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	s := service.New(Name, stdout, cfg.Common)
-	if _, err := s.Postgres(ctx, cfg.Postgres); err != nil {
-		s.Close()
-		return err
-	}
-	if _, err := s.Kafka(cfg.Kafka); err != nil {
+	if err := run(ctx, s, cfg); err != nil {
 		s.Close()
 		return err
 	}
 	return s.Serve(ctx, cfg.HTTPAddr)
+}
+
+func run(ctx context.Context, s *service.Service, cfg Config) error {
+	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), inbox.Migrations(), migrations())
+	if err != nil {
+		return err
+	}
+	if _, err := s.Kafka(cfg.Kafka); err != nil {
+		return err
+	}
+	st := &store{pool: pool, inbox: inbox.New(cfg.Group, s.Reg), factory: event.Factory{Producer: Name, Now: time.Now},
+		rules: cfg.Rules, now: time.Now}
+	if err := st.seedDrivers(ctx, cfg.Rules.Drivers); err != nil {
+		return err
+	}
+	if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
+		return err
+	}
+	c := &consumer{store: st, metrics: newMetrics(s.Reg), log: s.Log, waiting: map[string]bool{}}
+	s.Group.Add(lifecycle.Component{Name: "eta-scheduler", Run: func(ctx context.Context) error { return c.schedule(ctx, cfg.SchedulerInterval) }})
+	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments}, Handler: c.handle,
+		// Waiting for a driver can last a while; back off up to 2 s between checks.
+		Backoff: kafka.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}}); err != nil {
+		return err
+	}
+	s.Mux.HandleFunc("GET /api/deliveries/{orderId}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("orderId")
+		if len(id) > event.MaxOrderIDLen {
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "orderId must be 1 to 64 characters"))
+			return
+		}
+		d, err := st.get(r.Context(), id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "no delivery for order "+id))
+		case err != nil:
+			s.Log.Warn("read delivery failed", "err", err)
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the delivery store is unavailable; retry later"))
+		default:
+			httpx.WriteJSON(w, http.StatusOK, d)
+		}
+	})
+	s.Mux.HandleFunc("GET /api/drivers", func(w http.ResponseWriter, r *http.Request) {
+		ds, err := st.drivers(r.Context())
+		if err != nil {
+			s.Log.Warn("read drivers failed", "err", err)
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the delivery store is unavailable; retry later"))
+			return
+		}
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"drivers": ds, "capacity": cfg.Rules.Capacity})
+	})
+	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/testkit"
 )
@@ -106,5 +108,54 @@ func TestOrderToInventoryThroughRunningServices(t *testing.T) {
 	resp.Body.Close()
 	if it.Reserved != 2 || it.Available != 8 {
 		t.Fatalf("stock after one reservation: %+v", it)
+	}
+}
+
+// TestDeliveryThroughRunningService publishes payment.authorized and reads delivery.assigned then
+// eta.updated back with kcat, keyed by the orderId, with the envelope fields of the contract.
+func TestDeliveryThroughRunningService(t *testing.T) {
+	testkit.Integration(t)
+	ctx := testkit.Context(t, 2*time.Minute)
+	db := testkit.NewDatabase(t)
+	addr := testkit.FreeAddr(t)
+	group := testkit.Name("delivery-test")
+	testkit.GroupAtEnd(t, group, event.TopicPayments)
+	testkit.Start(t, "delivery-service", addr, "DELIVERY_HTTP_ADDR="+addr, "DELIVERY_DB_NAME="+db.Database,
+		"DELIVERY_CONSUMER_GROUP="+group)
+
+	orderID := testkit.Name("order")
+	cause, _ := event.Factory{Producer: "payment-service"}.New(event.PaymentAuthorized, orderID, event.PaymentPayload{
+		PaymentID: 7, OrderID: orderID, Amount: event.MustMoney("10.00"), Currency: "EUR", Status: event.PaymentStatusAuthorized})
+	cause.CorrelationID = "corr-" + orderID
+	v, _ := cause.Encode()
+	if err := testkit.Client(t).ProduceSync(ctx, &kgo.Record{Topic: event.TopicPayments, Key: []byte(orderID), Value: v}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	assigned := findWithKcat(t, ctx, event.TopicDelivery, orderID, event.DeliveryAssigned)
+	eta := findWithKcat(t, ctx, event.TopicDelivery, orderID, event.ETAUpdated)
+	for _, e := range []event.Envelope{assigned, eta} {
+		if e.CorrelationID != cause.CorrelationID || e.CausationID != cause.EventID || e.Producer != "delivery-service" || e.OrderID != orderID {
+			t.Fatalf("envelope %+v", e)
+		}
+	}
+	p, err := event.DecodePayload[event.DeliveryPayload](eta)
+	if err != nil || p.Status != event.DeliveryStatusAssigned || p.DriverName == "" || !strings.HasPrefix(p.DeliveryID, "DEL-") {
+		t.Fatalf("eta payload %+v %v", p, err)
+	}
+	// delivery.assigned precedes eta.updated on the partition (outbox order).
+	out, _ := exec.CommandContext(ctx, "kcat", "-b", "127.0.0.1:9092", "-C", "-t", event.TopicDelivery, "-o", "beginning", "-e", "-q",
+		"-f", "%k %h\n").Output()
+	var types []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, orderID+" ") {
+			for _, h := range strings.Split(strings.TrimPrefix(line, orderID+" "), ",") {
+				if v, ok := strings.CutPrefix(h, "eventType="); ok {
+					types = append(types, v)
+				}
+			}
+		}
+	}
+	if len(types) < 2 || types[0] != "delivery.assigned" || types[1] != "eta.updated" {
+		t.Fatalf("event order on the topic: %v", types)
 	}
 }

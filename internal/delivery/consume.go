@@ -1,0 +1,118 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+)
+
+type metrics struct {
+	assignments prometheus.Counter
+	etaUpdates  prometheus.Counter
+	completed   prometheus.Counter
+	active      prometheus.Gauge
+	waiting     prometheus.Gauge
+	runs        prometheus.Histogram
+	ignored     *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		assignments: prometheus.NewCounter(prometheus.CounterOpts{Name: "delivery_assignments_total", Help: "Deliveries assigned to a driver."}),
+		etaUpdates:  prometheus.NewCounter(prometheus.CounterOpts{Name: "delivery_eta_updates_total", Help: "eta.updated events published by the scheduler."}),
+		completed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "delivery_completed_total", Help: "Deliveries marked DELIVERED."}),
+		active:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "delivery_active", Help: "Deliveries assigned and not yet delivered."}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "delivery_waiting_for_driver",
+			Help: "Orders (on this instance) waiting because every driver is at capacity."}),
+		runs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "delivery_scheduler_run_seconds", Help: "Duration of one ETA scheduler pass.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 5}}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "delivery_events_ignored_total",
+			Help: "Events acknowledged without effect (payment.failed, ...)."}, []string{"type"}),
+	}
+	reg.MustRegister(m.assignments, m.etaUpdates, m.completed, m.active, m.waiting, m.runs, m.ignored)
+	return m
+}
+
+type consumer struct {
+	store   *store
+	metrics *metrics
+	log     *slog.Logger
+	mu      sync.Mutex
+	waiting map[string]bool // orders currently waiting for a driver
+}
+
+func (c *consumer) setWaiting(orderID string, w bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w {
+		c.waiting[orderID] = true
+	} else {
+		delete(c.waiting, orderID)
+	}
+	c.metrics.waiting.Set(float64(len(c.waiting)))
+}
+
+func (c *consumer) handle(ctx context.Context, e event.Envelope) error {
+	if e.EventType != event.PaymentAuthorized {
+		c.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
+		return nil
+	}
+	if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
+		return err
+	}
+	_, dup, err := c.store.assign(ctx, e)
+	if errors.Is(err, ErrNoDriver) {
+		// Waiting for a driver is a business rule, not a failure: retry without an attempt limit.
+		c.setWaiting(e.OrderID, true)
+		return kafka.Unavailable(err)
+	}
+	c.setWaiting(e.OrderID, false)
+	if err != nil {
+		return err
+	}
+	if dup {
+		c.store.inbox.Duplicate()
+	} else {
+		c.metrics.assignments.Inc()
+	}
+	return nil
+}
+
+// schedule runs the ETA scheduler every interval until ctx ends.
+func (c *consumer) schedule(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for {
+			start := time.Now()
+			res, err := c.store.tick(ctx, interval, 500)
+			c.metrics.runs.Observe(time.Since(start).Seconds())
+			if err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("eta scheduler pass failed", "err", err)
+				}
+				break
+			}
+			c.metrics.etaUpdates.Add(float64(res.updated))
+			c.metrics.completed.Add(float64(res.delivered))
+			if res.checked < 500 {
+				break
+			}
+		}
+		if n, err := c.store.activeCount(ctx); err == nil {
+			c.metrics.active.Set(float64(n))
+		}
+	}
+}

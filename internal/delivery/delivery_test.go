@@ -1,0 +1,244 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/inbox"
+	"github.com/orderflow/orderflow/internal/platform/outbox"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/testkit"
+)
+
+func TestRules(t *testing.T) {
+	r := Rules{Speed: 1, EtaThreshold: time.Minute}
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for i := 0; i < 500; i++ {
+		id := uuid.NewString()
+		eta := r.InitialETA(now, id)
+		if d := eta.Sub(now); d < 30*time.Minute || d > 60*time.Minute || !eta.Equal(r.InitialETA(now, id)) {
+			t.Fatalf("initial ETA %v after now (or not deterministic)", d)
+		}
+		next := r.NextETA(now.Add(10*time.Minute), eta, zoneOf(id), 7)
+		if next.Before(now.Add(10*time.Minute)) || !next.Equal(r.NextETA(now.Add(10*time.Minute), eta, zoneOf(id), 7)) {
+			t.Fatalf("next ETA %v before now or not deterministic", next)
+		}
+	}
+	if got := r.NextETA(now, now.Add(-time.Minute), "north", 1); !got.Equal(now) {
+		t.Fatalf("a passed ETA must not move into the past: %v", got)
+	}
+	fast := Rules{Speed: 60}
+	if d := fast.InitialETA(now, "x").Sub(now); d < 30*time.Second || d > 60*time.Second {
+		t.Fatalf("at speed 60 a 30-60 minute delivery takes 30-60 s, got %v", d)
+	}
+	if r.Significant(now, now.Add(59*time.Second)) || !r.Significant(now, now.Add(-time.Minute)) {
+		t.Fatal("threshold")
+	}
+	name, zone := driver(21)
+	if name != "Ada Lovelace 2" || zone == "" {
+		t.Fatalf("driver 21: %q %q", name, zone)
+	}
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newStore(t *testing.T, drivers, capacity int, clk *clock) *store {
+	t.Helper()
+	testkit.Integration(t)
+	ctx := testkit.Context(t, 30*time.Second)
+	pool, err := pg.Open(ctx, testkit.NewDatabase(t), outbox.Migrations(), inbox.Migrations(), migrations())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := &store{pool: pool, inbox: inbox.New(event.GroupDelivery, prometheus.NewRegistry()),
+		factory: event.Factory{Producer: Name, Now: clk.now}, rules: Rules{Drivers: drivers, Capacity: capacity, Speed: 1, EtaThreshold: time.Minute}, now: clk.now}
+	if err := s.seedDrivers(ctx, drivers); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func authorized(t *testing.T, orderID string) event.Envelope {
+	e, err := event.Factory{Producer: "payment-service"}.New(event.PaymentAuthorized, orderID, event.PaymentPayload{
+		PaymentID: 1, OrderID: orderID, Amount: event.MustMoney("10.00"), Currency: "EUR", Status: event.PaymentStatusAuthorized})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (s *store) events(t *testing.T, orderID string) []event.Envelope {
+	t.Helper()
+	rows, err := s.pool.Query(context.Background(), `SELECT value FROM outbox WHERE record_key = $1 ORDER BY id`, orderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []event.Envelope
+	for rows.Next() {
+		var v []byte
+		_ = rows.Scan(&v)
+		e, _ := event.Decode(v)
+		out = append(out, e)
+	}
+	return out
+}
+
+func TestDuplicateAuthorizationsAssignOnce(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	s := newStore(t, 3, 5, clk)
+	ctx := testkit.Context(t, 30*time.Second)
+	e := authorized(t, uuid.NewString())
+	d, dup, err := s.assign(ctx, e)
+	if err != nil || dup {
+		t.Fatalf("assign: %v dup=%v", err, dup)
+	}
+	if _, dup, _ := s.assign(ctx, e); !dup {
+		t.Fatal("same event assigned twice")
+	}
+	e2 := e
+	e2.EventID = uuid.NewString()
+	if _, dup, _ := s.assign(ctx, e2); !dup {
+		t.Fatal("second authorization for the order assigned again")
+	}
+	evs := s.events(t, e.OrderID)
+	if len(evs) != 2 || evs[0].EventType != event.DeliveryAssigned || evs[1].EventType != event.ETAUpdated {
+		t.Fatalf("events %v", evs)
+	}
+	p, _ := event.DecodePayload[event.DeliveryPayload](evs[1])
+	if p.DeliveryID != d.DeliveryID || len(p.DeliveryID) != 16 || p.Status != StatusAssigned || !p.EstimatedDeliveryTime.Equal(d.ETA) ||
+		evs[0].CausationID != e.EventID || evs[0].CorrelationID != e.CorrelationID {
+		t.Fatalf("payload %+v envelope %+v", p, evs[0])
+	}
+}
+
+func TestCapacityUnderConcurrencyAndWaitingOrder(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	s := newStore(t, 20, 5, clk)
+	ctx := testkit.Context(t, 2*time.Minute)
+	var wg sync.WaitGroup
+	var assigned atomic.Int32
+	for i := 0; i < 100; i++ {
+		wg.Go(func() {
+			e := authorized(t, uuid.NewString())
+			// As the consumer runner does, a momentary "no driver" (rows locked by concurrent
+			// assignments that then filled them) is retried.
+			for attempt := 0; ; attempt++ {
+				_, _, err := s.assign(ctx, e)
+				if err == nil {
+					assigned.Add(1)
+					return
+				}
+				if !errors.Is(err, ErrNoDriver) || attempt == 50 {
+					t.Error(err)
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	if assigned.Load() != 100 {
+		t.Fatalf("%d of 100 orders assigned", assigned.Load())
+	}
+	ds, _ := s.drivers(ctx)
+	for _, d := range ds {
+		if d.ActiveDeliveries != 5 {
+			t.Fatalf("driver %d has %d active deliveries, want exactly 5", d.DriverID, d.ActiveDeliveries)
+		}
+	}
+	late := authorized(t, uuid.NewString())
+	if _, _, err := s.assign(ctx, late); !errors.Is(err, ErrNoDriver) {
+		t.Fatalf("101st order: %v", err)
+	}
+	// Time passes in the simulation; deliveries complete and free their drivers.
+	clk.advance(61 * time.Minute)
+	res, err := s.tick(ctx, time.Second, 500)
+	if err != nil || res.delivered != 100 {
+		t.Fatalf("tick %+v %v", res, err)
+	}
+	if _, _, err := s.assign(ctx, late); err != nil {
+		t.Fatalf("after capacity freed: %v", err)
+	}
+	if got, _ := s.get(ctx, late.OrderID); got.Status != StatusAssigned {
+		t.Fatalf("late order %+v", got)
+	}
+}
+
+func TestSchedulerUpdatesInOrderNeverAfterDelivery(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	s := newStore(t, 5, 5, clk)
+	ctx := testkit.Context(t, time.Minute)
+	var orders []string
+	for i := 0; i < 10; i++ {
+		e := authorized(t, uuid.NewString())
+		if _, _, err := s.assign(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		orders = append(orders, e.OrderID)
+	}
+	const interval = 5 * time.Minute
+	// Two schedulers run each slot at once; the due condition and SKIP LOCKED split the work.
+	for step := 0; step < 20; step++ {
+		clk.advance(interval)
+		var wg sync.WaitGroup
+		for k := 0; k < 2; k++ {
+			wg.Go(func() {
+				if _, err := s.tick(ctx, interval, 500); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	for _, id := range orders {
+		evs := s.events(t, id)
+		var last time.Time
+		var lastETA time.Time
+		completed := false
+		for i, e := range evs {
+			if e.OccurredAt.Before(last) {
+				t.Fatalf("%s: events out of order", id)
+			}
+			last = e.OccurredAt
+			p, _ := event.DecodePayload[event.DeliveryPayload](e)
+			if completed {
+				t.Fatalf("%s: %s after delivery.completed", id, e.EventType)
+			}
+			switch e.EventType {
+			case event.DeliveryCompleted:
+				completed = true
+			case event.ETAUpdated:
+				if i > 1 && p.EstimatedDeliveryTime.Equal(lastETA) {
+					t.Fatalf("%s: eta.updated published twice for the same ETA", id)
+				}
+				if i > 1 && e.OccurredAt.Sub(evs[i-1].OccurredAt) < interval {
+					t.Fatalf("%s: two updates within one interval (duplicate scheduler work)", id)
+				}
+				lastETA = p.EstimatedDeliveryTime
+			}
+		}
+		if !completed {
+			t.Fatalf("%s never delivered after 100 simulated minutes", id)
+		}
+	}
+}
