@@ -1,0 +1,316 @@
+package query
+
+import (
+	"context"
+	"embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"github.com/shopspring/decimal"
+	"gopkg.in/inf.v0"
+
+	"github.com/orderflow/orderflow/internal/event"
+)
+
+//go:embed cql/*.cql
+var cqlFiles embed.FS
+
+// Migrate applies the versioned CQL files in order, recording each in schema_migrations. Statements
+// are idempotent (IF NOT EXISTS), so replicas starting together are safe.
+func Migrate(ctx context.Context, s *gocql.Session) error {
+	if err := s.Query(`CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text, applied_at timestamp)`).
+		WithContext(ctx).Exec(); err != nil {
+		return fmt.Errorf("schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(cqlFiles, "cql/*.cql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "cql/")
+		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: name must start with a number", name)
+		}
+		var applied int
+		if err := s.Query(`SELECT version FROM schema_migrations WHERE version = ?`, version).WithContext(ctx).Scan(&applied); err == nil {
+			continue
+		} else if !errors.Is(err, gocql.ErrNotFound) {
+			return fmt.Errorf("read schema_migrations: %w", err)
+		}
+		b, _ := fs.ReadFile(cqlFiles, name)
+		for _, stmt := range splitCQL(string(b)) {
+			if err := s.Query(stmt).WithContext(ctx).Exec(); err != nil {
+				return fmt.Errorf("migration %s: %w", base, err)
+			}
+		}
+		if err := s.Query(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`, version, base, time.Now()).
+			WithContext(ctx).Exec(); err != nil {
+			return fmt.Errorf("record migration %s: %w", base, err)
+		}
+	}
+	return nil
+}
+
+// splitCQL splits a file into statements on ';', dropping "--" comment lines.
+func splitCQL(src string) []string {
+	var lines []string
+	for _, l := range strings.Split(src, "\n") {
+		if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "--") {
+			if i := strings.Index(l, "--"); i >= 0 {
+				l = l[:i]
+			}
+			lines = append(lines, l)
+		}
+	}
+	var out []string
+	for _, st := range strings.Split(strings.Join(lines, "\n"), ";") {
+		if st = strings.TrimSpace(st); st != "" {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// Cassandra is the production Store.
+type Cassandra struct {
+	S *gocql.Session
+}
+
+var viewColumns = []string{FCustomerID, FTotalAmount, FCurrency, FStatus, FCreatedAt, FUpdatedAt, FPaymentID, FDeliveryID,
+	FDriverName, FETA, FReservationID, FRejectionReason, FFailureReason, FDeliveredAt, FLastEventAt}
+
+// Apply writes the mutation: the view cells of each write in one UPDATE … USING TIMESTAMP (an
+// unlogged batch on one partition), plus the history row and the customer row.
+func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
+	b := c.S.Batch(gocql.UnloggedBatch).WithContext(ctx)
+	for _, w := range m.Writes {
+		fields := make([]string, 0, len(w.Values))
+		for f := range w.Values {
+			fields = append(fields, f)
+		}
+		sort.Strings(fields)
+		sets := make([]string, len(fields))
+		args := make([]any, 0, len(fields)+1)
+		for i, f := range fields {
+			sets[i] = f + " = ?"
+			args = append(args, toCQL(w.Values[f]))
+		}
+		args = append(args, m.OrderID)
+		// Field names are our constants, never input; values are bound.
+		b.Query(fmt.Sprintf("UPDATE order_view USING TIMESTAMP %d SET %s WHERE order_id = ?", w.Timestamp, strings.Join(sets, ", ")), args...)
+	}
+	if err := b.Exec(); err != nil {
+		return fmt.Errorf("write order_view: %w", err)
+	}
+	h := m.History
+	if err := c.S.Query(`INSERT INTO order_events (order_id, occurred_at, event_id, event_type, producer, summary, payload) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		h.OrderID, h.OccurredAt, h.EventID, h.EventType, h.Producer, h.Summary, h.Payload).WithContext(ctx).Exec(); err != nil {
+		return fmt.Errorf("write order_events: %w", err)
+	}
+	if cu := m.Customer; cu != nil {
+		if err := c.S.Query(`INSERT INTO orders_by_customer (customer_id, created_at, order_id) VALUES (?, ?, ?)`,
+			cu.CustomerID, cu.CreatedAt, cu.OrderID).WithContext(ctx).Exec(); err != nil {
+			return fmt.Errorf("write orders_by_customer: %w", err)
+		}
+	}
+	return nil
+}
+
+// toCQL converts fold values to driver types: Money becomes an exact inf.Dec (the driver's decimal).
+func toCQL(v any) any {
+	if m, ok := v.(event.Money); ok {
+		return *new(inf.Dec).SetUnscaledBig(m.Coefficient()).SetScale(inf.Scale(-m.Exponent()))
+	}
+	return v
+}
+
+func fromInf(d *inf.Dec) *event.Money {
+	if d == nil || d.UnscaledBig().Sign() == 0 {
+		return nil // null (a real total is always positive)
+	}
+	m := event.Money{Decimal: decimal.NewFromBigInt(d.UnscaledBig(), -int32(d.Scale()))}
+	return &m
+}
+
+var selectView = "SELECT order_id, " + strings.Join(viewColumns, ", ") + " FROM order_view"
+
+func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
+	var (
+		status, customer, currency, delivery, driver *string
+		reservation, rejection, failure              *string
+		created, updated, eta, delivered, last       *time.Time
+		payment                                      *int64
+	)
+	total := new(inf.Dec)
+	ok := sc.Scan(&v.OrderID, &customer, total, &currency, &status, &created, &updated, &payment, &delivery, &driver, &eta,
+		&reservation, &rejection, &failure, &delivered, &last)
+	if !ok {
+		return false
+	}
+	str := func(p *string) string {
+		if p == nil {
+			return ""
+		}
+		return *p
+	}
+	v.CustomerID, v.Currency, v.Status, v.DeliveryID, v.DriverName = str(customer), str(currency), str(status), str(delivery), str(driver)
+	v.ReservationID, v.RejectionReason, v.FailureReason = str(reservation), str(rejection), str(failure)
+	v.TotalAmount = fromInf(total)
+	v.PaymentID = payment
+	for _, pair := range []struct {
+		dst **time.Time
+		src *time.Time
+	}{{&v.CreatedAt, created}, {&v.UpdatedAt, updated}, {&v.EstimatedDeliveryTime, eta}, {&v.DeliveredAt, delivered}, {&v.LastEventAt, last}} {
+		if pair.src != nil && !pair.src.IsZero() {
+			t := pair.src.UTC()
+			*pair.dst = &t
+		}
+	}
+	return true
+}
+
+// Get implements Store.
+func (c *Cassandra) Get(ctx context.Context, id string) (View, error) {
+	var v View
+	it := c.S.Query(selectView+" WHERE order_id = ?", id).WithContext(ctx).Iter()
+	found := scanView(it, &v)
+	if err := it.Close(); err != nil {
+		return View{}, fmt.Errorf("read order_view: %w", err)
+	}
+	if !found {
+		return View{}, ErrNotFound
+	}
+	return v, nil
+}
+
+// History implements Store.
+func (c *Cassandra) History(ctx context.Context, id string) ([]HistoryEntry, error) {
+	it := c.S.Query(`SELECT event_id, event_type, occurred_at, producer, summary FROM order_events WHERE order_id = ?`, id).WithContext(ctx).Iter()
+	var out []HistoryEntry
+	var h HistoryEntry
+	for it.Scan(&h.EventID, &h.EventType, &h.OccurredAt, &h.Producer, &h.Summary) {
+		h.OrderID, h.OccurredAt = id, h.OccurredAt.UTC()
+		out = append(out, h)
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("read order_events: %w", err)
+	}
+	return out, nil
+}
+
+func encodeToken(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// ErrBadToken: a page token that does not decode.
+var ErrBadToken = errors.New("invalid page token")
+
+func decodeToken(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) > 1024 {
+		return nil, ErrBadToken
+	}
+	return b, nil
+}
+
+// ListByCustomer implements Store with Cassandra paging state as the token.
+func (c *Cassandra) ListByCustomer(ctx context.Context, customerID string, limit int, token string) ([]View, string, error) {
+	state, err := decodeToken(token)
+	if err != nil {
+		return nil, "", err
+	}
+	it := c.S.Query(`SELECT order_id FROM orders_by_customer WHERE customer_id = ?`, customerID).
+		WithContext(ctx).PageSize(limit).PageState(state).Iter()
+	var ids []string
+	var id string
+	for len(ids) < limit && it.Scan(&id) {
+		ids = append(ids, id)
+	}
+	next := it.PageState()
+	if err := it.Close(); err != nil {
+		return nil, "", fmt.Errorf("read orders_by_customer: %w", err)
+	}
+	views, err := c.getMany(ctx, ids)
+	return views, encodeToken(next), err
+}
+
+func (c *Cassandra) getMany(ctx context.Context, ids []string) ([]View, error) {
+	views := make([]View, len(ids))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() { views[i], errs[i] = c.Get(ctx, id) })
+	}
+	wg.Wait()
+	out := views[:0]
+	for i := range views {
+		switch {
+		case errs[i] == nil:
+			out = append(out, views[i])
+		case !errors.Is(errs[i], ErrNotFound):
+			return nil, errs[i]
+		}
+	}
+	return out, nil
+}
+
+// List implements Store: a token-ordered scan, one page per call.
+func (c *Cassandra) List(ctx context.Context, limit int, token string) ([]View, string, error) {
+	state, err := decodeToken(token)
+	if err != nil {
+		return nil, "", err
+	}
+	it := c.S.Query(selectView).WithContext(ctx).PageSize(limit).PageState(state).Iter()
+	var out []View
+	for len(out) < limit {
+		var v View
+		if !scanView(it, &v) {
+			break
+		}
+		out = append(out, v)
+	}
+	next := it.PageState()
+	if err := it.Close(); err != nil {
+		return nil, "", fmt.Errorf("scan order_view: %w", err)
+	}
+	return out, encodeToken(next), nil
+}
+
+// Reset implements Store.
+func (c *Cassandra) Reset(ctx context.Context) error {
+	for _, t := range []string{"order_view", "order_events", "orders_by_customer"} {
+		if err := c.S.Query("TRUNCATE " + t).WithContext(ctx).Exec(); err != nil {
+			return fmt.Errorf("truncate %s: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// IsUnavailable classifies Cassandra errors: everything except errors in the request itself
+// (syntax, invalid, configuration, authorization) means "Cassandra cannot serve now", which the
+// projection retries without limit instead of dead-lettering.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var syntax *gocql.RequestErrSyntax
+	var invalid *gocql.RequestErrInvalid
+	var cfg *gocql.RequestErrConfig
+	var unauth *gocql.RequestErrUnauthorized
+	if errors.As(err, &syntax) || errors.As(err, &invalid) || errors.As(err, &cfg) || errors.As(err, &unauth) ||
+		errors.Is(err, event.ErrInvalid) {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,54 @@
+package query
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/event"
+)
+
+// Projector applies events to a Store; it is the consumer handler of query-api.
+type Projector struct {
+	Store   Store
+	Notify  func(orderID string) // optional: wake local SSE subscribers after a write
+	metrics *projectorMetrics
+	now     func() time.Time
+}
+
+type projectorMetrics struct {
+	projected *prometheus.CounterVec
+	lag       prometheus.Histogram
+}
+
+// NewProjector returns a projector registering query_events_projected_total and
+// query_projection_lag_seconds (occurredAt → applied: the end-to-end latency up to the read model).
+func NewProjector(st Store, reg prometheus.Registerer) *Projector {
+	m := &projectorMetrics{
+		projected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "query_events_projected_total",
+			Help: "Events applied to the read model, by type."}, []string{"type"}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "query_projection_lag_seconds",
+			Help:    "Time from an event's occurredAt to its projection into the read model.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}),
+	}
+	reg.MustRegister(m.projected, m.lag)
+	return &Projector{Store: st, metrics: m, now: time.Now}
+}
+
+// Handle folds and applies one event. A payload that does not decode is a permanent error (DLQ).
+func (p *Projector) Handle(ctx context.Context, e event.Envelope) error {
+	m, err := Fold(e)
+	if err != nil {
+		return err
+	}
+	if err := p.Store.Apply(ctx, m); err != nil {
+		return err
+	}
+	p.metrics.projected.WithLabelValues(string(e.EventType)).Inc()
+	p.metrics.lag.Observe(p.now().Sub(e.OccurredAt).Seconds())
+	if p.Notify != nil {
+		p.Notify(e.OrderID)
+	}
+	return nil
+}
