@@ -58,6 +58,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return ErrUsage
 		}
 		return createTopics(ctx, getenv, stdout)
+	case "query":
+		if len(rest) != 1 || rest[0] != "rebuild" {
+			fmt.Fprintln(stderr, "usage: orderflow query rebuild")
+			return ErrUsage
+		}
+		return query.Rebuild(ctx, getenv, stdout)
 	case "dlq":
 		return runDLQ(ctx, rest, getenv, stdout, stderr)
 	case "version":
@@ -114,6 +120,7 @@ services (configured by environment variables, see docs/configuration.md):
 
 tools:
   topics create       create every Kafka topic (idempotent)
+  query rebuild       recreate the Cassandra read model from the Kafka topics
   dlq list --topic T  show dead-lettered records with their x-* headers
   dlq replay --topic T (--event-id ID | --offset P:O | --all)
                       republish dead-lettered records to their original topic

@@ -11,8 +11,17 @@ import (
 func newCassandra(t *testing.T) *Cassandra {
 	t.Helper()
 	testkit.Integration(t)
+	return newCassandraKeyspace(t, testkit.CassandraConfig(t).Keyspace)
+}
+
+// newCassandraKeyspace connects to keyspace (created if needed) and migrates it.
+func newCassandraKeyspace(t *testing.T, keyspace string) *Cassandra {
+	t.Helper()
+	testkit.Integration(t)
 	ctx := testkit.Context(t, 2*time.Minute)
-	s, err := cass.Connect(ctx, testkit.CassandraConfig(t))
+	cfg := testkit.CassandraConfig(t)
+	cfg.Keyspace = keyspace
+	s, err := cass.Connect(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
@@ -12,6 +13,7 @@ const Name = "query-api"
 type Config struct {
 	service.Common
 	HTTPAddr string
+	Group    string
 }
 
 // LoadConfig reads the configuration from getenv and validates it.
@@ -19,5 +21,6 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	e := config.New(getenv)
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("QUERY_HTTP_ADDR", "127.0.0.1:8080", "Listen address of query-api.")
+	c.Group = e.String("QUERY_CONSUMER_GROUP", event.GroupQuery, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
 	return c, e.Err()
 }

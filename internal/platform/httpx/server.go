@@ -106,6 +106,9 @@ type Server struct {
 	ShutdownTimeout time.Duration
 	// Listener, when set, is used instead of listening on Addr (tests use port 0).
 	Listener net.Listener
+	// OnShutdown functions run when shutdown starts, e.g. to end long-lived streams, which
+	// Shutdown would otherwise wait for.
+	OnShutdown []func()
 }
 
 // Run implements a lifecycle component.
@@ -119,6 +122,9 @@ func (s *Server) Run(ctx context.Context) error {
 		MaxHeaderBytes:    32 << 10,
 		// No WriteTimeout: SSE streams are long-lived; handlers bound their own work.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	for _, f := range s.OnShutdown {
+		srv.RegisterOnShutdown(f)
 	}
 	ln := s.Listener
 	if ln == nil {

@@ -145,3 +145,30 @@ func Replay(ctx context.Context, c Config, recs []DLQRecord, match func(DLQRecor
 	}
 	return len(out), nil
 }
+
+// DLQCounts returns the number of records currently retained in each topic (end − start offsets).
+func DLQCounts(ctx context.Context, c Config, topics ...string) (map[string]int64, error) {
+	cl, err := kgo.NewClient(c.Options()...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			return
+		}
+		s, _ := starts.Lookup(o.Topic, o.Partition)
+		out[o.Topic] += o.Offset - s.Offset
+	})
+	return out, errors.Join(starts.Error(), ends.Error())
+}

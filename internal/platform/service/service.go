@@ -19,14 +19,15 @@ import (
 
 // Service bundles what a service's Run wires its components into.
 type Service struct {
-	Name     string
-	Log      *slog.Logger
-	Reg      prometheus.Registerer // adds application=<Name>
-	Gatherer *prometheus.Registry
-	Health   *httpx.Health
-	Mux      *http.ServeMux // API routes; the ops endpoints are already registered
-	Group    *lifecycle.Group
-	closers  []func()
+	Name           string
+	Log            *slog.Logger
+	Reg            prometheus.Registerer // adds application=<Name>
+	Gatherer       *prometheus.Registry
+	Health         *httpx.Health
+	Mux            *http.ServeMux // API routes; the ops endpoints are already registered
+	Group          *lifecycle.Group
+	closers        []func()
+	onHTTPShutdown []func()
 
 	runnerMetrics *kafka.RunnerMetrics
 }
@@ -58,12 +59,16 @@ func (s *Service) Close() {
 	s.closers = nil
 }
 
+// OnHTTPShutdown registers f to run when the HTTP server starts shutting down (end SSE streams).
+func (s *Service) OnHTTPShutdown(f func()) { s.onHTTPShutdown = append(s.onHTTPShutdown, f) }
+
 // Serve adds the HTTP server on addr as the last component (so it stops first), runs the group until
 // ctx is done or a component fails, and closes resources.
 func (s *Service) Serve(ctx context.Context, addr string) error {
 	defer s.Close()
 	m := httpx.NewMetrics(s.Reg)
-	srv := &httpx.Server{Addr: addr, Handler: m.Wrap(s.Mux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout}
+	srv := &httpx.Server{Addr: addr, Handler: m.Wrap(s.Mux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
+		OnShutdown: s.onHTTPShutdown}
 	s.Group.Add(lifecycle.Component{Name: "http", Run: srv.Run})
 	s.Log.Info("starting", "addr", addr, "version", version.Version)
 	err := s.Group.Run(ctx)

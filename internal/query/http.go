@@ -1,0 +1,306 @@
+package query
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+)
+
+type api struct {
+	store     Store
+	hub       *Hub
+	kafka     kafka.Config
+	log       *slog.Logger
+	heartbeat time.Duration   // SSE comment interval, default 15s
+	poll      time.Duration   // SSE safety-net re-read interval, default 2s
+	closing   <-chan struct{} // closed when the server shuts down: streams end
+}
+
+func (a *api) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/orders", a.list)
+	mux.HandleFunc("GET /api/orders/{orderId}", a.get)
+	mux.HandleFunc("GET /api/orders/{orderId}/events", a.history)
+	mux.HandleFunc("GET /api/orders/{orderId}/stream", a.stream)
+	mux.HandleFunc("GET /api/dlq", a.dlqTopics)
+	mux.HandleFunc("GET /api/dlq/{topic}", a.dlqRecords)
+	mux.HandleFunc("POST /api/dlq/{topic}/replay", a.dlqReplay)
+}
+
+func orderID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("orderId")
+	if id == "" || len(id) > event.MaxOrderIDLen {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "orderId must be 1 to 64 characters"))
+		return "", false
+	}
+	return id, true
+}
+
+// unavailable answers 503 for a read-model outage: never a 404, the order may well exist.
+func (a *api) unavailable(w http.ResponseWriter, r *http.Request, err error) {
+	a.log.Warn("read model unavailable", "err", err)
+	httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the read model is unavailable; retry later"))
+}
+
+func (a *api) get(w http.ResponseWriter, r *http.Request) {
+	id, ok := orderID(w, r)
+	if !ok {
+		return
+	}
+	v, err := a.store.Get(r.Context(), id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "no order "+id+" (yet): events reach the read model within moments of the POST"))
+	case err != nil:
+		a.unavailable(w, r, err)
+	default:
+		httpx.WriteJSON(w, http.StatusOK, v)
+	}
+}
+
+func (a *api) history(w http.ResponseWriter, r *http.Request) {
+	id, ok := orderID(w, r)
+	if !ok {
+		return
+	}
+	h, err := a.store.History(r.Context(), id)
+	switch {
+	case err != nil:
+		a.unavailable(w, r, err)
+	case len(h) == 0:
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "no events for order "+id))
+	default:
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"orderId": id, "events": h})
+	}
+}
+
+func (a *api) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 20
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 100 {
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "limit must be an integer from 1 to 100"))
+			return
+		}
+		limit = n
+	}
+	customer := q.Get("customerId")
+	if len(customer) > 64 {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "customerId is longer than 64 characters"))
+		return
+	}
+	var views []View
+	var next string
+	var err error
+	if customer != "" {
+		views, next, err = a.store.ListByCustomer(r.Context(), customer, limit, q.Get("pageToken"))
+	} else {
+		views, next, err = a.store.List(r.Context(), limit, q.Get("pageToken"))
+	}
+	switch {
+	case errors.Is(err, ErrBadToken):
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "pageToken is invalid"))
+		return
+	case err != nil:
+		a.unavailable(w, r, err)
+		return
+	}
+	if views == nil {
+		views = []View{}
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"orders": views, "nextPageToken": next})
+}
+
+// stream serves Server-Sent Events: an "order" event with the view whenever it changes, a comment
+// heartbeat, until the client disconnects or the order reaches a final state (DELIVERED or a
+// failure) and the server has sent it.
+func (a *api) stream(w http.ResponseWriter, r *http.Request) {
+	id, ok := orderID(w, r)
+	if !ok {
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "streaming unsupported"))
+		return
+	}
+	heartbeat, poll := a.heartbeat, a.poll
+	if heartbeat <= 0 {
+		heartbeat = 15 * time.Second
+	}
+	if poll <= 0 {
+		poll = 2 * time.Second
+	}
+	wake, cancel := a.hub.Subscribe(id)
+	defer cancel()
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, "retry: 2000\n\n")
+	fl.Flush()
+
+	var last []byte
+	send := func() (final bool, err error) {
+		v, err := a.store.Get(r.Context(), id)
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		b, _ := json.Marshal(v)
+		if !slices.Equal(b, last) {
+			last = b
+			if _, err := fmt.Fprintf(w, "event: order\ndata: %s\n\n", b); err != nil {
+				return false, err
+			}
+			fl.Flush()
+		}
+		return v.Status == StatusDelivered || v.Status == StatusInventoryRejected || v.Status == StatusPaymentFailed, nil
+	}
+	// reflect re-reads until the view has caught up with an event seen on the broadcast (it may be
+	// applied by another replica a moment later), with short growing pauses.
+	reflect := func(occ time.Time) (bool, error) {
+		for delay := 10 * time.Millisecond; ; delay *= 2 {
+			final, err := send()
+			if err != nil || final {
+				return final, err
+			}
+			var lastAt time.Time
+			var v View
+			if err := json.Unmarshal(last, &v); err == nil && v.LastEventAt != nil {
+				lastAt = *v.LastEventAt
+			}
+			if !lastAt.Before(occ.Truncate(time.Millisecond)) || delay > time.Second {
+				return false, nil
+			}
+			select {
+			case <-r.Context().Done():
+				return false, r.Context().Err()
+			case <-time.After(delay):
+			}
+		}
+	}
+	if final, err := send(); err != nil || final {
+		return
+	}
+	beat := time.NewTicker(heartbeat)
+	defer beat.Stop()
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		var final bool
+		var err error
+		select {
+		case <-r.Context().Done():
+			return
+		case <-a.closing:
+			return
+		case occ := <-wake:
+			final, err = reflect(occ)
+		case <-tick.C:
+			final, err = send()
+		case <-beat.C:
+			_, err = fmt.Fprintf(w, ": keep-alive\n\n")
+			fl.Flush()
+		}
+		if err != nil || final {
+			return
+		}
+	}
+}
+
+func (a *api) dlqTopics(w http.ResponseWriter, r *http.Request) {
+	counts, err := kafka.DLQCounts(r.Context(), a.kafka, event.DLQTopics()...)
+	if err != nil {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "Kafka is unavailable: "+err.Error()))
+		return
+	}
+	type topic struct {
+		Topic string `json:"topic"`
+		Count int64  `json:"count"`
+	}
+	out := []topic{}
+	for _, t := range event.DLQTopics() {
+		out = append(out, topic{t, counts[t]})
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"topics": out})
+}
+
+func dlqTopic(w http.ResponseWriter, r *http.Request) (string, bool) {
+	t := r.PathValue("topic")
+	if !event.IsDLQ(t) {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, fmt.Sprintf("%q is not a dead-letter topic", t)))
+		return "", false
+	}
+	return t, true
+}
+
+func (a *api) dlqRecords(w http.ResponseWriter, r *http.Request) {
+	t, ok := dlqTopic(w, r)
+	if !ok {
+		return
+	}
+	limit := 100
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "limit must be an integer from 1 to 1000"))
+			return
+		}
+		limit = n
+	}
+	recs, err := kafka.ReadDLQ(r.Context(), a.kafka, t, limit)
+	if err != nil {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "Kafka is unavailable: "+err.Error()))
+		return
+	}
+	if recs == nil {
+		recs = []kafka.DLQRecord{}
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"topic": t, "records": recs})
+}
+
+func (a *api) dlqReplay(w http.ResponseWriter, r *http.Request) {
+	t, ok := dlqTopic(w, r)
+	if !ok {
+		return
+	}
+	var body struct {
+		EventIDs []string `json:"eventIds"`
+		All      bool     `json:"all"`
+	}
+	if p := httpx.DecodeJSON(w, r, 64<<10, &body); p != nil {
+		httpx.WriteProblem(w, r, p)
+		return
+	}
+	if body.All == (len(body.EventIDs) > 0) {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, `give either "eventIds" or "all": true`))
+		return
+	}
+	recs, err := kafka.ReadDLQ(r.Context(), a.kafka, t, 0)
+	if err != nil {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "Kafka is unavailable: "+err.Error()))
+		return
+	}
+	n, err := kafka.Replay(r.Context(), a.kafka, recs, func(d kafka.DLQRecord) bool {
+		return body.All || slices.Contains(body.EventIDs, d.EventID)
+	})
+	if err != nil {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "replay failed: "+err.Error()))
+		return
+	}
+	a.log.Info("dlq replay", "topic", t, "records", n)
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"topic": t, "replayed": n})
+}

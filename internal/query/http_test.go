@@ -1,0 +1,241 @@
+package query
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/event"
+)
+
+func testServer(t *testing.T, st Store) (*httptest.Server, *Projector) {
+	t.Helper()
+	hub := NewHub()
+	p := NewProjector(st, prometheus.NewRegistry())
+	p.Notify = func(id string) { hub.Publish(id, time.Now()) }
+	mux := http.NewServeMux()
+	(&api{store: st, hub: hub, log: slog.New(slog.NewTextHandler(io.Discard, nil)), heartbeat: 50 * time.Millisecond,
+		poll: time.Hour, closing: make(chan struct{})}).routes(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv, p
+}
+
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(v)
+	return resp.StatusCode
+}
+
+func TestViewHistoryAndFailurePaths(t *testing.T) {
+	srv, p := testServer(t, NewMemory())
+	ctx := context.Background()
+	id := uuid.NewString()
+	evs := withID(saga(t, uuid.NewString()), id)
+	for _, e := range evs {
+		if err := p.Handle(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var v map[string]any
+	if code := getJSON(t, srv.URL+"/api/orders/"+id, &v); code != 200 || v["status"] != StatusDeliveryAssigned ||
+		v["totalAmount"] != 42.5 || v["paymentId"] != 9.0 || v["driverName"] != "Ada Lovelace" || v["estimatedDeliveryTime"] == nil {
+		t.Fatalf("view %d %v", code, v)
+	}
+	var h struct{ Events []HistoryEntry }
+	if code := getJSON(t, srv.URL+"/api/orders/"+id+"/events", &h); code != 200 || len(h.Events) != 7 ||
+		h.Events[0].EventType != "order.created" || h.Events[6].EventType != "eta.updated" {
+		t.Fatalf("history %d %+v", code, h)
+	}
+	if code := getJSON(t, srv.URL+"/api/orders/"+uuid.NewString(), &v); code != 404 {
+		t.Fatalf("unknown order %d", code)
+	}
+
+	// Rejection path.
+	rid := uuid.NewString()
+	created := withID(saga(t, uuid.NewString()), rid)[0]
+	rej, _ := event.Factory{Producer: "inventory-service"}.Caused(created, event.InventoryRejected, event.InventoryPayload{
+		OrderID: rid, Amount: event.MustMoney("42.50"), Currency: "EUR", CustomerID: "cust-7", Reason: event.ReasonInsufficientStock,
+		Items: []event.RejectedItem{{ItemID: "LOW-001", Requested: 9, Available: 5}}})
+	for _, e := range []event.Envelope{rej, created} { // out of order on purpose
+		if err := p.Handle(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	getJSON(t, srv.URL+"/api/orders/"+rid, &v)
+	if v["status"] != StatusInventoryRejected || v["rejectionReason"] != event.ReasonInsufficientStock || v["customerId"] != "cust-7" {
+		t.Fatalf("rejected view %v", v)
+	}
+	// Payment failure path.
+	fid := uuid.NewString()
+	fevs := withID(saga(t, uuid.NewString()), fid)[:2]
+	reason := "AMOUNT_LIMIT_EXCEEDED"
+	failed, _ := event.Factory{Producer: "payment-service"}.Caused(fevs[1], event.PaymentFailed, event.PaymentPayload{
+		PaymentID: 3, OrderID: fid, Amount: event.MustMoney("42.50"), Currency: "EUR", Status: event.PaymentStatusFailed, FailureReason: &reason})
+	for _, e := range []event.Envelope{failed, fevs[1], fevs[0]} {
+		if err := p.Handle(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	getJSON(t, srv.URL+"/api/orders/"+fid, &v)
+	if v["status"] != StatusPaymentFailed || v["failureReason"] != reason || v["paymentId"] != 3.0 {
+		t.Fatalf("failed view %v", v)
+	}
+}
+
+func TestListByCustomerNewestFirstAndScan(t *testing.T) {
+	srv, p := testServer(t, NewMemory())
+	ctx := context.Background()
+	var ids []string
+	for i := 0; i < 7; i++ {
+		id := uuid.NewString()
+		e := withID(saga(t, uuid.NewString()), id)[0]
+		e.OccurredAt = e.OccurredAt.Add(time.Duration(i) * time.Minute)
+		if err := p.Handle(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	var got []string
+	tok := ""
+	for pages := 0; pages < 10; pages++ {
+		var page struct {
+			Orders        []View
+			NextPageToken string
+		}
+		if code := getJSON(t, srv.URL+"/api/orders?customerId=cust-7&limit=3&pageToken="+tok, &page); code != 200 {
+			t.Fatalf("list %d", code)
+		}
+		for _, o := range page.Orders {
+			got = append(got, o.OrderID)
+		}
+		if page.NextPageToken == "" {
+			break
+		}
+		tok = page.NextPageToken
+	}
+	if len(got) != 7 || got[0] != ids[6] || got[6] != ids[0] {
+		t.Fatalf("newest first: got %v", got)
+	}
+	var scan struct{ Orders []View }
+	if code := getJSON(t, srv.URL+"/api/orders?limit=100", &scan); code != 200 || len(scan.Orders) != 7 {
+		t.Fatalf("scan %d %d", code, len(scan.Orders))
+	}
+	if code := getJSON(t, srv.URL+"/api/orders?limit=1000", &scan); code != 400 {
+		t.Fatalf("unbounded limit accepted: %d", code)
+	}
+}
+
+type failingStore struct{ Store }
+
+func (failingStore) Get(context.Context, string) (View, error) {
+	return View{}, errors.New("gocql: no hosts available in the pool")
+}
+
+func TestReadModelOutageIs503(t *testing.T) {
+	srv, _ := testServer(t, failingStore{NewMemory()})
+	var p map[string]any
+	if code := getJSON(t, srv.URL+"/api/orders/"+uuid.NewString(), &p); code != 503 {
+		t.Fatalf("outage answered %d", code)
+	}
+}
+
+// TestSSEStreamsChanges follows one order over SSE with a real HTTP client while its events are
+// applied; the stream ends after the final status.
+func TestSSEStreamsChanges(t *testing.T) {
+	srv, p := testServer(t, NewMemory())
+	id := uuid.NewString()
+	evs := withID(saga(t, uuid.NewString()), id)
+	resp, err := http.Get(srv.URL + "/api/orders/" + id + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("content type %q", resp.Header.Get("Content-Type"))
+	}
+	statuses := make(chan string, 100)
+	heartbeats := make(chan struct{}, 100)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.HasPrefix(line, ": keep-alive") {
+				heartbeats <- struct{}{}
+			}
+			if data, ok := strings.CutPrefix(line, "data: "); ok {
+				var v View
+				_ = json.Unmarshal([]byte(data), &v)
+				statuses <- v.Status
+			}
+		}
+		close(statuses)
+	}()
+	select {
+	case <-heartbeats:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no heartbeat")
+	}
+	ctx := context.Background()
+	expect := []string{StatusCreated, StatusInventoryReserved, StatusPaymentAuthorized, StatusDeliveryAssigned}
+	for i, want := range expect {
+		if err := p.Handle(ctx, evs[i]); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-statuses:
+			if got != want {
+				t.Fatalf("streamed %q, want %q", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no SSE update for %s", want)
+		}
+	}
+	// An ETA update changes the view: streamed although the status stays.
+	if err := p.Handle(ctx, evs[4]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-statuses:
+		if got != StatusDeliveryAssigned {
+			t.Fatalf("eta update streamed status %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no SSE update for the ETA change")
+	}
+	done, _ := event.Factory{Producer: "delivery-service"}.New(event.DeliveryCompleted, id, event.DeliveryPayload{OrderID: id,
+		DeliveryID: "DEL-000000000001", DriverName: "Ada Lovelace", Status: event.DeliveryStatusDelivered, EstimatedDeliveryTime: time.Now()})
+	if err := p.Handle(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case s, ok := <-statuses:
+			if !ok {
+				return // stream ended after the final status
+			}
+			if s != StatusDelivered {
+				t.Fatalf("unexpected %q", s)
+			}
+		case <-deadline:
+			t.Fatal("stream did not end after DELIVERED")
+		}
+	}
+}
