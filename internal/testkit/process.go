@@ -137,3 +137,25 @@ func tailString(s string, n int) string {
 	}
 	return s
 }
+
+// WaitReady waits until addr answers /readyz with 200 (another service of process p).
+func WaitReady(t testing.TB, p *Process, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			p.mu.Lock()
+			out := p.out.String()
+			p.mu.Unlock()
+			t.Fatalf("%s not ready on %s within 60s:\n%s", p.Name, addr, tailString(out, 4000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
