@@ -14,6 +14,7 @@ import (
 	"github.com/orderflow/orderflow/internal/delivery"
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/inventory"
+	"github.com/orderflow/orderflow/internal/loadgen"
 	"github.com/orderflow/orderflow/internal/order"
 	"github.com/orderflow/orderflow/internal/payment"
 	"github.com/orderflow/orderflow/internal/platform/config"
@@ -21,6 +22,7 @@ import (
 	"github.com/orderflow/orderflow/internal/platform/obs"
 	"github.com/orderflow/orderflow/internal/platform/service"
 	"github.com/orderflow/orderflow/internal/query"
+	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/internal/version"
 )
 
@@ -58,6 +60,16 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return ErrUsage
 		}
 		return createTopics(ctx, getenv, stdout)
+	case "loadgen":
+		cfg, err := loadgen.ParseFlags(rest, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "loadgen:", err)
+			return ErrUsage
+		}
+		_, err = loadgen.Run(ctx, cfg, stdout)
+		return err
+	case "verify":
+		return verify.Run(ctx, rest, getenv, stdout, stderr)
 	case "query":
 		if len(rest) != 1 || rest[0] != "rebuild" {
 			fmt.Fprintln(stderr, "usage: orderflow query rebuild")
@@ -120,6 +132,8 @@ services (configured by environment variables, see docs/configuration.md):
 
 tools:
   topics create       create every Kafka topic (idempotent)
+  loadgen [flags]     open-loop load with latency percentiles (orderflow loadgen -h)
+  verify [flags]      check every invariant across all stores; exits 1 on a violation
   query rebuild       recreate the Cassandra read model from the Kafka topics
   dlq list --topic T  show dead-lettered records with their x-* headers
   dlq replay --topic T (--event-id ID | --offset P:O | --all)

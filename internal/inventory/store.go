@@ -245,8 +245,8 @@ func (s *store) seed(ctx context.Context, items []CatalogItem) error {
 	for i, it := range items {
 		ids[i], names[i], stock[i] = it.ItemID, it.Name, int32(it.Stock)
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO stock (item_id, name, available)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) ON CONFLICT (item_id) DO NOTHING`, ids, names, stock)
+	_, err := s.pool.Exec(ctx, `INSERT INTO stock (item_id, name, available, on_hand)
+		SELECT i, n, s, s FROM unnest($1::text[], $2::text[], $3::int[]) AS u(i, n, s) ON CONFLICT (item_id) DO NOTHING`, ids, names, stock)
 	if err != nil {
 		return fmt.Errorf("seed catalog: %w", err)
 	}
@@ -267,8 +267,8 @@ func (s *store) item(ctx context.Context, id string) (Item, error) {
 // setAvailable sets the free units of an item, creating it when unknown.
 func (s *store) setAvailable(ctx context.Context, id string, available int) (Item, error) {
 	var it Item
-	err := s.pool.QueryRow(ctx, `INSERT INTO stock (item_id, name, available) VALUES ($1, $1, $2)
-		ON CONFLICT (item_id) DO UPDATE SET available = EXCLUDED.available, updated_at = now()
+	err := s.pool.QueryRow(ctx, `INSERT INTO stock (item_id, name, available, on_hand) VALUES ($1, $1, $2, $2)
+		ON CONFLICT (item_id) DO UPDATE SET available = EXCLUDED.available, on_hand = EXCLUDED.available + stock.reserved, updated_at = now()
 		RETURNING item_id, name, available, reserved, updated_at`, id, available).
 		Scan(&it.ItemID, &it.Name, &it.Available, &it.Reserved, &it.UpdatedAt)
 	it.UpdatedAt = it.UpdatedAt.UTC()

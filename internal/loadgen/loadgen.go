@@ -1,0 +1,397 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
+)
+
+// Config describes one load run.
+type Config struct {
+	OrderURL      string        // order-service base URL
+	QueryURL      string        // query-api base URL
+	Brokers       []string      // Kafka, to see terminal events without polling the API
+	Rate          float64       // orders per second
+	Duration      time.Duration // how long to send
+	MaxInFlight   int           // concurrency cap for POSTs; a send beyond it is counted as an error
+	ItemsMin      int
+	ItemsMax      int
+	RejectShare   float64 // share of orders built to be rejected for stock
+	DeclineShare  float64 // share of orders built to be declined by payment (total above 5000)
+	Customers     int
+	Seed          uint64
+	Drain         time.Duration // how long to wait for unfinished orders after sending stops
+	SummaryFile   string        // JSON summary path ("" = none)
+	ProgressEvery time.Duration
+}
+
+// Kind is the intended outcome of a generated order.
+type Kind string
+
+// Order kinds.
+const (
+	KindSuccess Kind = "success"
+	KindReject  Kind = "reject"
+	KindDecline Kind = "decline"
+)
+
+// Result is the JSON summary of a run.
+type Result struct {
+	Config        Config           `json:"config"`
+	Sent          int64            `json:"sent"`
+	Accepted      int64            `json:"accepted"`
+	Completed     int64            `json:"completed"`
+	Unfinished    int64            `json:"unfinished"`
+	Errors        map[string]int64 `json:"errors"`
+	ByStatus      map[string]int64 `json:"byStatus"`
+	Unexpected    int64            `json:"unexpectedOutcome"`
+	SendSeconds   float64          `json:"sendSeconds"`
+	Throughput    float64          `json:"achievedOrdersPerSecond"`
+	CompletedRate float64          `json:"completedOrdersPerSecond"`
+	PostLatency   Summary          `json:"postLatency"`
+	EndToEnd      Summary          `json:"endToEndLatency"`
+	MaxSchedLagMs float64          `json:"maxSchedulerLagMs"`
+}
+
+type tracked struct {
+	kind      Kind
+	sentAt    time.Time // scheduled send time: latency includes any queueing, so slow responses cannot hide it
+	done      atomic.Bool
+	terminalC chan struct{}
+}
+
+// Run executes the load and prints progress and the summary to out.
+func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
+	res := Result{Config: cfg, Errors: map[string]int64{}, ByStatus: map[string]int64{}}
+	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 90 * time.Second,
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	}}
+	var (
+		mu                                    sync.Mutex
+		orders                                = map[string]*tracked{}
+		early                                 = map[string]time.Time{} // terminal events seen before their order was registered
+		post                                  Recorder
+		e2e                                   Recorder
+		errs                                  sync.Map
+		inFlight                              atomic.Int64
+		sent, accepted, completed, unexpected atomic.Int64
+		statusMu                              sync.Mutex
+	)
+	countErr := func(kind string) {
+		v, _ := errs.LoadOrStore(kind, new(atomic.Int64))
+		v.(*atomic.Int64).Add(1)
+	}
+
+	// Terminal events are seen on Kafka; the view is then read until it shows them.
+	watcher, err := kgo.NewClient(kafka.Config{Brokers: cfg.Brokers, ClientID: "orderflow-loadgen"}.Options(
+		kgo.ConsumeTopics(event.TopicInventory, event.TopicPayments, event.TopicDelivery),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(100*time.Millisecond))...)
+	if err != nil {
+		return res, err
+	}
+	defer watcher.Close()
+	// Make sure the watcher has its offsets before the first order is sent.
+	if err := watcher.Ping(ctx); err != nil {
+		return res, fmt.Errorf("kafka: %w", err)
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	var checkers sync.WaitGroup
+	confirm := func(id string, t *tracked) {
+		defer checkers.Done()
+		deadline := time.Now().Add(30 * time.Second)
+		for delay := 2 * time.Millisecond; time.Now().Before(deadline) && wctx.Err() == nil; delay = min(delay*2, 100*time.Millisecond) {
+			resp, err := client.Get(cfg.QueryURL + "/api/orders/" + id)
+			if err == nil {
+				var v struct{ Status string }
+				_ = json.NewDecoder(resp.Body).Decode(&v)
+				resp.Body.Close()
+				if isTerminal(v.Status) {
+					if t.done.CompareAndSwap(false, true) {
+						e2e.Add(time.Since(t.sentAt))
+						completed.Add(1)
+						statusMu.Lock()
+						res.ByStatus[v.Status]++
+						statusMu.Unlock()
+						if !expected(t.kind, v.Status) {
+							unexpected.Add(1)
+						}
+					}
+					return
+				}
+			}
+			time.Sleep(delay)
+		}
+	}
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		for wctx.Err() == nil {
+			f := watcher.PollFetches(wctx)
+			f.EachRecord(func(r *kgo.Record) {
+				var typ string
+				for _, h := range r.Headers {
+					if h.Key == "eventType" {
+						typ = string(h.Value)
+					}
+				}
+				if typ != string(event.InventoryRejected) && typ != string(event.PaymentFailed) && typ != string(event.DeliveryAssigned) {
+					return
+				}
+				id := string(r.Key)
+				mu.Lock()
+				t := orders[id]
+				if t == nil {
+					early[id] = time.Now() // the saga beat the POST response; confirmed on registration
+				}
+				mu.Unlock()
+				if t != nil && !t.done.Load() {
+					checkers.Add(1)
+					go confirm(id, t)
+				}
+			})
+		}
+	}()
+
+	// Progress.
+	start := time.Now()
+	progressDone := make(chan struct{})
+	go func() {
+		tk := time.NewTicker(cfg.ProgressEvery)
+		defer tk.Stop()
+		for {
+			select {
+			case <-progressDone:
+				return
+			case <-tk.C:
+				fmt.Fprintf(out, "[%5.1fs] sent %d accepted %d completed %d in-flight %d\n",
+					time.Since(start).Seconds(), sent.Load(), accepted.Load(), completed.Load(), inFlight.Load())
+			}
+		}
+	}()
+
+	// Open loop: request i is due at start + i/rate whatever happened to earlier ones.
+	total := int(cfg.Rate * cfg.Duration.Seconds())
+	var posts sync.WaitGroup
+	maxLag := openLoop(ctx, start, cfg.Rate, total, func(i int, due time.Time) {
+		kind, body := buildOrder(rng, cfg)
+		sent.Add(1)
+		if inFlight.Load() >= int64(cfg.MaxInFlight) {
+			countErr("concurrency cap reached")
+			return
+		}
+		inFlight.Add(1)
+		posts.Go(func() {
+			defer inFlight.Add(-1)
+			resp, err := client.Post(cfg.OrderURL+"/api/orders", "application/json", strings.NewReader(body))
+			if err != nil {
+				countErr(classify(err))
+				return
+			}
+			var o struct{ OrderID string }
+			_ = json.NewDecoder(resp.Body).Decode(&o)
+			resp.Body.Close()
+			post.Add(time.Since(due))
+			if resp.StatusCode != http.StatusCreated || o.OrderID == "" {
+				countErr(fmt.Sprintf("HTTP %d", resp.StatusCode))
+				return
+			}
+			accepted.Add(1)
+			t := &tracked{kind: kind, sentAt: due}
+			mu.Lock()
+			orders[o.OrderID] = t
+			_, seen := early[o.OrderID]
+			delete(early, o.OrderID)
+			mu.Unlock()
+			if seen {
+				checkers.Add(1)
+				go confirm(o.OrderID, t)
+			}
+		})
+	})
+	sendSeconds := time.Since(start).Seconds()
+	posts.Wait()
+	// Drain: wait for unfinished orders.
+	deadline := time.Now().Add(cfg.Drain)
+	for completed.Load() < accepted.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	elapsed := time.Since(start).Seconds()
+	close(progressDone)
+	stopWatch()
+	<-watcherDone
+	checkers.Wait()
+
+	res.Sent, res.Accepted, res.Completed, res.Unexpected = sent.Load(), accepted.Load(), completed.Load(), unexpected.Load()
+	res.Unfinished = res.Accepted - res.Completed
+	res.SendSeconds = sendSeconds
+	res.Throughput = float64(res.Accepted) / sendSeconds
+	res.CompletedRate = float64(res.Completed) / elapsed
+	res.PostLatency, res.EndToEnd = post.Summary(), e2e.Summary()
+	res.MaxSchedLagMs = float64(maxLag.Microseconds()) / 1e3
+	errs.Range(func(k, v any) bool { res.Errors[k.(string)] = v.(*atomic.Int64).Load(); return true })
+	printResult(out, res)
+	if cfg.SummaryFile != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(cfg.SummaryFile, append(b, '\n'), 0o644); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func isTerminal(s string) bool {
+	return s == "INVENTORY_REJECTED" || s == "PAYMENT_FAILED" || s == "DELIVERY_ASSIGNED" || s == "DELIVERED"
+}
+
+func expected(k Kind, status string) bool {
+	switch k {
+	case KindReject:
+		return status == "INVENTORY_REJECTED"
+	case KindDecline:
+		return status == "PAYMENT_FAILED"
+	}
+	return status == "DELIVERY_ASSIGNED" || status == "DELIVERED"
+}
+
+func classify(err error) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case strings.Contains(err.Error(), "connection refused"):
+		return "connection refused"
+	}
+	return "transport error"
+}
+
+// buildOrder draws an order of the configured mix. Rejections order more of a LOW-xxx item than its
+// seeded stock (5) holds; declines exceed the gateway's 5000.00 limit.
+func buildOrder(rng *rand.Rand, cfg Config) (Kind, string) {
+	customer := fmt.Sprintf("load-%d", rng.IntN(max(cfg.Customers, 1)))
+	r := rng.Float64()
+	type line struct {
+		ID    string `json:"itemId"`
+		Qty   int    `json:"quantity"`
+		Price string `json:"unitPrice"`
+	}
+	var lines []line
+	kind := KindSuccess
+	switch {
+	case r < cfg.RejectShare:
+		kind = KindReject
+		lines = append(lines, line{fmt.Sprintf("LOW-%03d", 1+rng.IntN(10)), 6, "9.99"})
+	case r < cfg.RejectShare+cfg.DeclineShare:
+		kind = KindDecline
+		lines = append(lines, line{fmt.Sprintf("SKU-%03d", 1+rng.IntN(50)), 1, "6000.00"})
+	default:
+		n := cfg.ItemsMin + rng.IntN(cfg.ItemsMax-cfg.ItemsMin+1)
+		seen := map[int]bool{}
+		for len(lines) < n {
+			sku := 1 + rng.IntN(50)
+			if seen[sku] {
+				continue
+			}
+			seen[sku] = true
+			lines = append(lines, line{fmt.Sprintf("SKU-%03d", sku), 1 + rng.IntN(3), fmt.Sprintf("%d.%02d", 1+rng.IntN(99), rng.IntN(100))})
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"customerId": customer, "currency": "EUR", "items": lines})
+	return kind, string(b)
+}
+
+func printResult(w io.Writer, r Result) {
+	fmt.Fprintf(w, "\n=== load run: %.0f orders/s target for %s ===\n", r.Config.Rate, r.Config.Duration)
+	fmt.Fprintf(w, "sent %d, accepted %d, completed %d, unfinished %d, unexpected outcome %d\n", r.Sent, r.Accepted, r.Completed, r.Unfinished, r.Unexpected)
+	fmt.Fprintf(w, "achieved %.1f orders/s accepted (%.1f completed/s), max scheduler lag %.1f ms\n", r.Throughput, r.CompletedRate, r.MaxSchedLagMs)
+	p := func(name string, s Summary) {
+		fmt.Fprintf(w, "%-22s n=%-6d p50 %8.1f  p90 %8.1f  p99 %8.1f  p99.9 %8.1f  max %8.1f ms\n", name, s.Count, s.P50, s.P90, s.P99, s.P999, s.Max)
+	}
+	p("POST latency", r.PostLatency)
+	p("end-to-end latency", r.EndToEnd)
+	keys := make([]string, 0, len(r.ByStatus))
+	for k := range r.ByStatus {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-20s %d\n", k, r.ByStatus[k])
+	}
+	if len(r.Errors) == 0 {
+		fmt.Fprintln(w, "errors: none")
+	}
+	for k, v := range r.Errors {
+		fmt.Fprintf(w, "error %-30s %d\n", k, v)
+	}
+}
+
+// ParseFlags reads the loadgen command line.
+func ParseFlags(args []string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := Config{}
+	fs.StringVar(&c.OrderURL, "order-url", "http://127.0.0.1:8081", "order-service base URL")
+	fs.StringVar(&c.QueryURL, "query-url", "http://127.0.0.1:8080", "query-api base URL")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka brokers (to observe terminal events)")
+	fs.Float64Var(&c.Rate, "rate", 50, "orders per second (open loop)")
+	fs.DurationVar(&c.Duration, "duration", 30*time.Second, "how long to send")
+	fs.IntVar(&c.MaxInFlight, "max-in-flight", 512, "most POSTs in flight; sends beyond are counted as errors")
+	fs.IntVar(&c.ItemsMin, "items-min", 1, "fewest lines per order")
+	fs.IntVar(&c.ItemsMax, "items-max", 3, "most lines per order")
+	fs.Float64Var(&c.RejectShare, "reject-share", 0.05, "share of orders built to be rejected for stock")
+	fs.Float64Var(&c.DeclineShare, "decline-share", 0.05, "share of orders built to be declined by payment")
+	fs.IntVar(&c.Customers, "customers", 1000, "distinct customers")
+	fs.Uint64Var(&c.Seed, "seed", 1, "random seed (same seed, same orders)")
+	fs.DurationVar(&c.Drain, "drain", 30*time.Second, "how long to wait for unfinished orders after sending")
+	fs.StringVar(&c.SummaryFile, "summary", "", "write a JSON summary to this file")
+	fs.DurationVar(&c.ProgressEvery, "progress", 5*time.Second, "progress line interval")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	c.Brokers = strings.Split(*brokers, ",")
+	switch {
+	case c.Rate <= 0 || c.Duration <= 0 || c.MaxInFlight <= 0:
+		return c, errors.New("rate, duration and max-in-flight must be positive")
+	case c.ItemsMin < 1 || c.ItemsMax < c.ItemsMin || c.ItemsMax > 50:
+		return c, errors.New("need 1 <= items-min <= items-max <= 50")
+	case c.RejectShare < 0 || c.DeclineShare < 0 || c.RejectShare+c.DeclineShare > 1:
+		return c, errors.New("reject-share and decline-share must be >= 0 and sum to at most 1")
+	}
+	return c, nil
+}
+
+// openLoop calls send(i, due) for i in [0, n) at start + i/rate. send must not block (it starts its
+// own goroutine): a slow target then cannot delay later sends. It returns the largest lateness.
+func openLoop(ctx context.Context, start time.Time, rate float64, n int, send func(i int, due time.Time)) time.Duration {
+	interval := time.Duration(float64(time.Second) / rate)
+	var maxLag time.Duration
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		} else if -d > maxLag {
+			maxLag = -d
+		}
+		send(i, due)
+	}
+	return maxLag
+}
