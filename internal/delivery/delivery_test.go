@@ -64,7 +64,7 @@ func newStore(t *testing.T, drivers, capacity int, clk *clock) *store {
 	t.Helper()
 	testkit.Integration(t)
 	ctx := testkit.Context(t, 30*time.Second)
-	pool, err := pg.Open(ctx, testkit.NewDatabase(t), outbox.Migrations(), inbox.Migrations(), migrations())
+	pool, err := pg.Open(ctx, testkit.NewDatabase(t), outbox.Migrations(), inbox.Migrations(), Migrations())
 	if err != nil {
 		t.Fatal(err)
 	}

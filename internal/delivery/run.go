@@ -22,7 +22,8 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-func migrations() pg.Migrations {
+// Migrations returns the service's own schema (verify and its tests migrate fresh databases with it).
+func Migrations() pg.Migrations {
 	sub, _ := fs.Sub(migrationFiles, "migrations")
 	return pg.Migrations{Table: "goose_delivery", FS: sub}
 }
@@ -42,7 +43,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 }
 
 func run(ctx context.Context, s *service.Service, cfg Config) error {
-	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), inbox.Migrations(), migrations())
+	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), inbox.Migrations(), Migrations())
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ func newStore(t *testing.T, catalog ...CatalogItem) *store {
 	t.Helper()
 	testkit.Integration(t)
 	ctx := testkit.Context(t, 30*time.Second)
-	pool, err := pg.Open(ctx, testkit.NewDatabase(t), outbox.Migrations(), inbox.Migrations(), migrations())
+	pool, err := pg.Open(ctx, testkit.NewDatabase(t), outbox.Migrations(), inbox.Migrations(), Migrations())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,8 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-func migrations() pg.Migrations {
+// Migrations returns the service's own schema (verify and its tests migrate fresh databases with it).
+func Migrations() pg.Migrations {
 	sub, _ := fs.Sub(migrationFiles, "migrations")
 	return pg.Migrations{Table: "goose_order", FS: sub}
 }
@@ -28,7 +29,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	s := service.New(Name, stdout, cfg.Common)
-	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), migrations())
+	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), Migrations())
 	if err != nil {
 		s.Close()
 		return err

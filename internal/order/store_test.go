@@ -23,7 +23,7 @@ import (
 func realAPI(t *testing.T) (http.Handler, *pgxpool.Pool) {
 	t.Helper()
 	testkit.Integration(t)
-	pool, err := pg.Open(testkit.Context(t, 30*time.Second), testkit.NewDatabase(t), outbox.Migrations(), migrations())
+	pool, err := pg.Open(testkit.Context(t, 30*time.Second), testkit.NewDatabase(t), outbox.Migrations(), Migrations())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,7 @@ type fixture struct {
 func newFixture(t *testing.T) fixture {
 	t.Helper()
 	testkit.Integration(t)
-	pool, err := pg.Open(testkit.Context(t, 30*time.Second), testkit.NewDatabase(t), outbox.Migrations(), migrations())
+	pool, err := pg.Open(testkit.Context(t, 30*time.Second), testkit.NewDatabase(t), outbox.Migrations(), Migrations())
 	if err != nil {
 		t.Fatal(err)
 	}

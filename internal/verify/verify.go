@@ -17,6 +17,7 @@ import (
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -213,6 +214,9 @@ func quiesce(ctx context.Context, cfg Config, st stores, progress io.Writer) []s
 				if !ok {
 					continue
 				}
+				if errors.Is(l.DescribeErr, kerr.GroupIDNotFound) {
+					continue // the service never consumed; the order checks report what is missing
+				}
 				if l.FetchErr != nil || l.DescribeErr != nil {
 					pending = append(pending, fmt.Sprintf("group %s: %v %v", g, l.FetchErr, l.DescribeErr))
 					continue
@@ -253,8 +257,8 @@ type data struct {
 	orders       map[string]orderRow
 	createdEvent map[string]bool
 	reservations map[string]reservation
-	payments     map[string][]payment
-	deliveries   map[string]delivery
+	payments     map[string][]paymentRow
+	deliveries   map[string]deliveryRow
 	drivers      []driverRow
 	stock        []stockRow
 	held         map[string]int // item → units held by RESERVED reservations
@@ -263,12 +267,12 @@ type data struct {
 
 type orderRow struct{ total string }
 type reservation struct{ id, status, reason string }
-type payment struct {
+type paymentRow struct {
 	id     int64
 	status string
 	reason string
 }
-type delivery struct {
+type deliveryRow struct {
 	id, driver, status string
 	eta                time.Time
 }
@@ -282,7 +286,7 @@ type stockRow struct {
 
 func load(ctx context.Context, st stores) (*data, error) {
 	d := &data{orders: map[string]orderRow{}, createdEvent: map[string]bool{}, reservations: map[string]reservation{},
-		payments: map[string][]payment{}, deliveries: map[string]delivery{}, held: map[string]int{}, views: map[string]query.View{}}
+		payments: map[string][]paymentRow{}, deliveries: map[string]deliveryRow{}, held: map[string]int{}, views: map[string]query.View{}}
 	q := func(db, sql string, scan func(pgx.Rows) error) error {
 		rows, err := st.dbs[db].Query(ctx, sql)
 		if err != nil {
@@ -332,14 +336,14 @@ func load(ctx context.Context, st stores) (*data, error) {
 		}),
 		q("payment", `SELECT order_id, payment_id, status, coalesce(failure_reason, '') FROM payments`, func(r pgx.Rows) error {
 			var id string
-			var p payment
+			var p paymentRow
 			err := r.Scan(&id, &p.id, &p.status, &p.reason)
 			d.payments[id] = append(d.payments[id], p)
 			return err
 		}),
 		q("delivery", `SELECT d.order_id, d.delivery_id, dr.name, d.status, d.eta FROM deliveries d JOIN drivers dr USING (driver_id)`, func(r pgx.Rows) error {
 			var id string
-			var x delivery
+			var x deliveryRow
 			err := r.Scan(&id, &x.id, &x.driver, &x.status, &x.eta)
 			d.deliveries[id] = x
 			return err
@@ -426,7 +430,7 @@ func checkStock(rep *Report, cfg Config, d *data) {
 
 func expectedStatus(d *data, id string) string {
 	res, hasRes := d.reservations[id]
-	var pay *payment
+	var pay *paymentRow
 	if ps := d.payments[id]; len(ps) > 0 {
 		pay = &ps[0]
 	}
