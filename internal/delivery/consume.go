@@ -7,10 +7,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
 type metrics struct {
@@ -81,6 +83,53 @@ func (c *consumer) handle(ctx context.Context, e event.Envelope) error {
 		c.store.inbox.Duplicate()
 	} else {
 		c.metrics.assignments.Inc()
+	}
+	return nil
+}
+
+// handleBatch assigns a partition's authorizations in one transaction. Every driver at capacity
+// (or locked by a concurrent batch) fails the batch; the runner then handles the events one by one,
+// which waits for locks and retries "no driver" with backoff.
+func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
+	for _, e := range es {
+		if e.EventType == event.PaymentAuthorized {
+			if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
+				return err
+			}
+		}
+	}
+	var assigned, dups int
+	err := pg.InTx(ctx, c.store.pool, func(tx pgx.Tx) error {
+		assigned, dups = 0, 0
+		for _, e := range es {
+			if e.EventType != event.PaymentAuthorized {
+				continue
+			}
+			_, dup, err := c.store.assignTx(ctx, tx, e, false)
+			if err != nil {
+				return err
+			}
+			if dup {
+				dups++
+			} else {
+				assigned++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.metrics.assignments.Add(float64(assigned))
+	for range dups {
+		c.store.inbox.Duplicate()
+	}
+	for _, e := range es {
+		if e.EventType != event.PaymentAuthorized {
+			c.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
+		} else {
+			c.setWaiting(e.OrderID, false)
+		}
 	}
 	return nil
 }

@@ -242,3 +242,27 @@ func TestSchedulerUpdatesInOrderNeverAfterDelivery(t *testing.T) {
 		}
 	}
 }
+
+func TestBatchAssignsOnceAndFailsWhenFull(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	s := newStore(t, 2, 2, clk)
+	c := &consumer{store: s, metrics: newMetrics(prometheus.NewRegistry()), waiting: map[string]bool{}}
+	ctx := testkit.Context(t, 30*time.Second)
+	a, b := authorized(t, uuid.NewString()), authorized(t, uuid.NewString())
+	failed, _ := event.Factory{Producer: "payment-service"}.New(event.PaymentFailed, uuid.NewString(), event.PaymentPayload{
+		PaymentID: 2, OrderID: "x", Amount: event.MustMoney("1.00"), Currency: "EUR", Status: event.PaymentStatusFailed})
+	if err := c.handleBatch(ctx, []event.Envelope{a, failed, a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.events(t, a.OrderID)) != 2 || len(s.events(t, b.OrderID)) != 2 {
+		t.Fatal("each order gets delivery.assigned and eta.updated once")
+	}
+	// Capacity 2×2 = 4: a batch of three more orders cannot all fit and fails as a whole.
+	more := []event.Envelope{authorized(t, uuid.NewString()), authorized(t, uuid.NewString()), authorized(t, uuid.NewString())}
+	if err := c.handleBatch(ctx, more); !errors.Is(err, ErrNoDriver) {
+		t.Fatalf("full batch: %v", err)
+	}
+	if n, _ := s.activeCount(ctx); n != 2 {
+		t.Fatalf("a failed batch left %d deliveries, want the 2 committed before", n)
+	}
+}

@@ -60,7 +60,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	}
 	c := &consumer{store: st, metrics: newMetrics(s.Reg), log: s.Log, waiting: map[string]bool{}}
 	s.Group.Add(lifecycle.Component{Name: "eta-scheduler", Run: func(ctx context.Context) error { return c.schedule(ctx, cfg.SchedulerInterval) }})
-	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments}, Handler: c.handle,
+	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments}, Handler: c.handle, Batch: c.handleBatch,
 		// Waiting for a driver can last a while; back off up to 2 s between checks.
 		Backoff: kafka.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}}); err != nil {
 		return err

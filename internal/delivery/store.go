@@ -84,63 +84,72 @@ func (s *store) seedDrivers(ctx context.Context, n int) error {
 // duplicate=true when the event or the order was already handled, and ErrNoDriver when every
 // driver is full (nothing written; the runner retries).
 func (s *store) assign(ctx context.Context, e event.Envelope) (d Delivery, duplicate bool, err error) {
-	err = pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		duplicate = false
-		first, err := s.inbox.Begin(ctx, tx, e.EventID)
-		if err != nil {
-			return err
-		}
-		var exists bool
-		if first {
-			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE order_id = $1)`, e.OrderID).Scan(&exists); err != nil {
-				return fmt.Errorf("look up delivery: %w", err)
-			}
-		}
-		if !first || exists {
-			duplicate = true
-			return nil
-		}
-		// Least loaded first, ties by driver_id; SKIP LOCKED lets concurrent assignments (also on
-		// another replica) take different drivers instead of queueing on one row. The capacity
-		// condition is part of the locked update, so no driver ever exceeds it.
-		for _, lockMode := range []string{"FOR UPDATE SKIP LOCKED", "FOR UPDATE"} {
-			// When every driver with room is locked by concurrent assignments, SKIP LOCKED finds none;
-			// the second pass waits for those locks instead of reporting a false "all full".
-			err = tx.QueryRow(ctx, `UPDATE drivers SET active_deliveries = active_deliveries + 1
-				WHERE driver_id = (SELECT driver_id FROM drivers WHERE active_deliveries < $1
-					ORDER BY active_deliveries, driver_id LIMIT 1 `+lockMode+`)
-				RETURNING driver_id, name`, s.rules.Capacity).Scan(&d.DriverID, &d.DriverName)
-			if !errors.Is(err, pgx.ErrNoRows) {
-				break
-			}
-		}
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNoDriver
-		}
-		if err != nil {
-			return fmt.Errorf("pick driver: %w", err)
-		}
-		now := s.now().UTC().Truncate(time.Millisecond)
-		d.DeliveryID, d.OrderID, d.Zone, d.Status = newDeliveryID(), e.OrderID, zoneOf(e.OrderID), StatusAssigned
-		d.AssignedAt, d.ETA = now, s.rules.InitialETA(now, e.OrderID)
-		if _, err := tx.Exec(ctx, `INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now); err != nil {
-			return fmt.Errorf("insert delivery: %w", err)
-		}
-		p := event.DeliveryPayload{OrderID: d.OrderID, DeliveryID: d.DeliveryID, DriverName: d.DriverName,
-			Status: StatusAssigned, EstimatedDeliveryTime: d.ETA}
-		assigned, err := s.factory.Caused(e, event.DeliveryAssigned, p)
-		if err != nil {
-			return err
-		}
-		eta, err := s.factory.Caused(e, event.ETAUpdated, p)
-		if err != nil {
-			return err
-		}
-		assigned.OccurredAt, eta.OccurredAt = now, now
-		return outbox.Add(ctx, tx, assigned, eta)
+	err = pg.InTx(ctx, s.pool, func(tx pgx.Tx) (err error) {
+		d, duplicate, err = s.assignTx(ctx, tx, e, true)
+		return err
 	})
 	return d, duplicate, err
+}
+
+// assignTx is assign inside the caller's transaction. With wait=false it never blocks on drivers
+// locked by concurrent transactions (batches use that, and fall back to assign when it finds none).
+func (s *store) assignTx(ctx context.Context, tx pgx.Tx, e event.Envelope, wait bool) (d Delivery, duplicate bool, err error) {
+	modes := []string{"FOR UPDATE SKIP LOCKED"}
+	if wait {
+		modes = append(modes, "FOR UPDATE")
+	}
+	first, err := s.inbox.Begin(ctx, tx, e.EventID)
+	if err != nil {
+		return d, false, err
+	}
+	var exists bool
+	if first {
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE order_id = $1)`, e.OrderID).Scan(&exists); err != nil {
+			return d, false, fmt.Errorf("look up delivery: %w", err)
+		}
+	}
+	if !first || exists {
+		return d, true, nil
+	}
+	// Least loaded first, ties by driver_id; SKIP LOCKED lets concurrent assignments (also on
+	// another replica) take different drivers instead of queueing on one row. The capacity
+	// condition is part of the locked update, so no driver ever exceeds it.
+	for _, lockMode := range modes {
+		// When every driver with room is locked by concurrent assignments, SKIP LOCKED finds none;
+		// the second pass waits for those locks instead of reporting a false "all full".
+		err = tx.QueryRow(ctx, `UPDATE drivers SET active_deliveries = active_deliveries + 1
+			WHERE driver_id = (SELECT driver_id FROM drivers WHERE active_deliveries < $1
+				ORDER BY active_deliveries, driver_id LIMIT 1 `+lockMode+`)
+			RETURNING driver_id, name`, s.rules.Capacity).Scan(&d.DriverID, &d.DriverName)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			break
+		}
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return d, false, ErrNoDriver
+	}
+	if err != nil {
+		return d, false, fmt.Errorf("pick driver: %w", err)
+	}
+	now := s.now().UTC().Truncate(time.Millisecond)
+	d.DeliveryID, d.OrderID, d.Zone, d.Status = newDeliveryID(), e.OrderID, zoneOf(e.OrderID), StatusAssigned
+	d.AssignedAt, d.ETA = now, s.rules.InitialETA(now, e.OrderID)
+	if _, err := tx.Exec(ctx, `INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now); err != nil {
+		return d, false, fmt.Errorf("insert delivery: %w", err)
+	}
+	p := event.DeliveryPayload{OrderID: d.OrderID, DeliveryID: d.DeliveryID, DriverName: d.DriverName,
+		Status: StatusAssigned, EstimatedDeliveryTime: d.ETA}
+	assigned, err := s.factory.Caused(e, event.DeliveryAssigned, p)
+	if err != nil {
+		return d, false, err
+	}
+	eta, err := s.factory.Caused(e, event.ETAUpdated, p)
+	if err != nil {
+		return d, false, err
+	}
+	assigned.OccurredAt, eta.OccurredAt = now, now
+	return d, false, outbox.Add(ctx, tx, assigned, eta)
 }
 
 // tickResult summarises one scheduler pass.

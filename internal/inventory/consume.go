@@ -2,11 +2,16 @@ package inventory
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
 type metrics struct {
@@ -61,7 +66,12 @@ func (c *consumer) handle(ctx context.Context, e event.Envelope) error {
 	if err != nil {
 		return err
 	}
-	// Counters move only after commit.
+	c.count(out)
+	return nil
+}
+
+// count moves the counters for a committed outcome.
+func (c *consumer) count(out outcome) {
 	switch {
 	case out.duplicate:
 		c.store.inbox.Duplicate()
@@ -69,6 +79,69 @@ func (c *consumer) handle(ctx context.Context, e event.Envelope) error {
 		c.metrics.releases.Inc()
 	case out.result == "reserved" || out.result == "rejected":
 		c.metrics.reservations.WithLabelValues(out.result, out.reason).Inc()
+	}
+}
+
+// handleBatch applies a partition's events in one transaction, in order, with the same logic as
+// handle. The stock rows of every order in the batch are locked first, in item order, so batches
+// running concurrently (other partitions, other replicas) cannot deadlock on them.
+func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
+	created := map[int]event.OrderCreatedPayload{}
+	var items []string
+	for i, e := range es {
+		switch e.EventType {
+		case event.OrderCreated:
+			p, err := event.DecodePayload[event.OrderCreatedPayload](e)
+			if err != nil {
+				return err
+			}
+			created[i] = p
+			for _, it := range p.Items {
+				items = append(items, it.ItemID)
+			}
+		case event.PaymentFailed:
+			if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
+				return err
+			}
+		}
+	}
+	slices.Sort(items)
+	items = slices.Compact(items)
+	var outs []outcome
+	err := pg.InTx(ctx, c.store.pool, func(tx pgx.Tx) error {
+		outs = outs[:0]
+		if len(items) > 0 {
+			if _, err := tx.Exec(ctx, `SELECT 1 FROM stock WHERE item_id = ANY($1) ORDER BY item_id FOR UPDATE`, items); err != nil {
+				return fmt.Errorf("lock stock: %w", err)
+			}
+		}
+		for i, e := range es {
+			var out outcome
+			var err error
+			switch e.EventType {
+			case event.OrderCreated:
+				out, err = c.store.reserveTx(ctx, tx, e, created[i])
+			case event.PaymentFailed:
+				out, err = c.store.releaseTx(ctx, tx, e)
+			default:
+				out = outcome{result: "ignored:" + string(e.EventType)}
+			}
+			if err != nil {
+				return err
+			}
+			outs = append(outs, out)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, out := range outs {
+		if t, ok := strings.CutPrefix(out.result, "ignored:"); ok {
+			c.metrics.ignored.WithLabelValues(t).Inc()
+			continue
+		}
+		c.count(out)
 	}
 	return nil
 }

@@ -69,6 +69,7 @@ func run(ctx context.Context, s *service.Service, cfg Config, catalog []CatalogI
 	s.Group.Add(lifecycle.Component{Name: "stock-gauge", Run: func(ctx context.Context) error { return c.reportStock(ctx, ids) }})
 	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{
 		Group: cfg.Group, Topics: []string{event.TopicOrders, event.TopicPayments}, Handler: c.handle,
+		Batch: c.handleBatch,
 	}); err != nil {
 		return err
 	}

@@ -282,3 +282,41 @@ func TestBuiltinCatalog(t *testing.T) {
 		t.Fatal("missing catalog file accepted")
 	}
 }
+
+// TestConcurrentBatches: ten batches of twenty orders (with a duplicate inside each batch and a
+// payment.failed for an earlier order) race for 50 units in separate transactions.
+func TestConcurrentBatches(t *testing.T) {
+	s := newStore(t, CatalogItem{ItemID: "HOT", Name: "Hot", Stock: 50}, CatalogItem{ItemID: "OTHER", Name: "o", Stock: 1000})
+	c := &consumer{store: s, metrics: newMetrics(prometheus.NewRegistry())}
+	ctx := testkit.Context(t, 2*time.Minute)
+	var wg sync.WaitGroup
+	for b := 0; b < 10; b++ {
+		wg.Go(func() {
+			var batch []event.Envelope
+			for i := 0; i < 20; i++ {
+				items := []event.Item{item("HOT", 1), item("OTHER", 1)}
+				if i%2 == 0 {
+					items = []event.Item{item("OTHER", 1), item("HOT", 1)}
+				}
+				e, _ := orderEvent(t, items...)
+				batch = append(batch, e)
+				if i == 5 {
+					batch = append(batch, e) // redelivered within the same batch
+				}
+			}
+			if err := c.handleBatch(ctx, batch); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	hot, other := s.mustItem(t, "HOT"), s.mustItem(t, "OTHER")
+	if hot.Reserved != 50 || hot.Available != 0 || other.Reserved != 50 || other.Available != 950 {
+		t.Fatalf("HOT %+v OTHER %+v", hot, other)
+	}
+	var reservations, rejected int
+	_ = s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'RESERVED'), count(*) FILTER (WHERE status = 'REJECTED') FROM reservations`).Scan(&reservations, &rejected)
+	if reservations != 50 || rejected != 150 {
+		t.Fatalf("reservations %d rejected %d", reservations, rejected)
+	}
+}

@@ -125,17 +125,29 @@ func runPermutation(t testing.TB, st Store, evs []event.Envelope, order []int, r
 			}
 		}
 	})
+	// Projector A applies its share one event at a time, B in concurrent batches of three.
 	var pw sync.WaitGroup
-	for k, p := range []*Projector{projA, projB} {
-		pw.Go(func() {
-			for i := k; i < len(seq); i += 2 {
-				if err := p.Handle(ctx, seq[i]); err != nil {
+	pw.Go(func() {
+		for i := 0; i < len(seq); i += 2 {
+			if err := projA.Handle(ctx, seq[i]); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	pw.Go(func() {
+		var batch []event.Envelope
+		for i := 1; i < len(seq); i += 2 {
+			batch = append(batch, seq[i])
+			if len(batch) == 3 || i+2 >= len(seq) {
+				if err := projB.HandleBatch(ctx, batch); err != nil {
 					t.Error(err)
 					return
 				}
+				batch = nil
 			}
-		})
-	}
+		}
+	})
 	pw.Wait()
 	close(done)
 	wg.Wait()

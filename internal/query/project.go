@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/orderflow/orderflow/internal/event"
 )
@@ -49,6 +50,37 @@ func (p *Projector) Handle(ctx context.Context, e event.Envelope) error {
 	p.metrics.lag.Observe(p.now().Sub(e.OccurredAt).Seconds())
 	if p.Notify != nil {
 		p.Notify(e.OrderID)
+	}
+	return nil
+}
+
+// HandleBatch applies a partition's batch concurrently: the fold is order-independent, so there is
+// no need to apply one event after the other. Any error fails the whole batch (the runner then
+// handles its events one by one).
+func (p *Projector) HandleBatch(ctx context.Context, es []event.Envelope) error {
+	ms := make([]Mutation, len(es))
+	for i, e := range es {
+		m, err := Fold(e)
+		if err != nil {
+			return err
+		}
+		ms[i] = m
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, m := range ms {
+		g.Go(func() error { return p.Store.Apply(gctx, m) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	now := p.now()
+	for _, e := range es {
+		p.metrics.projected.WithLabelValues(string(e.EventType)).Inc()
+		p.metrics.lag.Observe(now.Sub(e.OccurredAt).Seconds())
+		if p.Notify != nil {
+			p.Notify(e.OrderID)
+		}
 	}
 	return nil
 }

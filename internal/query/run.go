@@ -48,7 +48,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	proj := NewProjector(st, s.Reg)
 	proj.Notify = func(id string) { hub.Publish(id, time.Now()) }
 	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: event.MainTopics(), Handler: proj.Handle,
-		Unavailable: IsUnavailable}); err != nil {
+		Batch: proj.HandleBatch, Unavailable: IsUnavailable}); err != nil {
 		return err
 	}
 	s.Group.Add(lifecycle.Component{Name: "sse-broadcast", Run: func(ctx context.Context) error {

@@ -24,6 +24,12 @@ type RunnerConfig struct {
 	Group   string   // consumer group; persistent state, never rename casually
 	Topics  []string // topics to consume
 	Handler Handler
+	// Batch, when set, handles a partition's queued records (up to BatchSize, in order) in one go,
+	// typically one database transaction for all of them. It is all or nothing: on any error the
+	// runner falls back to Handler for each record of that batch, with the usual retries and DLQ.
+	// Batch must therefore give the same result as Handler applied in order.
+	Batch     func(ctx context.Context, es []event.Envelope) error
+	BatchSize int // default 100
 	// MaxAttempts bounds the attempts for an ordinary error before dead-lettering (default 5).
 	// Unavailable errors are retried without limit; Permanent errors are not retried.
 	MaxAttempts int
@@ -118,6 +124,9 @@ func NewRunner(kcfg Config, cfg RunnerConfig) (*Runner, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 100
 	}
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = 10 * time.Second

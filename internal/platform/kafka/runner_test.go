@@ -327,3 +327,65 @@ func TestPartitionOrderAndGracefulShutdownCommits(t *testing.T) {
 		t.Fatalf("restart redelivered %d acknowledged records", again.Load()-1)
 	}
 }
+
+// TestBatchAndFallback: records are handed to Batch in order; a failing batch falls back to the
+// per-record handler, so one bad record is dead-lettered and the rest are processed.
+func TestBatchAndFallback(t *testing.T) {
+	h := newHarness(t, 1)
+	ctx := testkit.Context(t, 60*time.Second)
+	for i := 0; i < 50; i++ {
+		id := fmt.Sprintf("o%d", i)
+		if i == 25 {
+			id = "bad"
+		}
+		h.produce(ctx, id, h.envelope(id, i))
+	}
+	h.produce(ctx, "k", []byte("poison")) // undecodable, in the middle of nothing special
+	var mu sync.Mutex
+	var batched, single []string
+	r, err := kafka.NewRunner(testkit.KafkaConfig(), kafka.RunnerConfig{
+		Group: h.group, Topics: []string{h.src}, MaxAttempts: 2, BatchSize: 20,
+		Backoff:  kafka.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		DLQTopic: func(string) string { return h.dlq },
+		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: h.metrics,
+		Batch: func(_ context.Context, es []event.Envelope) error {
+			for _, e := range es {
+				if e.OrderID == "bad" {
+					return errors.New("batch contains a bad event")
+				}
+			}
+			mu.Lock()
+			for _, e := range es {
+				batched = append(batched, e.OrderID)
+			}
+			mu.Unlock()
+			return nil
+		},
+		Handler: func(_ context.Context, e event.Envelope) error {
+			if e.OrderID == "bad" {
+				return kafka.Permanent(errors.New("bad"))
+			}
+			mu.Lock()
+			single = append(single, e.OrderID)
+			mu.Unlock()
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Run(rctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, 30*time.Second, "all committed", func() bool { return h.committed(ctx) == 51 })
+	mu.Lock()
+	defer mu.Unlock()
+	all := append(append([]string(nil), batched...), single...)
+	if len(all) != 50-1 || len(batched) == 0 || len(single) == 0 {
+		t.Fatalf("batched %d single %d", len(batched), len(single))
+	}
+	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_dlq_total")); n != 2 {
+		t.Fatalf("dead-lettered %v, want the bad event and the poison record", n)
+	}
+}

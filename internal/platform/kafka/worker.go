@@ -67,20 +67,22 @@ func (w *worker) stopping() bool {
 	}
 }
 
-func (w *worker) next() (*kgo.Record, int64, bool) {
+// next takes up to n queued records.
+func (w *worker) next(n int) ([]*kgo.Record, int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.queue) == 0 {
-		return nil, 0, false
+	n = min(n, len(w.queue))
+	if n == 0 {
+		return nil, 0
 	}
-	rec := w.queue[0]
-	w.queue[0] = nil
-	w.queue = w.queue[1:]
+	recs := append([]*kgo.Record(nil), w.queue[:n]...)
+	clear(w.queue[:n])
+	w.queue = w.queue[n:]
 	if w.paused && len(w.queue) < w.r.cfg.QueueLimit/2 {
 		w.paused = false
 		w.r.cl.ResumeFetchPartitions(map[string][]int32{w.topic: {w.partition}})
 	}
-	return rec, w.hw, true
+	return recs, w.hw
 }
 
 func (w *worker) run() {
@@ -90,8 +92,12 @@ func (w *worker) run() {
 		if w.stopping() {
 			return
 		}
-		rec, hw, ok := w.next()
-		if !ok {
+		n := 1
+		if w.r.cfg.Batch != nil {
+			n = w.r.cfg.BatchSize
+		}
+		recs, hw := w.next(n)
+		if len(recs) == 0 {
 			select {
 			case <-w.quit:
 				return
@@ -99,12 +105,69 @@ func (w *worker) run() {
 			}
 			continue
 		}
-		if !w.process(rec) {
-			return // stopped before the record was finished: it stays unmarked and is redelivered
+		if !w.processAll(recs) {
+			return // stopped before the records were finished: they stay unmarked and are redelivered
 		}
 		w.r.cfg.Metrics.lag.WithLabelValues(w.r.cfg.Group, w.topic, strconv.Itoa(int(w.partition))).
-			Set(float64(max(hw-rec.Offset-1, 0)))
+			Set(float64(max(hw-recs[len(recs)-1].Offset-1, 0)))
 	}
+}
+
+// processAll handles records in order: runs of decodable records go to the Batch handler when
+// there is one (falling back to one by one on error), undecodable ones to the DLQ.
+func (w *worker) processAll(recs []*kgo.Record) bool {
+	cfg := &w.r.cfg
+	if cfg.Batch == nil || len(recs) == 1 {
+		for _, r := range recs {
+			if !w.process(r) {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(recs); {
+		var envs []event.Envelope
+		j := i
+		for ; j < len(recs); j++ {
+			e, err := event.Decode(recs[j].Value)
+			if err != nil {
+				break
+			}
+			envs = append(envs, e)
+		}
+		if j == i { // undecodable: straight to the DLQ
+			if !w.process(recs[i]) {
+				return false
+			}
+			i++
+			continue
+		}
+		run := recs[i:j]
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(w.ctx, attemptTimeout)
+		err := cfg.Batch(ctx, envs)
+		cancel()
+		if err == nil {
+			d := time.Since(start).Seconds() / float64(len(run))
+			for k, r := range run {
+				cfg.Metrics.duration.WithLabelValues(cfg.Group, r.Topic, string(envs[k].EventType)).Observe(d)
+				cfg.Metrics.consumed.WithLabelValues(cfg.Group, r.Topic, string(envs[k].EventType), "processed").Inc()
+			}
+			w.r.cl.MarkCommitRecords(run...)
+		} else {
+			if w.ctx.Err() != nil {
+				return false
+			}
+			cfg.Log.Debug("batch failed, handling its records one by one", "records", len(run), "err", err)
+			for _, r := range run {
+				if !w.process(r) {
+					return false
+				}
+			}
+		}
+		i = j
+	}
+	return true
 }
 
 // wait sleeps d unless the worker is told to stop; it reports whether to continue.
