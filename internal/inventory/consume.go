@@ -2,16 +2,12 @@ package inventory
 
 import (
 	"context"
-	"fmt"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/event"
-	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
 type metrics struct {
@@ -82,12 +78,10 @@ func (c *consumer) count(out outcome) {
 	}
 }
 
-// handleBatch applies a partition's events in one transaction, in order, with the same logic as
-// handle. The stock rows of every order in the batch are locked first, in item order, so batches
-// running concurrently (other partitions, other replicas) cannot deadlock on them.
+// handleBatch applies a partition's events in one transaction with the same result as handle
+// applied in order (see applyBatch).
 func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
 	created := map[int]event.OrderCreatedPayload{}
-	var items []string
 	for i, e := range es {
 		switch e.EventType {
 		case event.OrderCreated:
@@ -96,43 +90,13 @@ func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
 				return err
 			}
 			created[i] = p
-			for _, it := range p.Items {
-				items = append(items, it.ItemID)
-			}
 		case event.PaymentFailed:
 			if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
 				return err
 			}
 		}
 	}
-	slices.Sort(items)
-	items = slices.Compact(items)
-	var outs []outcome
-	err := pg.InTx(ctx, c.store.pool, func(tx pgx.Tx) error {
-		outs = outs[:0]
-		if len(items) > 0 {
-			if _, err := tx.Exec(ctx, `SELECT 1 FROM stock WHERE item_id = ANY($1) ORDER BY item_id FOR UPDATE`, items); err != nil {
-				return fmt.Errorf("lock stock: %w", err)
-			}
-		}
-		for i, e := range es {
-			var out outcome
-			var err error
-			switch e.EventType {
-			case event.OrderCreated:
-				out, err = c.store.reserveTx(ctx, tx, e, created[i])
-			case event.PaymentFailed:
-				out, err = c.store.releaseTx(ctx, tx, e)
-			default:
-				out = outcome{result: "ignored:" + string(e.EventType)}
-			}
-			if err != nil {
-				return err
-			}
-			outs = append(outs, out)
-		}
-		return nil
-	})
+	outs, err := c.store.applyBatch(ctx, es, created)
 	if err != nil {
 		return err
 	}

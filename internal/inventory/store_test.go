@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"io"
 	"log/slog"
 	"net/http"
@@ -318,5 +319,90 @@ func TestConcurrentBatches(t *testing.T) {
 	_ = s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'RESERVED'), count(*) FILTER (WHERE status = 'REJECTED') FROM reservations`).Scan(&reservations, &rejected)
 	if reservations != 50 || rejected != 150 {
 		t.Fatalf("reservations %d rejected %d", reservations, rejected)
+	}
+}
+
+// TestBatchEqualsOneByOne applies one random event stream (orders of known, unknown and scarce
+// items, duplicates, payment failures for earlier orders, unrelated events) to two stores: one
+// event at a time through handle, and in batches through handleBatch. Both end identical.
+func TestBatchEqualsOneByOne(t *testing.T) {
+	catalog := []CatalogItem{{ItemID: "A", Name: "a", Stock: 30}, {ItemID: "B", Name: "b", Stock: 12}, {ItemID: "C", Name: "c", Stock: 1000}}
+	one, batched := newStore(t, catalog...), newStore(t, catalog...)
+	c1 := &consumer{store: one, metrics: newMetrics(prometheus.NewRegistry())}
+	c2 := &consumer{store: batched, metrics: newMetrics(prometheus.NewRegistry())}
+	ctx := testkit.Context(t, 2*time.Minute)
+	rng := rand.New(rand.NewPCG(3, 4))
+	var stream []event.Envelope
+	var orders []event.Envelope
+	for i := 0; i < 400; i++ {
+		switch r := rng.IntN(10); {
+		case r < 6 || len(orders) == 0:
+			ids := []string{"A", "B", "C", "NOPE"}
+			var items []event.Item
+			for n := 1 + rng.IntN(3); n > 0; n-- {
+				id := ids[rng.IntN(3)]
+				if rng.IntN(15) == 0 {
+					id = "NOPE"
+				}
+				items = append(items, item(id, 1+rng.IntN(4)))
+			}
+			e, _ := orderEvent(t, items...)
+			stream, orders = append(stream, e), append(orders, e)
+		case r < 8:
+			o := orders[rng.IntN(len(orders))]
+			f, _ := event.Factory{Producer: "payment-service"}.Caused(o, event.PaymentFailed, event.PaymentPayload{
+				PaymentID: int64(i + 1), OrderID: o.OrderID, Amount: event.MustMoney("1.00"), Currency: "EUR", Status: event.PaymentStatusFailed})
+			stream = append(stream, f)
+		case r < 9:
+			stream = append(stream, stream[rng.IntN(len(stream))]) // redelivery
+		default:
+			a, _ := event.Factory{Producer: "payment-service"}.New(event.PaymentAuthorized, orders[0].OrderID, event.PaymentPayload{
+				PaymentID: 1, OrderID: orders[0].OrderID, Amount: event.MustMoney("1.00"), Currency: "EUR", Status: event.PaymentStatusAuthorized})
+			stream = append(stream, a)
+		}
+	}
+	for _, e := range stream {
+		if err := c1.handle(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(stream) > 0 {
+		n := min(len(stream), 1+rng.IntN(60))
+		if err := c2.handleBatch(ctx, stream[:n]); err != nil {
+			t.Fatal(err)
+		}
+		stream = stream[n:]
+	}
+	snapshot := func(s *store) string {
+		var out strings.Builder
+		rows, _ := s.pool.Query(ctx, `SELECT item_id, available, reserved, on_hand FROM stock ORDER BY item_id`)
+		for rows.Next() {
+			var id string
+			var a, r, h int
+			_ = rows.Scan(&id, &a, &r, &h)
+			fmt.Fprintf(&out, "%s %d %d %d\n", id, a, r, h)
+		}
+		rows.Close()
+		rows, _ = s.pool.Query(ctx, `SELECT order_id, status, coalesce(reason, ''), (SELECT string_agg(item_id || ':' || quantity, ',' ORDER BY item_id)
+			FROM reservation_items ri WHERE ri.reservation_id = r.reservation_id) FROM reservations r ORDER BY order_id`)
+		for rows.Next() {
+			var o, st, re string
+			var its *string
+			_ = rows.Scan(&o, &st, &re, &its)
+			fmt.Fprintf(&out, "%s %s %s %v\n", o, st, re, its != nil && *its != "")
+		}
+		rows.Close()
+		rows, _ = s.pool.Query(ctx, `SELECT record_key, string_agg(event_type, ',' ORDER BY id) FROM outbox GROUP BY record_key ORDER BY record_key`)
+		for rows.Next() {
+			var k, types string
+			_ = rows.Scan(&k, &types)
+			fmt.Fprintf(&out, "%s %s\n", k, types)
+		}
+		rows.Close()
+		return out.String()
+	}
+	a, b := snapshot(one), snapshot(batched)
+	if a != b {
+		t.Fatalf("batch and one-by-one differ:\n--- one by one\n%s\n--- batched\n%s", a, b)
 	}
 }

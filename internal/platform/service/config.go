@@ -15,6 +15,7 @@ import (
 // (scripts/infra) on 127.0.0.1.
 type Common struct {
 	LogLevel        string
+	Pprof           bool
 	ShutdownTimeout time.Duration
 	Kafka           kafka.Config
 	Postgres        pg.Config // Database is filled per service
@@ -28,6 +29,7 @@ var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,47}$`)
 func LoadCommon(e *config.Env) Common {
 	c := Common{
 		LogLevel:        e.String("LOG_LEVEL", "info", "Log level: debug, info, warn or error."),
+		Pprof:           e.Bool("PPROF_ENABLE", false, "Serve Go profiles under /debug/pprof/ on each service's port (profiling under load; keep off in production)."),
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, "Time each component gets to stop on SIGTERM."),
 		Kafka: kafka.Config{
 			Brokers:           e.List("KAFKA_BROKERS", "127.0.0.1:9092", "Comma-separated Kafka bootstrap brokers."),

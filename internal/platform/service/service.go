@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -44,6 +45,11 @@ func New(name string, stdout io.Writer, c Common) *Service {
 	httpx.Ops{Health: s.Health, Gatherer: gatherer, Info: httpx.BuildInfo{
 		Service: name, Version: version.Version, Commit: version.Commit, BuildTime: version.BuildTime,
 	}}.Register(s.Mux)
+	if c.Pprof {
+		s.Mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.Mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.Mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return s
 }
 
