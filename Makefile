@@ -6,7 +6,7 @@ LDFLAGS := -X github.com/orderflow/orderflow/internal/version.Version=$(shell gi
            -X github.com/orderflow/orderflow/internal/version.Commit=$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown) \
            -X github.com/orderflow/orderflow/internal/version.BuildTime=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
-.PHONY: run test unit lint build infra-up infra-down infra-status infra-reset fuzz
+.PHONY: run test unit lint build infra-up infra-down infra-status infra-reset fuzz bench
 
 ## run: start the servers, then every service in one process (Ctrl-C stops the services)
 run: infra-up build
@@ -44,3 +44,7 @@ infra-status:
 	scripts/infra status
 infra-reset:
 	scripts/infra reset
+
+## bench: reset the servers, run the services with deploy/bench/bench.env, measure (docs/benchmarks.md)
+bench:
+	scripts/bench all

@@ -105,9 +105,10 @@ func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
 			sets[i] = f + " = ?"
 			args = append(args, toCQL(w.Values[f]))
 		}
-		args = append(args, m.OrderID)
-		// Field names are our constants, never input; values are bound.
-		b.Query(fmt.Sprintf("UPDATE order_view USING TIMESTAMP %d SET %s WHERE order_id = ?", w.Timestamp, strings.Join(sets, ", ")), args...)
+		args = append([]any{w.Timestamp}, append(args, m.OrderID)...)
+		// Field names are our constants, never input; values and the timestamp are bound, so the
+		// statement text depends only on the set of fields and is prepared once.
+		b.Query("UPDATE order_view USING TIMESTAMP ? SET "+strings.Join(sets, ", ")+" WHERE order_id = ?", args...)
 	}
 	if err := b.Exec(); err != nil {
 		return fmt.Errorf("write order_view: %w", err)
