@@ -174,14 +174,14 @@ func Verify(ctx context.Context, cfg Config, progress io.Writer) (Report, error)
 	inflight := quiesce(ctx, cfg, st, progress)
 	rep.add("quiescence", inflight, cfg.MaxReport, "outboxes empty and consumer groups caught up (waited up to %s)", cfg.Quiesce)
 
-	d, err := load(ctx, st)
+	d, err := load(ctx, st, nil)
 	if err != nil {
 		return rep, err
 	}
 	checkPayments(&rep, cfg, d)
 	checkStock(&rep, cfg, d)
 	checkOrders(&rep, cfg, d)
-	checkView(&rep, cfg, d)
+	checkView(&rep, cfg, d, st)
 	checkDelivery(&rep, cfg, d)
 	if err := checkDLQ(ctx, &rep, cfg); err != nil {
 		return rep, err
@@ -284,11 +284,32 @@ type stockRow struct {
 	available, reserved, onHand int
 }
 
-func load(ctx context.Context, st stores) (*data, error) {
+func andIfFiltered(ids []string) string {
+	if ids == nil {
+		return " WHERE"
+	}
+	return " AND"
+}
+
+// load reads every store; with ids it reads only those orders (and skips stock and drivers).
+func load(ctx context.Context, st stores, ids []string) (*data, error) {
 	d := &data{orders: map[string]orderRow{}, createdEvent: map[string]bool{}, reservations: map[string]reservation{},
 		payments: map[string][]paymentRow{}, deliveries: map[string]deliveryRow{}, held: map[string]int{}, views: map[string]query.View{}}
+	filter := func(col string) string {
+		if ids == nil {
+			return ""
+		}
+		return " WHERE " + col + " = ANY($1)"
+	}
 	q := func(db, sql string, scan func(pgx.Rows) error) error {
-		rows, err := st.dbs[db].Query(ctx, sql)
+		var args []any
+		if ids != nil {
+			if strings.Contains(sql, "/*all*/") {
+				return nil // not needed for a re-check
+			}
+			args = append(args, ids)
+		}
+		rows, err := st.dbs[db].Query(ctx, sql, args...)
 		if err != nil {
 			return fmt.Errorf("%s: %w", db, err)
 		}
@@ -301,47 +322,47 @@ func load(ctx context.Context, st stores) (*data, error) {
 		return rows.Err()
 	}
 	err := errors.Join(
-		q("order", `SELECT order_id::text, total_amount::text FROM orders`, func(r pgx.Rows) error {
+		q("order", `SELECT order_id::text, total_amount::text FROM orders`+filter("order_id::text"), func(r pgx.Rows) error {
 			var id, total string
 			err := r.Scan(&id, &total)
 			d.orders[id] = orderRow{total}
 			return err
 		}),
-		q("order", `SELECT record_key FROM outbox WHERE event_type = 'order.created'`, func(r pgx.Rows) error {
+		q("order", `SELECT record_key FROM (SELECT record_key, event_type FROM outbox) o`+filter("record_key")+andIfFiltered(ids)+` event_type = 'order.created'`, func(r pgx.Rows) error {
 			var id string
 			err := r.Scan(&id)
 			d.createdEvent[id] = true
 			return err
 		}),
-		q("inventory", `SELECT order_id, reservation_id::text, status, coalesce(reason, '') FROM reservations`, func(r pgx.Rows) error {
+		q("inventory", `SELECT order_id, reservation_id::text, status, coalesce(reason, '') FROM reservations`+filter("order_id"), func(r pgx.Rows) error {
 			var id string
 			var res reservation
 			err := r.Scan(&id, &res.id, &res.status, &res.reason)
 			d.reservations[id] = res
 			return err
 		}),
-		q("inventory", `SELECT s.item_id, s.available, s.reserved, s.on_hand FROM stock s`, func(r pgx.Rows) error {
+		q("inventory", `SELECT s.item_id, s.available, s.reserved, s.on_hand FROM stock s /*all*/`, func(r pgx.Rows) error {
 			var s stockRow
 			err := r.Scan(&s.item, &s.available, &s.reserved, &s.onHand)
 			d.stock = append(d.stock, s)
 			return err
 		}),
 		q("inventory", `SELECT ri.item_id, sum(ri.quantity) FROM reservation_items ri JOIN reservations r USING (reservation_id)
-			WHERE r.status = 'RESERVED' GROUP BY ri.item_id`, func(r pgx.Rows) error {
+			WHERE r.status = 'RESERVED' /*all*/ GROUP BY ri.item_id`, func(r pgx.Rows) error {
 			var item string
 			var n int
 			err := r.Scan(&item, &n)
 			d.held[item] = n
 			return err
 		}),
-		q("payment", `SELECT order_id, payment_id, status, coalesce(failure_reason, '') FROM payments`, func(r pgx.Rows) error {
+		q("payment", `SELECT order_id, payment_id, status, coalesce(failure_reason, '') FROM payments`+filter("order_id"), func(r pgx.Rows) error {
 			var id string
 			var p paymentRow
 			err := r.Scan(&id, &p.id, &p.status, &p.reason)
 			d.payments[id] = append(d.payments[id], p)
 			return err
 		}),
-		q("delivery", `SELECT d.order_id, d.delivery_id, dr.name, d.status, d.eta FROM deliveries d JOIN drivers dr USING (driver_id)`, func(r pgx.Rows) error {
+		q("delivery", `SELECT d.order_id, d.delivery_id, dr.name, d.status, d.eta FROM deliveries d JOIN drivers dr USING (driver_id)`+filter("d.order_id"), func(r pgx.Rows) error {
 			var id string
 			var x deliveryRow
 			err := r.Scan(&id, &x.id, &x.driver, &x.status, &x.eta)
@@ -349,7 +370,7 @@ func load(ctx context.Context, st stores) (*data, error) {
 			return err
 		}),
 		q("delivery", `SELECT dr.driver_id, dr.active_deliveries, (SELECT count(*) FROM deliveries d WHERE d.driver_id = dr.driver_id AND d.status = 'ASSIGNED')
-			FROM drivers dr`, func(r pgx.Rows) error {
+			FROM drivers dr /*all*/`, func(r pgx.Rows) error {
 			var x driverRow
 			err := r.Scan(&x.id, &x.active, &x.assigned)
 			d.drivers = append(d.drivers, x)
@@ -360,6 +381,17 @@ func load(ctx context.Context, st stores) (*data, error) {
 		return nil, err
 	}
 	store := &query.Cassandra{S: st.sess}
+	if ids != nil {
+		for _, id := range ids {
+			v, err := store.Get(ctx, id)
+			if err == nil {
+				d.views[id] = v
+			} else if !errors.Is(err, query.ErrNotFound) {
+				return nil, err
+			}
+		}
+		return d, nil
+	}
 	token := ""
 	for {
 		views, next, err := store.List(ctx, 1000, token)
@@ -472,34 +504,62 @@ func checkOrders(rep *Report, cfg Config, d *data) {
 	rep.add("every order terminal", notTerminal, cfg.MaxReport, "statuses DELIVERY_ASSIGNED, DELIVERED, INVENTORY_REJECTED, PAYMENT_FAILED")
 }
 
-func checkView(rep *Report, cfg Config, d *data) {
-	var bad []string
+// checkView compares each view row with its sources. On a live system a delivery can complete
+// between reading the sources and reading the view, so offenders are re-read a few times (sources,
+// then view); only a difference that persists is reported.
+func checkView(rep *Report, cfg Config, d *data, st stores) {
+	bad := viewOffenders(d, nil)
+	for round := 0; round < 5 && len(bad) > 0; round++ {
+		time.Sleep(time.Second)
+		ids := make([]string, 0, len(bad))
+		for id := range bad {
+			ids = append(ids, id)
+		}
+		again, err := load(context.Background(), st, ids)
+		if err != nil {
+			break
+		}
+		bad = viewOffenders(again, ids)
+	}
+	var lines []string
+	for _, msg := range bad {
+		lines = append(lines, msg)
+	}
+	rep.add("view equals sources of truth", lines, cfg.MaxReport, "status, total, payment, delivery, driver and latest ETA of %d orders", len(d.orders))
+}
+
+// viewOffenders returns, per order id, why its view differs from its sources.
+func viewOffenders(d *data, only []string) map[string]string {
+	bad := map[string]string{}
 	for id, o := range d.orders {
+		if only != nil && !slices.Contains(only, id) {
+			continue
+		}
 		v, ok := d.views[id]
 		if !ok {
 			continue // reported above
 		}
 		if want := expectedStatus(d, id); v.Status != want {
-			bad = append(bad, fmt.Sprintf("%s: view %s, sources say %s", id, v.Status, want))
+			bad[id] = fmt.Sprintf("%s: view %s, sources say %s", id, v.Status, want)
 			continue
 		}
 		if v.TotalAmount == nil || v.TotalAmount.String() != o.total {
-			bad = append(bad, fmt.Sprintf("%s: view total %v, order %s", id, v.TotalAmount, o.total))
+			bad[id] = fmt.Sprintf("%s: view total %v, order %s", id, v.TotalAmount, o.total)
 			continue
 		}
 		if ps := d.payments[id]; len(ps) > 0 && (v.PaymentID == nil || *v.PaymentID != ps[0].id) {
-			bad = append(bad, fmt.Sprintf("%s: view payment %v, payments table %d", id, v.PaymentID, ps[0].id))
+			bad[id] = fmt.Sprintf("%s: view payment %v, payments table %d", id, v.PaymentID, ps[0].id)
 			continue
 		}
 		if del, ok := d.deliveries[id]; ok {
 			if v.DeliveryID != del.id || v.DriverName != del.driver || v.EstimatedDeliveryTime == nil ||
 				!v.EstimatedDeliveryTime.Equal(del.eta.UTC().Truncate(time.Millisecond)) {
-				bad = append(bad, fmt.Sprintf("%s: view delivery %s/%s/%v, deliveries table %s/%s/%s", id, v.DeliveryID, v.DriverName,
-					v.EstimatedDeliveryTime, del.id, del.driver, del.eta.UTC().Format(time.RFC3339Nano)))
+				bad[id] = fmt.Sprintf("%s: view delivery %s/%s/%v, deliveries table %s/%s/%s", id, v.DeliveryID, v.DriverName,
+					v.EstimatedDeliveryTime, del.id, del.driver, del.eta.UTC().Format(time.RFC3339Nano))
 			}
 		}
 	}
-	rep.add("view equals sources of truth", bad, cfg.MaxReport, "status, total, payment, delivery, driver and latest ETA of %d orders", len(d.orders))
+	return bad
 }
 
 func checkDelivery(rep *Report, cfg Config, d *data) {

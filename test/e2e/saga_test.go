@@ -49,6 +49,7 @@ type order struct {
 type system struct {
 	addrs map[string]string
 	dbs   map[string]pg.Config
+	env   map[string]string // the services' environment (last value wins, as in the process)
 }
 
 var services = []struct{ cmd, prefix string }{
@@ -62,9 +63,9 @@ const catalog = `{"items":[
 
 var initialStock = map[string]int{"E2E-A": 100000, "E2E-B": 100000, "E2E-C": 100000, "E2E-LOW": 10}
 
-func start(t *testing.T, oneProcess bool) system {
+func start(t *testing.T, oneProcess bool, extra ...string) system {
 	t.Helper()
-	sys := system{addrs: map[string]string{}, dbs: map[string]pg.Config{}}
+	sys := system{addrs: map[string]string{}, dbs: map[string]pg.Config{}, env: map[string]string{}}
 	catFile := filepath.Join(t.TempDir(), "catalog.json")
 	if err := os.WriteFile(catFile, []byte(catalog), 0o600); err != nil {
 		t.Fatal(err)
@@ -73,6 +74,7 @@ func start(t *testing.T, oneProcess bool) system {
 		// Enough drivers, and deliveries that complete in seconds: no business rule throttles the run.
 		"DELIVERY_DRIVERS=50", "DELIVERY_DRIVER_CAPACITY=10", "DELIVERY_TIME_SPEED=600", "DELIVERY_SCHEDULER_INTERVAL=1s",
 		"LOG_LEVEL=warn"}
+	env = append(env, extra...)
 	groups := map[string][]string{
 		"INVENTORY": {event.TopicOrders, event.TopicPayments}, "PAYMENT": {event.TopicInventory},
 		"DELIVERY": {event.TopicPayments}, "QUERY": event.MainTopics(),
@@ -90,6 +92,10 @@ func start(t *testing.T, oneProcess bool) system {
 			testkit.GroupAtEnd(t, g, topics...)
 			env = append(env, s.prefix+"_CONSUMER_GROUP="+g)
 		}
+	}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		sys.env[k] = v
 	}
 	if oneProcess {
 		p := testkit.Start(t, "all", sys.addrs["ORDER"], env...)
