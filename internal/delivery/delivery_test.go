@@ -27,12 +27,22 @@ func TestRules(t *testing.T) {
 		if d := eta.Sub(now); d < 30*time.Minute || d > 60*time.Minute || !eta.Equal(r.InitialETA(now, id)) {
 			t.Fatalf("initial ETA %v after now (or not deterministic)", d)
 		}
-		next := r.NextETA(now.Add(10*time.Minute), eta, zoneOf(id), 7)
-		if next.Before(now.Add(10*time.Minute)) || !next.Equal(r.NextETA(now.Add(10*time.Minute), eta, zoneOf(id), 7)) {
-			t.Fatalf("next ETA %v before now or not deterministic", next)
+		next := r.NextETA(now.Add(10*time.Minute), eta, now, zoneOf(id), 7)
+		if next.Before(now.Add(10*time.Minute)) || next.After(now.Add(MaxDelivery)) ||
+			!next.Equal(r.NextETA(now.Add(10*time.Minute), eta, now, zoneOf(id), 7)) {
+			t.Fatalf("next ETA %v before now, after the cap, or not deterministic", next)
 		}
 	}
-	if got := r.NextETA(now, now.Add(-time.Minute), "north", 1); !got.Equal(now) {
+	// Whatever the traffic, repeated recalculation ends by the cap.
+	eta, at := now.Add(60*time.Minute), now
+	for step := int64(0); eta.After(at); step++ {
+		at = at.Add(5 * time.Minute)
+		eta = r.NextETA(at, eta, now, "north", step)
+	}
+	if at.After(now.Add(MaxDelivery + 5*time.Minute)) {
+		t.Fatalf("delivery ended only after %v", at.Sub(now))
+	}
+	if got := r.NextETA(now, now.Add(-time.Minute), now, "north", 1); !got.Equal(now) {
 		t.Fatalf("a passed ETA must not move into the past: %v", got)
 	}
 	fast := Rules{Speed: 60}

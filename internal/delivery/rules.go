@@ -52,16 +52,24 @@ func (r Rules) InitialETA(now time.Time, orderID string) time.Time {
 	return now.Add(r.real(time.Duration(minutes) * time.Minute)).UTC().Truncate(time.Millisecond)
 }
 
+// MaxDelivery bounds a delivery (simulated time from assignment): however traffic drifts, the
+// ETA never moves beyond it, so every delivery completes.
+const MaxDelivery = 90 * time.Minute
+
 // NextETA recalculates an active delivery's ETA: the remaining time is scaled by a traffic factor
-// between 0.85 and 1.25 that depends on the zone and the scheduler slot (the same inputs give the
-// same answer), and the result is never before now.
-func (r Rules) NextETA(now, eta time.Time, zone string, slot int64) time.Time {
+// between 0.80 and 1.05 that depends on the zone and the scheduler slot (the same inputs give the
+// same answer; on average the remaining time shrinks), never before now and never after
+// assignedAt + MaxDelivery.
+func (r Rules) NextETA(now, eta, assignedAt time.Time, zone string, slot int64) time.Time {
 	remaining := eta.Sub(now)
 	if remaining <= 0 {
 		return now
 	}
-	factor := 0.85 + float64(hash("traffic", zone, fmt.Sprint(slot))%41)/100
+	factor := 0.80 + float64(hash("traffic", zone, fmt.Sprint(slot))%26)/100
 	next := now.Add(time.Duration(float64(remaining) * factor)).UTC().Truncate(time.Millisecond)
+	if limit := assignedAt.Add(r.real(MaxDelivery)).UTC().Truncate(time.Millisecond); next.After(limit) {
+		next = limit
+	}
 	if next.Before(now) {
 		return now
 	}

@@ -167,7 +167,7 @@ func (s *store) tick(ctx context.Context, interval time.Duration, batch int) (ti
 	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		res = tickResult{}
 		now := s.now().UTC().Truncate(time.Millisecond)
-		rows, err := tx.Query(ctx, `SELECT d.delivery_id, d.order_id, d.driver_id, dr.name, d.zone, d.eta
+		rows, err := tx.Query(ctx, `SELECT d.delivery_id, d.order_id, d.driver_id, dr.name, d.zone, d.eta, d.assigned_at
 			FROM deliveries d JOIN drivers dr USING (driver_id)
 			WHERE d.status = 'ASSIGNED' AND d.eta_checked_at <= $1
 			ORDER BY d.eta_checked_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED`, now.Add(-interval), batch)
@@ -176,7 +176,7 @@ func (s *store) tick(ctx context.Context, interval time.Duration, batch int) (ti
 		}
 		ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Delivery, error) {
 			var d Delivery
-			return d, r.Scan(&d.DeliveryID, &d.OrderID, &d.DriverID, &d.DriverName, &d.Zone, &d.ETA)
+			return d, r.Scan(&d.DeliveryID, &d.OrderID, &d.DriverID, &d.DriverName, &d.Zone, &d.ETA, &d.AssignedAt)
 		})
 		if err != nil {
 			return fmt.Errorf("scan deliveries: %w", err)
@@ -200,7 +200,7 @@ func (s *store) tick(ctx context.Context, interval time.Duration, batch int) (ti
 				events = append(events, e)
 				res.delivered++
 			default:
-				next := s.rules.NextETA(now, d.ETA, d.Zone, slot)
+				next := s.rules.NextETA(now, d.ETA, d.AssignedAt, d.Zone, slot)
 				if !s.rules.Significant(d.ETA, next) {
 					b.Queue(`UPDATE deliveries SET eta_checked_at = $2 WHERE delivery_id = $1`, d.DeliveryID, now)
 					continue
