@@ -89,8 +89,8 @@ type Cassandra struct {
 var viewColumns = []string{FCustomerID, FTotalAmount, FCurrency, FStatus, FCreatedAt, FUpdatedAt, FPaymentID, FDeliveryID,
 	FDriverName, FETA, FReservationID, FRejectionReason, FFailureReason, FDeliveredAt, FLastEventAt}
 
-// Apply writes the mutation: the view cells of each write in one UPDATE … USING TIMESTAMP (an
-// unlogged batch on one partition), plus the history row and the customer row.
+// Apply writes the mutation: the view cells of each write in one UPDATE … USING TIMESTAMP and the
+// history row, in one unlogged batch on the order's partition, plus the customer row.
 func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
 	b := c.S.Batch(gocql.UnloggedBatch).WithContext(ctx)
 	for _, w := range m.Writes {
@@ -110,13 +110,13 @@ func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
 		// statement text depends only on the set of fields and is prepared once.
 		b.Query("UPDATE order_view USING TIMESTAMP ? SET "+strings.Join(sets, ", ")+" WHERE order_id = ?", args...)
 	}
-	if err := b.Exec(); err != nil {
-		return fmt.Errorf("write order_view: %w", err)
-	}
+	// The history row has the same partition key as the view row, so Cassandra applies both as one
+	// mutation (one commit-log entry, one round trip).
 	h := m.History
-	if err := c.S.Query(`INSERT INTO order_events (order_id, occurred_at, event_id, event_type, producer, summary, payload) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		h.OrderID, h.OccurredAt, h.EventID, h.EventType, h.Producer, h.Summary, h.Payload).WithContext(ctx).Exec(); err != nil {
-		return fmt.Errorf("write order_events: %w", err)
+	b.Query(`INSERT INTO order_events (order_id, occurred_at, event_id, event_type, producer, summary, payload) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		h.OrderID, h.OccurredAt, h.EventID, h.EventType, h.Producer, h.Summary, h.Payload)
+	if err := b.Exec(); err != nil {
+		return fmt.Errorf("write order_view and order_events: %w", err)
 	}
 	if cu := m.Customer; cu != nil {
 		if err := c.S.Query(`INSERT INTO orders_by_customer (customer_id, created_at, order_id) VALUES (?, ?, ?)`,

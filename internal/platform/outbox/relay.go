@@ -28,6 +28,9 @@ type RelayConfig struct {
 	LeaderRetry time.Duration
 	// PublishTimeout bounds one batch's wait for Kafka; unacknowledged rows stay unsent (default 30s).
 	PublishTimeout time.Duration
+	// Coalesce is how long the relay waits after a wake-up before reading, so rows committed at
+	// nearly the same moment go out in one batch (default 2ms; negative disables).
+	Coalesce time.Duration
 	// LockKey names the advisory lock electing the active relay (default "orderflow-outbox-relay").
 	LockKey string
 	// Now is the clock stamped into producedAt (default time.Now).
@@ -70,6 +73,9 @@ func NewRelay(pool *pgxpool.Pool, producer *kgo.Client, log *slog.Logger, reg pr
 	}
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 30 * time.Second
+	}
+	if cfg.Coalesce == 0 {
+		cfg.Coalesce = 2 * time.Millisecond
 	}
 	if cfg.LockKey == "" {
 		cfg.LockKey = "orderflow-outbox-relay"
@@ -145,26 +151,36 @@ func (r *Relay) lead(ctx context.Context) error {
 	r.m.leader.Set(1)
 	r.log.Info("outbox relay active")
 	lastPurge := time.Time{}
+	var acked []int64 // published rows not yet marked; marked by the next read (one round trip)
 	for ctx.Err() == nil {
-		n, err := r.publishBatch(ctx)
+		n, next, err := r.publishBatch(ctx, acked)
 		if err != nil {
 			return err
 		}
+		acked = next
 		if time.Since(lastPurge) > time.Minute {
 			if err := r.purge(ctx); err != nil {
 				r.log.Warn("outbox purge failed", "err", err)
 			}
 			lastPurge = time.Now()
 		}
-		if n == r.cfg.BatchSize {
-			continue // more waiting
+		if n > 0 || len(acked) > 0 {
+			continue // more may be waiting, and what was just published must be marked before idling
 		}
 		wctx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
 		_, err = conn.WaitForNotification(wctx)
 		cancel()
-		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case err == nil && r.cfg.Coalesce > 0:
+			time.Sleep(r.cfg.Coalesce)
+		case err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("wait for notification: %w", err)
 		}
+	}
+	if len(acked) > 0 { // leaving: mark what was published (else it is published again, harmlessly)
+		mctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = r.pool.Exec(mctx, `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`, acked)
 	}
 	return nil
 }
@@ -177,36 +193,41 @@ type row struct {
 	createdAt time.Time
 }
 
-// publishBatch publishes up to BatchSize unsent rows in id order and marks the acknowledged prefix.
-func (r *Relay) publishBatch(ctx context.Context) (int, error) {
-	rows, err := r.pool.Query(ctx,
-		`SELECT id, topic, record_key, value, created_at FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1`, r.cfg.BatchSize)
+// publishBatch marks the rows of the previous round as sent and reads the next unsent rows in id
+// order in one statement, publishes them, and returns how many it read and the ids Kafka
+// acknowledged (the prefix up to the first failure, so a later row of an order is never marked
+// before an earlier one).
+func (r *Relay) publishBatch(ctx context.Context, mark []int64) (int, []int64, error) {
+	if mark == nil {
+		mark = []int64{}
+	}
+	rows, err := r.pool.Query(ctx, `WITH marked AS (UPDATE outbox SET sent_at = now() WHERE id = ANY($1))
+		SELECT id, topic, record_key, value, created_at FROM outbox
+		WHERE sent_at IS NULL AND NOT (id = ANY($1)) ORDER BY id LIMIT $2`, mark, r.cfg.BatchSize)
 	if err != nil {
-		return 0, fmt.Errorf("read outbox: %w", err)
+		return 0, mark, fmt.Errorf("read outbox: %w", err)
 	}
 	batch, err := pgx.CollectRows(rows, func(rw pgx.CollectableRow) (row, error) {
 		var x row
 		return x, rw.Scan(&x.id, &x.topic, &x.key, &x.value, &x.createdAt)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("read outbox: %w", err)
+		return 0, mark, fmt.Errorf("read outbox: %w", err)
 	}
 	if len(batch) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	recs := make([]*kgo.Record, len(batch))
 	for i, x := range batch {
 		rec, err := r.record(x)
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		recs[i] = rec
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	results := r.producer.ProduceSync(pctx, recs...)
 	cancel()
-	// Mark only the prefix acknowledged without error: a later row of the same order must not be
-	// marked before an earlier one is (ordering), and unacknowledged rows are simply retried.
 	ids := make([]int64, 0, len(batch))
 	var firstErr error
 	for i, res := range results {
@@ -216,21 +237,15 @@ func (r *Relay) publishBatch(ctx context.Context) (int, error) {
 		}
 		ids = append(ids, batch[i].id)
 	}
-	if len(ids) > 0 {
-		if _, err := r.pool.Exec(ctx, `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`, ids); err != nil {
-			// Published but not marked: they will be published again (consumers are idempotent).
-			return 0, fmt.Errorf("mark outbox rows sent: %w", err)
-		}
-		now := time.Now()
-		for _, x := range batch[:len(ids)] {
-			r.m.latency.Observe(now.Sub(x.createdAt).Seconds())
-		}
-		r.m.published.Add(float64(len(ids)))
+	now := time.Now()
+	for _, x := range batch[:len(ids)] {
+		r.m.latency.Observe(now.Sub(x.createdAt).Seconds())
 	}
+	r.m.published.Add(float64(len(ids)))
 	if firstErr != nil {
-		return len(ids), fmt.Errorf("publish: %w", firstErr)
+		return len(ids), ids, fmt.Errorf("publish: %w", firstErr)
 	}
-	return len(batch), nil
+	return len(batch), ids, nil
 }
 
 // record sets producedAt in the stored envelope and adds the routing headers.
