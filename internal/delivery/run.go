@@ -5,7 +5,6 @@ import (
 	"embed"
 	"errors"
 	"io"
-	"io/fs"
 	"net/http"
 	"time"
 
@@ -24,8 +23,7 @@ var migrationFiles embed.FS
 
 // Migrations returns the service's own schema (verify and its tests migrate fresh databases with it).
 func Migrations() pg.Migrations {
-	sub, _ := fs.Sub(migrationFiles, "migrations")
-	return pg.Migrations{Table: "goose_delivery", FS: sub}
+	return pg.EmbeddedMigrations(migrationFiles, "migrations", "goose_delivery")
 }
 
 // Run starts delivery-service and blocks until ctx is cancelled or a component fails.
@@ -34,12 +32,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	s := service.New(Name, stdout, cfg.Common)
-	if err := run(ctx, s, cfg); err != nil {
-		s.Close()
-		return err
-	}
-	return s.Serve(ctx, cfg.HTTPAddr)
+	return service.Run(ctx, Name, stdout, cfg.Common, cfg.HTTPAddr, func(ctx context.Context, s *service.Service) error {
+		return run(ctx, s, cfg)
+	})
 }
 
 func run(ctx context.Context, s *service.Service, cfg Config) error {

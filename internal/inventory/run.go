@@ -4,7 +4,6 @@ import (
 	"context"
 	"embed"
 	"io"
-	"io/fs"
 	"time"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -24,8 +23,7 @@ var builtinCatalog embed.FS
 
 // Migrations returns the service's own schema (verify and its tests migrate fresh databases with it).
 func Migrations() pg.Migrations {
-	sub, _ := fs.Sub(migrationFiles, "migrations")
-	return pg.Migrations{Table: "goose_inventory", FS: sub}
+	return pg.EmbeddedMigrations(migrationFiles, "migrations", "goose_inventory")
 }
 
 // Run starts inventory-service and blocks until ctx is cancelled or a component fails.
@@ -38,12 +36,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	s := service.New(Name, stdout, cfg.Common)
-	if err := run(ctx, s, cfg, catalog); err != nil {
-		s.Close()
-		return err
-	}
-	return s.Serve(ctx, cfg.HTTPAddr)
+	return service.Run(ctx, Name, stdout, cfg.Common, cfg.HTTPAddr, func(ctx context.Context, s *service.Service) error {
+		return run(ctx, s, cfg, catalog)
+	})
 }
 
 func run(ctx context.Context, s *service.Service, cfg Config, catalog []CatalogItem) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"embed"
 	"io"
-	"io/fs"
 	"time"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -18,8 +17,7 @@ var migrationFiles embed.FS
 
 // Migrations returns the service's own schema (verify and its tests migrate fresh databases with it).
 func Migrations() pg.Migrations {
-	sub, _ := fs.Sub(migrationFiles, "migrations")
-	return pg.Migrations{Table: "goose_order", FS: sub}
+	return pg.EmbeddedMigrations(migrationFiles, "migrations", "goose_order")
 }
 
 // Run starts order-service and blocks until ctx is cancelled or a component fails.
@@ -28,21 +26,19 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	s := service.New(Name, stdout, cfg.Common)
-	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), Migrations())
-	if err != nil {
-		s.Close()
-		return err
-	}
-	if _, err := s.Kafka(cfg.Kafka); err != nil {
-		s.Close()
-		return err
-	}
-	if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
-		s.Close()
-		return err
-	}
-	a := &api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}, limits: cfg.Limits, log: s.Log}
-	a.routes(s.Mux)
-	return s.Serve(ctx, cfg.HTTPAddr)
+	return service.Run(ctx, Name, stdout, cfg.Common, cfg.HTTPAddr, func(ctx context.Context, s *service.Service) error {
+		pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), Migrations())
+		if err != nil {
+			return err
+		}
+		if _, err := s.Kafka(cfg.Kafka); err != nil {
+			return err
+		}
+		if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
+			return err
+		}
+		a := &api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}, limits: cfg.Limits, log: s.Log}
+		a.routes(s.Mux)
+		return nil
+	})
 }

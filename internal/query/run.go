@@ -24,12 +24,9 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	s := service.New(Name, stdout, cfg.Common)
-	if err := run(ctx, s, cfg); err != nil {
-		s.Close()
-		return err
-	}
-	return s.Serve(ctx, cfg.HTTPAddr)
+	return service.Run(ctx, Name, stdout, cfg.Common, cfg.HTTPAddr, func(ctx context.Context, s *service.Service) error {
+		return run(ctx, s, cfg)
+	})
 }
 
 func run(ctx context.Context, s *service.Service, cfg Config) error {

@@ -7,7 +7,6 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,8 +19,7 @@ var migrations embed.FS
 
 // Migrations holds the processed_events table; pass it to pg.Open.
 func Migrations() pg.Migrations {
-	sub, _ := fs.Sub(migrations, "migrations")
-	return pg.Migrations{Table: "goose_inbox", FS: sub}
+	return pg.EmbeddedMigrations(migrations, "migrations", "goose_inbox")
 }
 
 // Inbox records processed events for one consumer (its consumer group name).

@@ -14,7 +14,6 @@ import (
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
 
 	"github.com/jackc/pgx/v5"
 
@@ -27,8 +26,7 @@ var migrations embed.FS
 
 // Migrations holds the outbox table; pass it to pg.Open.
 func Migrations() pg.Migrations {
-	sub, _ := fs.Sub(migrations, "migrations")
-	return pg.Migrations{Table: "goose_outbox", FS: sub}
+	return pg.EmbeddedMigrations(migrations, "migrations", "goose_outbox")
 }
 
 // NotifyChannel is the LISTEN/NOTIFY channel that wakes the relay.

@@ -204,3 +204,13 @@ func IsUnavailable(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, pgx.ErrTxCommitRollback) || pgconn.SafeToRetry(err)
 }
+
+// EmbeddedMigrations returns the migration set in directory dir of fsys (an embed.FS holding
+// dir/*.sql), versioned in its own goose table.
+func EmbeddedMigrations(fsys fs.FS, dir, table string) Migrations {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(err) // dir is a constant next to a go:embed directive; fs.Sub fails only on an invalid path
+	}
+	return Migrations{Table: table, FS: sub}
+}

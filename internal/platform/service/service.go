@@ -81,3 +81,14 @@ func (s *Service) Serve(ctx context.Context, addr string) error {
 	s.Log.Info("stopped", "err", err)
 	return err
 }
+
+// Run builds a service, lets wire connect its dependencies and register its components and routes,
+// then serves on addr until ctx ends. Resources are closed on every path.
+func Run(ctx context.Context, name string, stdout io.Writer, c Common, addr string, wire func(ctx context.Context, s *Service) error) error {
+	s := New(name, stdout, c)
+	if err := wire(ctx, s); err != nil {
+		s.Close()
+		return err
+	}
+	return s.Serve(ctx, addr)
+}
