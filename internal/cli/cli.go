@@ -60,6 +60,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return ErrUsage
 		}
 		return createTopics(ctx, getenv, stdout)
+	case "config":
+		if len(rest) != 1 || rest[0] != "docs" {
+			fmt.Fprintln(stderr, "usage: orderflow config docs")
+			return ErrUsage
+		}
+		writeConfigDocs(stdout)
+		return nil
 	case "loadgen":
 		cfg, err := loadgen.ParseFlags(rest, stderr)
 		if err != nil {
@@ -132,6 +139,7 @@ services (configured by environment variables, see docs/configuration.md):
 
 tools:
   topics create       create every Kafka topic (idempotent)
+  config docs         print the configuration reference (docs/configuration.md)
   loadgen [flags]     open-loop load with latency percentiles (orderflow loadgen -h)
   verify [flags]      check every invariant across all stores; exits 1 on a violation
   query rebuild       recreate the Cassandra read model from the Kafka topics

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -100,5 +101,29 @@ func TestAllServesHealthWithRealDependencies(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("all did not stop within 30s")
+	}
+}
+
+// TestConfigurationDocIsCurrent keeps docs/configuration.md equal to what the code reads.
+func TestConfigurationDocIsCurrent(t *testing.T) {
+	var b bytes.Buffer
+	writeConfigDocs(&b)
+	path := "../../docs/configuration.md"
+	if os.Getenv("UPDATE_DOCS") == "1" {
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(want, b.Bytes()) {
+		t.Fatal("docs/configuration.md is stale: run `UPDATE_DOCS=1 go test ./internal/cli -run ConfigurationDoc`")
+	}
+	for _, name := range []string{"POSTGRES_PASSWORD", "ORDER_HTTP_ADDR", "PAYMENT_LOCK_TTL", "DELIVERY_TIME_SPEED", "QUERY_CONSUMER_GROUP"} {
+		if !strings.Contains(b.String(), "`"+name+"`") {
+			t.Errorf("%s is not documented", name)
+		}
 	}
 }

@@ -21,9 +21,9 @@ type Config struct {
 	SchedulerInterval time.Duration
 }
 
-// LoadConfig reads the configuration from getenv and validates it.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	e := config.New(getenv)
+// Configure reads every variable of the service from e (which records them for the generated
+// documentation); errors accumulate in e.
+func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("DELIVERY_HTTP_ADDR", "127.0.0.1:8084", "Listen address of delivery-service.")
 	c.Postgres.Database = e.String("DELIVERY_DB_NAME", "delivery_db", "Postgres database owned by delivery-service (created if missing).")
@@ -39,5 +39,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	e.Check(c.Rules.Capacity > 0, "DELIVERY_DRIVER_CAPACITY must be positive")
 	e.Check(c.Rules.Speed >= 1, "DELIVERY_TIME_SPEED must be at least 1")
 	e.Check(c.SchedulerInterval > 0, "DELIVERY_SCHEDULER_INTERVAL must be positive")
+	return c
+}
+
+// LoadConfig reads the configuration from getenv and validates it.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	e := config.New(getenv)
+	c := Configure(e)
 	return c, e.Err()
 }

@@ -17,13 +17,20 @@ type Config struct {
 	Group       string
 }
 
-// LoadConfig reads the configuration from getenv and validates it.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	e := config.New(getenv)
+// Configure reads every variable of the service from e (which records them for the generated
+// documentation); errors accumulate in e.
+func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("INVENTORY_HTTP_ADDR", "127.0.0.1:8083", "Listen address of inventory-service.")
 	c.Postgres.Database = e.String("INVENTORY_DB_NAME", "inventory_db", "Postgres database owned by inventory-service (created if missing).")
 	c.CatalogFile = e.String("INVENTORY_CATALOG_FILE", "", "JSON catalog seeded at start-up ({\"items\":[{\"itemId\",\"name\",\"stock\"}]}); empty: the built-in 60-item catalog. Existing items keep their stock.")
 	c.Group = e.String("INVENTORY_CONSUMER_GROUP", event.GroupInventory, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
+	return c
+}
+
+// LoadConfig reads the configuration from getenv and validates it.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	e := config.New(getenv)
+	c := Configure(e)
 	return c, e.Err()
 }

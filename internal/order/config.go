@@ -15,9 +15,9 @@ type Config struct {
 	Limits   Limits
 }
 
-// LoadConfig reads the configuration from getenv and validates it.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	e := config.New(getenv)
+// Configure reads every variable of the service from e (which records them for the generated
+// documentation); errors accumulate in e.
+func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("ORDER_HTTP_ADDR", "127.0.0.1:8081", "Listen address of order-service.")
 	c.Postgres.Database = e.String("ORDER_DB_NAME", "order_db", "Postgres database owned by order-service (created if missing).")
@@ -28,5 +28,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	e.Check(c.Limits.MaxBodyBytes > 0 && c.Limits.MaxItems > 0 && c.Limits.MaxQuantity > 0, "ORDER_MAX_* limits must be positive")
 	c.Limits = c.Limits.withDefaults()
+	return c
+}
+
+// LoadConfig reads the configuration from getenv and validates it.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	e := config.New(getenv)
+	c := Configure(e)
 	return c, e.Err()
 }

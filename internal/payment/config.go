@@ -24,9 +24,9 @@ type Config struct {
 	Gateway     Gateway
 }
 
-// LoadConfig reads the configuration from getenv and validates it.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	e := config.New(getenv)
+// Configure reads every variable of the service from e (which records them for the generated
+// documentation); errors accumulate in e.
+func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("PAYMENT_HTTP_ADDR", "127.0.0.1:8082", "Listen address of payment-service.")
 	c.Postgres.Database = e.String("PAYMENT_DB_NAME", "delivery_eta", "Postgres database owned by payment-service (created if missing).")
@@ -47,5 +47,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.Gateway.Latency = e.Duration("PAYMENT_GATEWAY_LATENCY", 0, "Simulated gateway processing time per payment.")
 	e.Check(c.LockTTL > c.LockWait && c.LockWait > 0, "PAYMENT_LOCK_TTL must exceed PAYMENT_LOCK_WAIT, both positive")
 	e.Check(c.DedupTTL > 0, "PAYMENT_DEDUP_TTL must be positive")
+	return c
+}
+
+// LoadConfig reads the configuration from getenv and validates it.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	e := config.New(getenv)
+	c := Configure(e)
 	return c, e.Err()
 }

@@ -16,11 +16,18 @@ type Config struct {
 	Group    string
 }
 
-// LoadConfig reads the configuration from getenv and validates it.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	e := config.New(getenv)
+// Configure reads every variable of the service from e (which records them for the generated
+// documentation); errors accumulate in e.
+func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("QUERY_HTTP_ADDR", "127.0.0.1:8080", "Listen address of query-api.")
 	c.Group = e.String("QUERY_CONSUMER_GROUP", event.GroupQuery, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
+	return c
+}
+
+// LoadConfig reads the configuration from getenv and validates it.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	e := config.New(getenv)
+	c := Configure(e)
 	return c, e.Err()
 }
