@@ -60,6 +60,7 @@ func FreeAddr(t testing.TB) string {
 type Process struct {
 	Name string
 	Addr string
+	env  []string
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
 	mu   *sync.Mutex
@@ -80,14 +81,8 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // answers /readyz. The process gets SIGTERM at the end of the test; its output is logged on failure.
 func Start(t testing.TB, sub, addr string, env ...string) *Process {
 	t.Helper()
-	p := &Process{Name: sub, Addr: addr, out: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	p.cmd = exec.Command(Binary(t), sub)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout = lockedWriter{p.mu, p.out}
-	p.cmd.Stderr = p.cmd.Stdout
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p := &Process{Name: sub, Addr: addr, env: env, out: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	p.launch(t)
 	t.Cleanup(func() {
 		p.Stop()
 		if t.Failed() {
@@ -96,23 +91,34 @@ func Start(t testing.TB, sub, addr string, env ...string) *Process {
 			p.mu.Unlock()
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			p.mu.Lock()
-			out := p.out.String()
-			p.mu.Unlock()
-			t.Fatalf("%s not ready on %s within 60s:\n%s", sub, addr, tailString(out, 4000))
-		}
-		time.Sleep(100 * time.Millisecond)
+	WaitReady(t, p, addr)
+	return p
+}
+
+func (p *Process) launch(t testing.TB) {
+	t.Helper()
+	p.cmd = exec.Command(Binary(t), p.Name)
+	p.cmd.Env = append(os.Environ(), p.env...)
+	p.cmd.Stdout = lockedWriter{p.mu, p.out}
+	p.cmd.Stderr = p.cmd.Stdout
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// Kill sends SIGKILL (no shutdown, no final commit) and reaps the process.
+func (p *Process) Kill() {
+	if p.cmd.ProcessState == nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+}
+
+// Restart launches the same command again and waits until it is ready.
+func (p *Process) Restart(t testing.TB) {
+	t.Helper()
+	p.launch(t)
+	WaitReady(t, p, p.Addr)
 }
 
 // Stop sends SIGTERM and waits for the process to exit.

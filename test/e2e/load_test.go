@@ -20,7 +20,7 @@ func TestShortLoadThenVerify(t *testing.T) {
 	// The loadgen orders the built-in catalog (SKU-xxx, LOW-xxx), so this run uses it, not the e2e one.
 	sys := start(t, false, "INVENTORY_CATALOG_FILE=")
 	res, err := loadgen.Run(ctx, loadgen.Config{
-		OrderURL: "http://" + sys.addrs["ORDER"], QueryURL: "http://" + sys.addrs["QUERY"], Brokers: []string{"127.0.0.1:9092"},
+		OrderURL: "http://" + sys.Addrs["ORDER"], QueryURL: "http://" + sys.Addrs["QUERY"], Brokers: []string{"127.0.0.1:9092"},
 		Rate: 20, Duration: 15 * time.Second, MaxInFlight: 256, ItemsMin: 1, ItemsMax: 3, RejectShare: 0.1, DeclineShare: 0.1,
 		Customers: 50, Seed: 7, Drain: 60 * time.Second, ProgressEvery: 5 * time.Second,
 	}, testWriter{t})
@@ -31,7 +31,7 @@ func TestShortLoadThenVerify(t *testing.T) {
 		t.Fatalf("load run: accepted %d unfinished %d unexpected %d errors %v", res.Accepted, res.Unfinished, res.Unexpected, res.Errors)
 	}
 	env := func(k string) string {
-		if v, ok := sys.env[k]; ok {
+		if v, ok := sys.Env[k]; ok {
 			return v
 		}
 		return os.Getenv(k)

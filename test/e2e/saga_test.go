@@ -22,7 +22,6 @@ import (
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
-	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/testkit"
 )
 
@@ -44,70 +43,23 @@ type order struct {
 	finalErr string
 }
 
-// system is one running copy of the five services, isolated by fresh databases, consumer groups
-// positioned at the topics' ends, and a fresh keyspace.
-type system struct {
-	addrs map[string]string
-	dbs   map[string]pg.Config
-	env   map[string]string // the services' environment (last value wins, as in the process)
-}
-
-var services = []struct{ cmd, prefix string }{
-	{"order-service", "ORDER"}, {"inventory-service", "INVENTORY"}, {"payment-service", "PAYMENT"},
-	{"delivery-service", "DELIVERY"}, {"query-api", "QUERY"},
-}
-
 const catalog = `{"items":[
  {"itemId":"E2E-A","name":"a","stock":100000},{"itemId":"E2E-B","name":"b","stock":100000},
  {"itemId":"E2E-C","name":"c","stock":100000},{"itemId":"E2E-LOW","name":"low","stock":10}]}`
 
 var initialStock = map[string]int{"E2E-A": 100000, "E2E-B": 100000, "E2E-C": 100000, "E2E-LOW": 10}
 
-func start(t *testing.T, oneProcess bool, extra ...string) system {
+// start runs the five services with the e2e catalog and settings under which no business rule
+// throttles the run (enough drivers, deliveries completing in seconds); extra env wins.
+func start(t *testing.T, oneProcess bool, extra ...string) *testkit.System {
 	t.Helper()
-	sys := system{addrs: map[string]string{}, dbs: map[string]pg.Config{}, env: map[string]string{}}
 	catFile := filepath.Join(t.TempDir(), "catalog.json")
 	if err := os.WriteFile(catFile, []byte(catalog), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"INVENTORY_CATALOG_FILE=" + catFile, "CASSANDRA_KEYSPACE=" + testkit.CassandraConfig(t).Keyspace,
-		// Enough drivers, and deliveries that complete in seconds: no business rule throttles the run.
-		"DELIVERY_DRIVERS=50", "DELIVERY_DRIVER_CAPACITY=10", "DELIVERY_TIME_SPEED=600", "DELIVERY_SCHEDULER_INTERVAL=1s",
-		"LOG_LEVEL=warn"}
-	env = append(env, extra...)
-	groups := map[string][]string{
-		"INVENTORY": {event.TopicOrders, event.TopicPayments}, "PAYMENT": {event.TopicInventory},
-		"DELIVERY": {event.TopicPayments}, "QUERY": event.MainTopics(),
-	}
-	for _, s := range services {
-		sys.addrs[s.prefix] = testkit.FreeAddr(t)
-		env = append(env, s.prefix+"_HTTP_ADDR="+sys.addrs[s.prefix])
-		if s.prefix != "QUERY" {
-			db := testkit.NewDatabase(t)
-			sys.dbs[s.prefix] = db
-			env = append(env, s.prefix+"_DB_NAME="+db.Database)
-		}
-		if topics, ok := groups[s.prefix]; ok {
-			g := testkit.Name(strings.ToLower(s.prefix))
-			testkit.GroupAtEnd(t, g, topics...)
-			env = append(env, s.prefix+"_CONSUMER_GROUP="+g)
-		}
-	}
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		sys.env[k] = v
-	}
-	if oneProcess {
-		p := testkit.Start(t, "all", sys.addrs["ORDER"], env...)
-		for _, s := range services {
-			testkit.WaitReady(t, p, sys.addrs[s.prefix])
-		}
-		return sys
-	}
-	for _, s := range services {
-		testkit.Start(t, s.cmd, sys.addrs[s.prefix], env...)
-	}
-	return sys
+	env := []string{"INVENTORY_CATALOG_FILE=" + catFile, "DELIVERY_DRIVERS=50", "DELIVERY_DRIVER_CAPACITY=10",
+		"DELIVERY_TIME_SPEED=600", "DELIVERY_SCHEDULER_INTERVAL=1s", "LOG_LEVEL=warn"}
+	return testkit.StartSystem(t, oneProcess, append(env, extra...)...)
 }
 
 func mix(n int) []*order {
@@ -156,7 +108,7 @@ func runSaga(t *testing.T, oneProcess bool) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			resp, err := http.Post("http://"+sys.addrs["ORDER"]+"/api/orders", "application/json", strings.NewReader(o.body))
+			resp, err := http.Post("http://"+sys.Addrs["ORDER"]+"/api/orders", "application/json", strings.NewReader(o.body))
 			if err != nil {
 				t.Error(err)
 				return
@@ -186,7 +138,7 @@ func runSaga(t *testing.T, oneProcess bool) {
 			if views[o.id] != nil {
 				continue
 			}
-			resp, err := http.Get("http://" + sys.addrs["QUERY"] + "/api/orders/" + o.id)
+			resp, err := http.Get("http://" + sys.Addrs["QUERY"] + "/api/orders/" + o.id)
 			if err != nil {
 				continue
 			}
@@ -225,7 +177,7 @@ func runSaga(t *testing.T, oneProcess bool) {
 
 	// Sources of truth.
 	db := func(prefix string) *pgx.Conn {
-		c := sys.dbs[prefix]
+		c := sys.DBs[prefix]
 		conn, err := pgx.Connect(ctx, c.URL(c.Database))
 		if err != nil {
 			t.Fatal(err)
