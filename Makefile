@@ -6,7 +6,7 @@ LDFLAGS := -X github.com/orderflow/orderflow/internal/version.Version=$(shell gi
            -X github.com/orderflow/orderflow/internal/version.Commit=$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown) \
            -X github.com/orderflow/orderflow/internal/version.BuildTime=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
-.PHONY: run test unit lint build infra-up infra-down infra-status infra-reset fuzz bench
+.PHONY: run test unit lint build infra-up infra-down infra-status infra-reset fuzz bench chaos
 
 ## run: start the servers, then every service in one process (Ctrl-C stops the services)
 run: infra-up build
@@ -16,7 +16,7 @@ run: infra-up build
 ## tests that stop and restart shared servers, one package at a time
 test: infra-up
 	ORDERFLOW_INTEGRATION=1 $(GO) test -race -count=1 -timeout 20m ./...
-	ORDERFLOW_INTEGRATION=1 ORDERFLOW_DISRUPTIVE=1 ORDERFLOW_E2E=1 $(GO) test -race -count=1 -p 1 -timeout 20m ./test/disruptive/... ./test/e2e/...
+	ORDERFLOW_INTEGRATION=1 ORDERFLOW_DISRUPTIVE=1 ORDERFLOW_E2E=1 ORDERFLOW_CHAOS=1 $(GO) test -count=1 -p 1 -timeout 30m ./test/disruptive/... ./test/e2e/... ./test/chaos/...
 
 ## unit: tests that need no servers
 unit:
@@ -44,6 +44,10 @@ infra-status:
 	scripts/infra status
 infra-reset:
 	scripts/infra reset
+
+## chaos: the fault-injection scenarios (test/chaos) against the real servers
+chaos: infra-up
+	ORDERFLOW_INTEGRATION=1 ORDERFLOW_CHAOS=1 $(GO) test -count=1 -p 1 -timeout 30m -v ./test/chaos/...
 
 ## bench: reset the servers, run the services with deploy/bench/bench.env, measure (docs/benchmarks.md)
 bench:
