@@ -10,6 +10,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +197,27 @@ func CaughtUp(t testing.TB, group string, topics ...string) bool {
 		}
 	})
 	return ok
+}
+
+// Eventually polls cond every 20 ms until it holds, failing the test with what after d.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Infra runs scripts/infra with args (e.g. "stop", "kafka") from the repository root.
+func Infra(t testing.TB, args ...string) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(file), "..", "..", "scripts", "infra")
+	out, err := exec.Command(script, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("scripts/infra %v: %v\n%s", args, err, out)
+	}
 }

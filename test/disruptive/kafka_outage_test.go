@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -30,14 +29,6 @@ func disruptive(t *testing.T) {
 	}
 }
 
-func infra(t *testing.T, args ...string) {
-	t.Helper()
-	out, err := exec.Command("../../scripts/infra", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("scripts/infra %v: %v\n%s", args, err, out)
-	}
-}
-
 func TestOutboxPublishesRowsCommittedWhileKafkaIsDown(t *testing.T) {
 	disruptive(t)
 	ctx := testkit.Context(t, 4*time.Minute)
@@ -55,8 +46,8 @@ func TestOutboxPublishesRowsCommittedWhileKafkaIsDown(t *testing.T) {
 	go func() { _ = relay.Run(rctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	infra(t, "stop", "kafka")
-	t.Cleanup(func() { infra(t, "start", "kafka") }) // never leave the shared broker down
+	testkit.Infra(t, "stop", "kafka")
+	t.Cleanup(func() { testkit.Infra(t, "start", "kafka") }) // never leave the shared broker down
 	const n = 50
 	keys := map[string]bool{}
 	for i := 0; i < n; i++ {
@@ -73,7 +64,7 @@ func TestOutboxPublishesRowsCommittedWhileKafkaIsDown(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`).Scan(&pending); err != nil || pending != n {
 		t.Fatalf("pending %d (err %v), want %d while Kafka is down", pending, err, n)
 	}
-	infra(t, "start", "kafka")
+	testkit.Infra(t, "start", "kafka")
 
 	cons := testkit.Client(t, kgo.ConsumeTopics(event.TopicOrders), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	seen := map[string]bool{}

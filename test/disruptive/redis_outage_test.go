@@ -34,17 +34,6 @@ func health(addr string) map[string]string {
 	return out
 }
 
-func until(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestPaymentsContinueWithoutRedis stops Redis under a running payment-service, delivers every
 // event three times plus a second event per order, and checks one charge per order; health shows
 // Redis DOWN and recovers by itself when Redis is back.
@@ -57,11 +46,11 @@ func TestPaymentsContinueWithoutRedis(t *testing.T) {
 	testkit.GroupAtEnd(t, group, event.TopicInventory)
 	testkit.Start(t, "payment-service", addr, "PAYMENT_HTTP_ADDR="+addr, "PAYMENT_DB_NAME="+db.Database,
 		"PAYMENT_CONSUMER_GROUP="+group, "PAYMENT_LOCK_WAIT=200ms")
-	until(t, 30*time.Second, "redis UP", func() bool { return health(addr)["redis"] == "UP" })
+	testkit.Eventually(t, 30*time.Second, "redis UP", func() bool { return health(addr)["redis"] == "UP" })
 
-	infra(t, "stop", "redis")
-	t.Cleanup(func() { infra(t, "start", "redis") })
-	until(t, 30*time.Second, "redis DOWN in /health", func() bool { return health(addr)["redis"] == "DOWN" })
+	testkit.Infra(t, "stop", "redis")
+	t.Cleanup(func() { testkit.Infra(t, "start", "redis") })
+	testkit.Eventually(t, 30*time.Second, "redis DOWN in /health", func() bool { return health(addr)["redis"] == "DOWN" })
 
 	prod := testkit.Client(t)
 	const orders = 20
@@ -89,16 +78,16 @@ func TestPaymentsContinueWithoutRedis(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	var n, distinct int
-	until(t, 90*time.Second, "a payment per order", func() bool {
+	testkit.Eventually(t, 90*time.Second, "a payment per order", func() bool {
 		_ = conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT order_id) FROM payments`).Scan(&n, &distinct)
 		return distinct == orders
 	})
 	// Every duplicate has been handled once the group's committed offsets reach the topic's end.
-	until(t, 90*time.Second, "all records acknowledged", func() bool { return testkit.CaughtUp(t, group, event.TopicInventory) })
+	testkit.Eventually(t, 90*time.Second, "all records acknowledged", func() bool { return testkit.CaughtUp(t, group, event.TopicInventory) })
 	_ = conn.QueryRow(ctx, `SELECT count(*) FROM payments`).Scan(&n)
 	if n != orders {
 		t.Fatalf("%d payments for %d orders: double charge without Redis", n, orders)
 	}
-	infra(t, "start", "redis")
-	until(t, 30*time.Second, "redis UP again in /health", func() bool { return health(addr)["redis"] == "UP" && health(addr)["overall"] == "UP" })
+	testkit.Infra(t, "start", "redis")
+	testkit.Eventually(t, 30*time.Second, "redis UP again in /health", func() bool { return health(addr)["redis"] == "UP" && health(addr)["overall"] == "UP" })
 }

@@ -112,7 +112,7 @@ func TestConsumerKilledMidBatchLosesNothingAndAppliesOnce(t *testing.T) {
 		return cmd
 	}
 	first := start()
-	waitUntil(t, 60*time.Second, "a third processed", func() bool { return count(`SELECT count(*) FROM effects`) >= n/3 })
+	testkit.Eventually(t, 60*time.Second, "a third processed", func() bool { return count(`SELECT count(*) FROM effects`) >= n/3 })
 	_ = first.Process.Kill() // SIGKILL: no revoke, no final commit
 	_ = first.Wait()
 	killedAt := count(`SELECT count(*) FROM effects`)
@@ -123,7 +123,7 @@ func TestConsumerKilledMidBatchLosesNothingAndAppliesOnce(t *testing.T) {
 	second := start()
 	defer func() { _ = second.Process.Signal(syscall.SIGTERM); _ = second.Wait() }()
 	adm := kadm.NewClient(prod)
-	waitUntil(t, 90*time.Second, "every record committed", func() bool {
+	testkit.Eventually(t, 90*time.Second, "every record committed", func() bool {
 		offs, err := adm.FetchOffsets(ctx, group)
 		if err != nil {
 			return false
@@ -139,15 +139,4 @@ func TestConsumerKilledMidBatchLosesNothingAndAppliesOnce(t *testing.T) {
 		t.Fatalf("%d distinct events applied, want %d", got, n)
 	}
 	t.Logf("killed after %d effects; all %d applied exactly once after restart", killedAt, n)
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
