@@ -153,28 +153,11 @@ func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope
 			}
 			seenOrder[e.OrderID] = true
 			p := created[i]
-			var unknown, short []event.RejectedItem
 			lines := aggregate(p.Items)
-			for _, l := range lines {
-				a, ok := avail[l.itemID]
-				switch {
-				case !ok:
-					unknown = append(unknown, event.RejectedItem{ItemID: l.itemID, Requested: l.qty})
-				case a < l.qty:
-					short = append(short, event.RejectedItem{ItemID: l.itemID, Requested: l.qty, Available: a})
-				}
-			}
 			resID := uuid.NewString()
-			payload := event.InventoryPayload{OrderID: e.OrderID, Amount: p.TotalAmount, Currency: p.Currency, CustomerID: p.CustomerID, ReservationID: resID}
-			typ, status, reason := event.InventoryReserved, StatusReserved, ""
-			switch {
-			case len(unknown) > 0:
-				typ, status, reason = event.InventoryRejected, StatusRejected, event.ReasonUnknownItem
-				payload.Reason, payload.Items = reason, unknown
-			case len(short) > 0:
-				typ, status, reason = event.InventoryRejected, StatusRejected, event.ReasonInsufficientStock
-				payload.Reason, payload.Items = reason, short
-			default:
+			d := decide(e.OrderID, p, lines, avail, resID)
+			typ, status, reason, payload := d.typ, d.status, d.reason, d.payload
+			if status == StatusReserved {
 				held := &live{resID: resID}
 				for _, l := range lines {
 					avail[l.itemID] -= l.qty

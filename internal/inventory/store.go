@@ -81,6 +81,40 @@ func aggregate(items []event.Item) []line {
 	return out
 }
 
+// decision is what the reservation rule says about one order.
+type decision struct {
+	typ     event.Type // inventory.reserved or inventory.rejected
+	status  string     // RESERVED or REJECTED
+	reason  string     // rejection reason, "" when reserved
+	payload event.InventoryPayload
+}
+
+// decide applies the rule — every line or none — to avail (item → free units): an unknown item
+// rejects with UNKNOWN_ITEM, else any line short of stock rejects with INSUFFICIENT_STOCK, naming
+// the offending lines. It changes nothing; the caller applies a reservation.
+func decide(orderID string, p event.OrderCreatedPayload, lines []line, avail map[string]int, resID string) decision {
+	var unknown, short []event.RejectedItem
+	for _, l := range lines {
+		a, ok := avail[l.itemID]
+		switch {
+		case !ok:
+			unknown = append(unknown, event.RejectedItem{ItemID: l.itemID, Requested: l.qty})
+		case a < l.qty:
+			short = append(short, event.RejectedItem{ItemID: l.itemID, Requested: l.qty, Available: a})
+		}
+	}
+	d := decision{typ: event.InventoryReserved, status: StatusReserved, payload: event.InventoryPayload{
+		OrderID: orderID, Amount: p.TotalAmount, Currency: p.Currency, CustomerID: p.CustomerID, ReservationID: resID}}
+	switch {
+	case len(unknown) > 0:
+		d.typ, d.status, d.reason, d.payload.Items = event.InventoryRejected, StatusRejected, event.ReasonUnknownItem, unknown
+	case len(short) > 0:
+		d.typ, d.status, d.reason, d.payload.Items = event.InventoryRejected, StatusRejected, event.ReasonInsufficientStock, short
+	}
+	d.payload.Reason = d.reason
+	return d
+}
+
 // reserve handles order.created: all lines or none, in one transaction with the inbox record and
 // the outgoing event.
 func (s *store) reserve(ctx context.Context, e event.Envelope, p event.OrderCreatedPayload) (outcome, error) {
@@ -125,30 +159,10 @@ func (s *store) reserveTx(ctx context.Context, tx pgx.Tx, e event.Envelope, p ev
 	if err != nil {
 		return out, fmt.Errorf("lock stock: %w", err)
 	}
-	var unknown, short []event.RejectedItem
-	for _, l := range lines {
-		a, ok := avail[l.itemID]
-		switch {
-		case !ok:
-			unknown = append(unknown, event.RejectedItem{ItemID: l.itemID, Requested: l.qty, Available: 0})
-		case a < l.qty:
-			short = append(short, event.RejectedItem{ItemID: l.itemID, Requested: l.qty, Available: a})
-		}
-	}
 	resID := uuid.NewString()
 	now := s.now().UTC()
-	payload := event.InventoryPayload{OrderID: e.OrderID, Amount: p.TotalAmount, Currency: p.Currency,
-		CustomerID: p.CustomerID, ReservationID: resID}
-	typ := event.InventoryReserved
-	status, reason := StatusReserved, ""
-	switch {
-	case len(unknown) > 0:
-		typ, status, reason = event.InventoryRejected, StatusRejected, event.ReasonUnknownItem
-		payload.Reason, payload.Items = reason, unknown
-	case len(short) > 0:
-		typ, status, reason = event.InventoryRejected, StatusRejected, event.ReasonInsufficientStock
-		payload.Reason, payload.Items = reason, short
-	}
+	d := decide(e.OrderID, p, lines, avail, resID)
+	typ, status, reason, payload := d.typ, d.status, d.reason, d.payload
 	b := &pgx.Batch{}
 	b.Queue(`INSERT INTO reservations (reservation_id, order_id, status, reason, created_at) VALUES ($1, $2, $3, NULLIF($4, ''), $5)`,
 		resID, e.OrderID, status, reason, now)
