@@ -185,6 +185,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 			case <-tk.C:
 				fmt.Fprintf(out, "[%5.1fs] sent %d accepted %d completed %d in-flight %d\n",
 					time.Since(start).Seconds(), sent.Load(), accepted.Load(), completed.Load(), inFlight.Load())
+				// Terminal events of orders that are not ours (other clients on the shared topics)
+				// never get registered: forget them once no POST response can still be pending.
+				mu.Lock()
+				for id, seen := range early {
+					if time.Since(seen) > time.Minute {
+						delete(early, id)
+					}
+				}
+				mu.Unlock()
 			}
 		}
 	}()

@@ -70,6 +70,7 @@ type RunnerMetrics struct {
 	retries  *prometheus.CounterVec
 	dlq      *prometheus.CounterVec
 	lag      *prometheus.GaugeVec
+	fallback *prometheus.CounterVec
 }
 
 // NewRunnerMetrics registers the consumer metrics on reg.
@@ -86,8 +87,10 @@ func NewRunnerMetrics(reg prometheus.Registerer) *RunnerMetrics {
 			Help: "Records written to a dead-letter topic."}, []string{"group", "topic", "dlq"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kafka_consumer_lag",
 			Help: "Records between the last processed offset and the partition's high watermark."}, []string{"group", "topic", "partition"}),
+		fallback: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kafka_consumer_batch_fallbacks_total",
+			Help: "Batches that failed and were handled record by record (a steady rate means the batch path is not paying off)."}, []string{"group", "topic"}),
 	}
-	reg.MustRegister(m.consumed, m.duration, m.retries, m.dlq, m.lag)
+	reg.MustRegister(m.consumed, m.duration, m.retries, m.dlq, m.lag, m.fallback)
 	return m
 }
 

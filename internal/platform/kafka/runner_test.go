@@ -105,17 +105,6 @@ func (h *harness) committed(ctx context.Context) int64 {
 	return sum
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestFailTwiceThenSucceed(t *testing.T) {
 	h := newHarness(t, 1)
 	ctx := testkit.Context(t, 60*time.Second)
@@ -128,7 +117,7 @@ func TestFailTwiceThenSucceed(t *testing.T) {
 		successes.Add(1)
 		return nil
 	}, 5)
-	eventually(t, 30*time.Second, "offset committed after success", func() bool { return h.committed(ctx) == 1 })
+	testkit.Eventually(t, 30*time.Second, "offset committed after success", func() bool { return h.committed(ctx) == 1 })
 	if successes.Load() != 1 || calls.Load() != 3 {
 		t.Fatalf("calls %d successes %d", calls.Load(), successes.Load())
 	}
@@ -183,8 +172,8 @@ func TestAlwaysFailingRecordIsDeadLetteredWithHeadersAndPartitionMovesOn(t *test
 		good.Add(1)
 		return nil
 	}, 3)
-	eventually(t, 30*time.Second, "later records processed", func() bool { return good.Load() == 3 })
-	eventually(t, 30*time.Second, "all offsets committed", func() bool { return h.committed(ctx) == 4 })
+	testkit.Eventually(t, 30*time.Second, "later records processed", func() bool { return good.Load() == 3 })
+	testkit.Eventually(t, 30*time.Second, "all offsets committed", func() bool { return h.committed(ctx) == 4 })
 
 	// An independent client reads the dead-lettered record with every header.
 	out, err := exec.CommandContext(ctx, "kcat", "-b", "127.0.0.1:9092", "-C", "-t", h.dlq, "-o", "beginning",
@@ -212,7 +201,7 @@ func TestPoisonGoesToDLQWithoutRetries(t *testing.T) {
 	h.produce(ctx, "k", []byte(`{"eventType":"order.created"}`)) // JSON, but no eventId/orderId
 	var calls atomic.Int32
 	h.start(func(context.Context, event.Envelope) error { calls.Add(1); return nil }, 5)
-	eventually(t, 30*time.Second, "both poison records committed", func() bool { return h.committed(ctx) == 2 })
+	testkit.Eventually(t, 30*time.Second, "both poison records committed", func() bool { return h.committed(ctx) == 2 })
 	if calls.Load() != 0 {
 		t.Fatalf("handler called %d times for poison", calls.Load())
 	}
@@ -253,7 +242,7 @@ func TestPermanentErrorSkipsRetries(t *testing.T) {
 		calls.Add(1)
 		return kafka.Permanent(errors.New("validation failed"))
 	}, 5)
-	eventually(t, 30*time.Second, "dead-lettered and committed", func() bool { return h.committed(ctx) == 1 })
+	testkit.Eventually(t, 30*time.Second, "dead-lettered and committed", func() bool { return h.committed(ctx) == 1 })
 	if calls.Load() != 1 {
 		t.Fatalf("permanent error attempted %d times", calls.Load())
 	}
@@ -270,7 +259,7 @@ func TestUnavailableRetriesBeyondMaxAttempts(t *testing.T) {
 		}
 		return nil
 	}, 3)
-	eventually(t, 30*time.Second, "processed after the outage", func() bool { return h.committed(ctx) == 1 })
+	testkit.Eventually(t, 30*time.Second, "processed after the outage", func() bool { return h.committed(ctx) == 1 })
 	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_dlq_total")); n != 0 {
 		t.Fatalf("outage dead-lettered %v records", n)
 	}
@@ -297,7 +286,7 @@ func TestPartitionOrderAndGracefulShutdownCommits(t *testing.T) {
 		return nil
 	}
 	stop := h.start(handler, 3)
-	eventually(t, 60*time.Second, "all records handled", func() bool {
+	testkit.Eventually(t, 60*time.Second, "all records handled", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		n := 0
@@ -322,7 +311,7 @@ func TestPartitionOrderAndGracefulShutdownCommits(t *testing.T) {
 	h.start(func(context.Context, event.Envelope) error { again.Add(1); return nil }, 3)
 	h.produce(ctx, "order-x", h.envelope("order-x", 0)) // a marker proving the restarted runner consumes
 	// Once every partition's committed offset is at its end, anything redelivered has been handled.
-	eventually(t, 30*time.Second, "marker committed", func() bool { return h.committed(ctx) == orders*perOrder+1 })
+	testkit.Eventually(t, 30*time.Second, "marker committed", func() bool { return h.committed(ctx) == orders*perOrder+1 })
 	if again.Load() != 1 {
 		t.Fatalf("restart redelivered %d acknowledged records", again.Load()-1)
 	}
@@ -378,7 +367,7 @@ func TestBatchAndFallback(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = r.Run(rctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	eventually(t, 30*time.Second, "all committed", func() bool { return h.committed(ctx) == 51 })
+	testkit.Eventually(t, 30*time.Second, "all committed", func() bool { return h.committed(ctx) == 51 })
 	mu.Lock()
 	defer mu.Unlock()
 	all := append(append([]string(nil), batched...), single...)
@@ -387,5 +376,8 @@ func TestBatchAndFallback(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_dlq_total")); n != 2 {
 		t.Fatalf("dead-lettered %v, want the bad event and the poison record", n)
+	}
+	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_batch_fallbacks_total")); n < 1 {
+		t.Fatal("the failed batch was not counted")
 	}
 }

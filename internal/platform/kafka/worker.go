@@ -158,6 +158,7 @@ func (w *worker) processAll(recs []*kgo.Record) bool {
 			if w.ctx.Err() != nil {
 				return false
 			}
+			cfg.Metrics.fallback.WithLabelValues(cfg.Group, run[0].Topic).Inc()
 			cfg.Log.Debug("batch failed, handling its records one by one", "records", len(run), "err", err)
 			for _, r := range run {
 				if !w.process(r) {

@@ -101,17 +101,6 @@ func envelope(t *testing.T, orderID string, seq int) event.Envelope {
 	return e
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestRolledBackTransactionPublishesNothing(t *testing.T) {
 	testkit.Integration(t)
 	pool := openDB(t)
@@ -132,9 +121,9 @@ func TestRolledBackTransactionPublishesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	startRelay(t, pool)
-	waitFor(t, 30*time.Second, "committed event published", func() bool { return len(tl.snapshot()) >= 1 })
+	testkit.Eventually(t, 30*time.Second, "committed event published", func() bool { return len(tl.snapshot()) >= 1 })
 	var pending int
-	waitFor(t, 10*time.Second, "row marked sent", func() bool {
+	testkit.Eventually(t, 10*time.Second, "row marked sent", func() bool {
 		_ = pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE sent_at IS NULL`).Scan(&pending)
 		return pending == 0
 	})
@@ -191,7 +180,7 @@ func TestTwoRelaysKeepPerOrderCommitOrder(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 60*time.Second, "half published", func() bool { return len(tl.snapshot()) >= orders*perOrder/2 })
+	testkit.Eventually(t, 60*time.Second, "half published", func() bool { return len(tl.snapshot()) >= orders*perOrder/2 })
 	stopA() // the standby must take over; A's unmarked rows are republished by B
 	wg.Wait()
 	firsts := func() map[string][]int {
@@ -214,7 +203,7 @@ func TestTwoRelaysKeepPerOrderCommitOrder(t *testing.T) {
 		}
 		return got
 	}
-	waitFor(t, 60*time.Second, "all events published", func() bool {
+	testkit.Eventually(t, 60*time.Second, "all events published", func() bool {
 		n := 0
 		for _, s := range firsts() {
 			n += len(s)
