@@ -16,7 +16,7 @@ run: infra-up build
 ## tests that stop and restart shared servers, one package at a time
 test: infra-up
 	ORDERFLOW_INTEGRATION=1 $(GO) test -race -count=1 -timeout 20m ./...
-	ORDERFLOW_INTEGRATION=1 ORDERFLOW_DISRUPTIVE=1 ORDERFLOW_E2E=1 ORDERFLOW_CHAOS=1 $(GO) test -count=1 -p 1 -timeout 30m ./test/disruptive/... ./test/e2e/... ./test/chaos/...
+	ORDERFLOW_INTEGRATION=1 ORDERFLOW_DISRUPTIVE=1 ORDERFLOW_E2E=1 ORDERFLOW_CHAOS=ci $(GO) test -count=1 -p 1 -timeout 30m ./test/disruptive/... ./test/e2e/... ./test/chaos/...
 
 ## unit: tests that need no servers
 unit:
@@ -47,7 +47,7 @@ infra-reset:
 
 ## chaos: the fault-injection scenarios (test/chaos) against the real servers
 chaos: infra-up
-	ORDERFLOW_INTEGRATION=1 ORDERFLOW_CHAOS=1 $(GO) test -count=1 -p 1 -timeout 30m -v ./test/chaos/...
+	ORDERFLOW_INTEGRATION=1 ORDERFLOW_CHAOS=1 CHAOS_UPDATE_DOCS=1 $(GO) test -count=1 -p 1 -timeout 60m -v ./test/chaos/...
 
 ## bench: reset the servers, run the services with deploy/bench/bench.env, measure (docs/benchmarks.md)
 bench:

@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -20,7 +22,7 @@ import (
 // runDLQ implements `orderflow dlq list|replay`.
 func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
-		fmt.Fprintln(stderr, "usage: orderflow dlq list --topic dlq.X-events [--limit N] [--json]\n       orderflow dlq replay --topic dlq.X-events (--event-id ID[,ID...] | --offset P:O | --all)")
+		fmt.Fprintln(stderr, "usage: orderflow dlq list --topic dlq.X-events [--limit N] [--json]\n       orderflow dlq replay --topic dlq.X-events (--event-id ID[,ID...] | --offset P:O [--value-file F] | --all)")
 		return ErrUsage
 	}
 	fs := flag.NewFlagSet("dlq "+args[0], flag.ContinueOnError)
@@ -31,6 +33,7 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 	ids := fs.String("event-id", "", "replay: comma-separated eventIds to republish")
 	offset := fs.String("offset", "", "replay: one record by partition:offset (for records without an eventId)")
 	all := fs.Bool("all", false, "replay: republish every record in the topic")
+	valueFile := fs.String("value-file", "", "replay with --offset: republish this corrected event (JSON envelope) instead of the record's value")
 	if err := fs.Parse(args[1:]); err != nil {
 		return ErrUsage
 	}
@@ -61,9 +64,39 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 		fmt.Fprintln(stderr, "replay needs exactly one of --event-id, --offset or --all")
 		return ErrUsage
 	}
+	var fixed *event.Envelope
+	var fixedValue []byte
+	if *valueFile != "" {
+		if *offset == "" {
+			fmt.Fprintln(stderr, "--value-file needs --offset (it replaces one record)")
+			return ErrUsage
+		}
+		b, err := os.ReadFile(*valueFile)
+		if err != nil {
+			return err
+		}
+		e, err := event.Decode(b)
+		if err == nil {
+			err = event.ValidatePayload(e)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: the corrected event is still invalid: %w", *valueFile, err)
+		}
+		fixed, fixedValue = &e, bytes.TrimSpace(b)
+	}
 	recs, err := kafka.ReadDLQ(ctx, c.Kafka, *topic, 0)
 	if err != nil {
 		return err
+	}
+	if fixed != nil {
+		for i, d := range recs {
+			if fmt.Sprintf("%d:%d", d.Partition, d.Offset) == *offset {
+				if d.Key != fixed.OrderID {
+					return fmt.Errorf("the corrected event is for order %s but the record's key is %q", fixed.OrderID, d.Key)
+				}
+				recs[i] = d.WithValue(fixedValue, fixed.EventID, string(fixed.EventType))
+			}
+		}
 	}
 	wanted := strings.Split(*ids, ",")
 	n, err := kafka.Replay(ctx, c.Kafka, recs, func(d kafka.DLQRecord) bool {

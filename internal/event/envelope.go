@@ -180,3 +180,22 @@ func (f Factory) build(t Type, orderID, correlationID, causationID string, paylo
 		Payload:       p,
 	}, nil
 }
+
+// ValidatePayload checks the payload of a known event type against its schema; unknown types pass
+// (they are additive). Tools use it to refuse a hand-edited event before it reaches the services.
+func ValidatePayload(e Envelope) error {
+	var err error
+	switch e.EventType {
+	case OrderCreated:
+		_, err = DecodePayload[OrderCreatedPayload](e)
+	case InventoryReserved, InventoryRejected:
+		_, err = DecodePayload[InventoryPayload](e)
+	case InventoryReleased:
+		_, err = DecodePayload[InventoryReleasedPayload](e)
+	case PaymentAuthorized, PaymentFailed:
+		_, err = DecodePayload[PaymentPayload](e)
+	case DeliveryAssigned, ETAUpdated, DeliveryCompleted:
+		_, err = DecodePayload[DeliveryPayload](e)
+	}
+	return err
+}

@@ -152,8 +152,8 @@ func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
 		created, updated, eta, delivered, last       *time.Time
 		payment                                      *int64
 	)
-	total := new(inf.Dec)
-	ok := sc.Scan(&v.OrderID, &customer, total, &currency, &status, &created, &updated, &payment, &delivery, &driver, &eta,
+	var total *inf.Dec // nil while order.created has not been projected (the driver refuses null into inf.Dec)
+	ok := sc.Scan(&v.OrderID, &customer, &total, &currency, &status, &created, &updated, &payment, &delivery, &driver, &eta,
 		&reservation, &rejection, &failure, &delivered, &last)
 	if !ok {
 		return false

@@ -114,6 +114,13 @@ func (p *Process) Kill() {
 	}
 }
 
+// Pause freezes the process (SIGSTOP): it holds its connections, locks and partitions but does
+// nothing, like a process stuck in a long GC pause or on a starved host.
+func (p *Process) Pause() { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process (SIGCONT).
+func (p *Process) Resume() { _ = p.cmd.Process.Signal(syscall.SIGCONT) }
+
 // Restart launches the same command again and waits until it is ready.
 func (p *Process) Restart(t testing.TB) {
 	t.Helper()
@@ -126,6 +133,7 @@ func (p *Process) Stop() {
 	if p.cmd.ProcessState != nil {
 		return
 	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a paused process cannot handle SIGTERM
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { _ = p.cmd.Wait(); close(done) }()

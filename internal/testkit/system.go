@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,18 +23,21 @@ type System struct {
 	DBs   map[string]pg.Config // prefix → database
 	Env   map[string]string    // the services' environment (what verify must read)
 	Procs map[string]*Process  // prefix → process (one shared process with oneProcess)
+	// Groups maps a consumer service's prefix to its consumer group, Topics to what it consumes.
+	Groups map[string]string
+	Topics map[string][]string
 }
 
 // StartSystem starts the services (one process running `all`, or one process each) with env
 // added after the isolation settings (so env wins), and waits until all are ready.
 func StartSystem(t testing.TB, oneProcess bool, env ...string) *System {
 	t.Helper()
-	sys := &System{Addrs: map[string]string{}, DBs: map[string]pg.Config{}, Env: map[string]string{}, Procs: map[string]*Process{}}
+	sys := &System{Addrs: map[string]string{}, DBs: map[string]pg.Config{}, Env: map[string]string{}, Procs: map[string]*Process{},
+		Groups: map[string]string{}, Topics: map[string][]string{
+			"INVENTORY": {event.TopicOrders, event.TopicPayments}, "PAYMENT": {event.TopicInventory},
+			"DELIVERY": {event.TopicPayments}, "QUERY": event.MainTopics(),
+		}}
 	all := []string{"CASSANDRA_KEYSPACE=" + CassandraConfig(t).Keyspace}
-	groups := map[string][]string{
-		"INVENTORY": {event.TopicOrders, event.TopicPayments}, "PAYMENT": {event.TopicInventory},
-		"DELIVERY": {event.TopicPayments}, "QUERY": event.MainTopics(),
-	}
 	for _, s := range Services {
 		sys.Addrs[s.Prefix] = FreeAddr(t)
 		all = append(all, s.Prefix+"_HTTP_ADDR="+sys.Addrs[s.Prefix])
@@ -42,9 +46,10 @@ func StartSystem(t testing.TB, oneProcess bool, env ...string) *System {
 			sys.DBs[s.Prefix] = db
 			all = append(all, s.Prefix+"_DB_NAME="+db.Database)
 		}
-		if topics, ok := groups[s.Prefix]; ok {
+		if topics, ok := sys.Topics[s.Prefix]; ok {
 			g := Name(strings.ToLower(s.Prefix))
 			GroupAtEnd(t, g, topics...)
+			sys.Groups[s.Prefix] = g
 			all = append(all, s.Prefix+"_CONSUMER_GROUP="+g)
 		}
 	}
@@ -65,4 +70,37 @@ func StartSystem(t testing.TB, oneProcess bool, env ...string) *System {
 		sys.Procs[s.Prefix] = Start(t, s.Cmd, sys.Addrs[s.Prefix], all...)
 	}
 	return sys
+}
+
+// AddInstance starts one more instance of the service with the given prefix (same databases, same
+// consumer group, its own HTTP port) and waits until it is ready; it stops at the end of the test.
+func (sys *System) AddInstance(t testing.TB, prefix string) *Process {
+	t.Helper()
+	var cmd string
+	for _, s := range Services {
+		if s.Prefix == prefix {
+			cmd = s.Cmd
+		}
+	}
+	if cmd == "" {
+		t.Fatalf("no service with prefix %q", prefix)
+	}
+	addr := FreeAddr(t)
+	env := make([]string, 0, len(sys.Env)+1)
+	for k, v := range sys.Env {
+		env = append(env, k+"="+v)
+	}
+	return Start(t, cmd, addr, append(env, prefix+"_HTTP_ADDR="+addr)...)
+}
+
+// GroupsFor returns the consumer groups of the system that consume topic.
+func (sys *System) GroupsFor(topic string) []string {
+	var out []string
+	for prefix, topics := range sys.Topics {
+		if slices.Contains(topics, topic) {
+			out = append(out, sys.Groups[prefix])
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -233,8 +233,9 @@ func runSaga(t *testing.T, oneProcess bool) {
 		t.Fatal(err)
 	}
 	for _, topic := range event.DLQTopics() {
-		if dlqAfter[topic] != 0 || dlqBefore[topic] != 0 {
-			t.Errorf("%s holds %d records (before the run: %d); it must stay empty", topic, dlqAfter[topic], dlqBefore[topic])
+		// Suites run one at a time (-p 1); the poison scenario of test/chaos leaves records behind.
+		if dlqAfter[topic] != dlqBefore[topic] {
+			t.Errorf("%s gained %d records during the run; nothing may be dead-lettered", topic, dlqAfter[topic]-dlqBefore[topic])
 		}
 	}
 	var summary bytes.Buffer

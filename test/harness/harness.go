@@ -5,6 +5,7 @@ package harness
 import (
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,13 @@ func Load(ctx context.Context, t testing.TB, sys *testkit.System, rate float64, 
 
 // Verify runs every invariant against sys's stores (read with the services' own environment) and
 // fails the test on any violation.
-func Verify(t testing.TB, sys *testkit.System) {
+func Verify(t testing.TB, sys *testkit.System) verify.Report {
+	t.Helper()
+	return VerifyAllowing(t, sys, 0)
+}
+
+// VerifyAllowing is Verify for a run that dead-lettered allowDLQ records on purpose.
+func VerifyAllowing(t testing.TB, sys *testkit.System, allowDLQ int64) verify.Report {
 	t.Helper()
 	getenv := func(k string) string {
 		if v, ok := sys.Env[k]; ok {
@@ -47,7 +54,7 @@ func Verify(t testing.TB, sys *testkit.System) {
 		}
 		return os.Getenv(k)
 	}
-	cfg, err := verify.LoadConfig([]string{"-quiesce-timeout", "3m"}, getenv, Writer{t})
+	cfg, err := verify.LoadConfig([]string{"-quiesce-timeout", "3m", "-allow-dlq", strconv.FormatInt(allowDLQ, 10)}, getenv, Writer{t})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,4 +68,5 @@ func Verify(t testing.TB, sys *testkit.System) {
 	if !rep.OK() {
 		t.Fatal("invariants violated")
 	}
+	return rep
 }

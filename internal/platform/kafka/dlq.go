@@ -111,6 +111,25 @@ func toDLQRecord(r *kgo.Record) DLQRecord {
 	return d
 }
 
+// WithValue returns a copy of d whose value is replaced by a corrected one (an operator's fix of a
+// record that can never succeed as it is); the eventId and eventType headers follow the new value.
+func (d DLQRecord) WithValue(v []byte, eventID, eventType string) DLQRecord {
+	r := *d.record
+	r.Value = v
+	r.Headers = nil
+	for _, h := range d.record.Headers {
+		switch h.Key {
+		case "eventId":
+			h.Value = []byte(eventID)
+		case "eventType":
+			h.Value = []byte(eventType)
+		}
+		r.Headers = append(r.Headers, h)
+	}
+	d.record, d.Value, d.EventID, d.EventType = &r, string(v), eventID, eventType
+	return d
+}
+
 // Replay republishes dead-lettered records to their x-original-topic with their original key,
 // value and headers (the x-* headers removed). Safe because every consumer is idempotent.
 // match selects records; it returns how many were republished.
