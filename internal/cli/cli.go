@@ -60,6 +60,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return ErrUsage
 		}
 		return createTopics(ctx, getenv, stdout)
+	case "init":
+		return initStores(ctx, getenv, stdout)
+	case "probe":
+		if len(rest) != 1 {
+			fmt.Fprintln(stderr, "usage: orderflow probe http://HOST:PORT/readyz")
+			return ErrUsage
+		}
+		return probe(ctx, rest[0], stdout)
 	case "config":
 		if len(rest) != 1 || rest[0] != "docs" {
 			fmt.Fprintln(stderr, "usage: orderflow config docs")
@@ -138,13 +146,15 @@ services (configured by environment variables, see docs/configuration.md):
   all                 every service in one process
 
 tools:
+  init                create every service's Postgres database and every Kafka topic (idempotent)
   topics create       create every Kafka topic (idempotent)
+  probe URL           GET URL, exit 0 on 2xx (container health checks; the image has no curl)
   config docs         print the configuration reference (docs/configuration.md)
   loadgen [flags]     open-loop load with latency percentiles (orderflow loadgen -h)
   verify [flags]      check every invariant across all stores; exits 1 on a violation
   query rebuild       recreate the Cassandra read model from the Kafka topics
   dlq list --topic T  show dead-lettered records with their x-* headers
-  dlq replay --topic T (--event-id ID | --offset P:O | --all)
+  dlq replay --topic T (--event-id ID | --offset P:O [--value-file F] | --all)
                       republish dead-lettered records to their original topic
   version             print build information
 `, strings.Join(names, "\n  "))

@@ -118,8 +118,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	var checkers sync.WaitGroup
 	confirm := func(id string, t *tracked) {
 		defer checkers.Done()
-		deadline := time.Now().Add(30 * time.Second)
-		for delay := 2 * time.Millisecond; time.Now().Before(deadline) && wctx.Err() == nil; delay = min(delay*2, 100*time.Millisecond) {
+		// Until the run ends: after an outage of the read model the view can lag the events by
+		// minutes, and such an order is late, not lost. Poll fast at first, then gently.
+		seen := time.Now()
+		for delay := 2 * time.Millisecond; wctx.Err() == nil; delay = min(delay*2, pollCap(time.Since(seen))) {
 			resp, err := client.Get(cfg.QueryURL + "/api/orders/" + id)
 			if err == nil {
 				var v struct{ Status string }
@@ -266,6 +268,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// pollCap bounds the delay between view reads of one order: 100 ms while the view normally
+// catches up, 1 s once it is clearly behind (thousands of pending orders must not flood query-api).
+func pollCap(waited time.Duration) time.Duration {
+	if waited < 5*time.Second {
+		return 100 * time.Millisecond
+	}
+	return time.Second
 }
 
 func isTerminal(s string) bool {

@@ -168,7 +168,12 @@ func invariants(rep verify.Report) string {
 	return fmt.Sprintf("PASS (%d checks)", len(rep.Checks))
 }
 
-func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
+func secs(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%d ms", d.Milliseconds())
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
+}
 
 // metric returns the sum of a Prometheus counter's samples on a service's /metrics.
 func metric(t *testing.T, sys *testkit.System, prefix, name string) float64 {
