@@ -127,3 +127,18 @@ func TestConfigurationDocIsCurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestVariablesOfEachService(t *testing.T) {
+	for name := range Services {
+		vars, ok := Variables(name)
+		if !ok || !vars["KAFKA_BROKERS"] || !vars["POSTGRES_PASSWORD_FILE"] {
+			t.Errorf("%s: %v %v", name, ok, vars)
+		}
+	}
+	if v, _ := Variables("payment-service"); !v["PAYMENT_LOCK_TTL"] || v["DELIVERY_DRIVERS"] {
+		t.Error("payment-service's variables are wrong")
+	}
+	if _, ok := Variables("nope"); ok {
+		t.Error("unknown service has variables")
+	}
+}

@@ -72,3 +72,25 @@ func writeConfigDocs(w io.Writer) {
 		table(own)
 	}
 }
+
+// Variables returns the environment variables service reads (the shared ones included, and the
+// NAME_FILE form of each secret); ok is false for an unknown service. Deployment manifests are
+// checked against it so that a renamed variable cannot silently stop being applied.
+func Variables(service string) (vars map[string]bool, ok bool) {
+	for _, s := range configSections {
+		if s.name != service {
+			continue
+		}
+		e := config.New(func(string) string { return "" })
+		s.read(e)
+		vars = map[string]bool{}
+		for _, v := range e.Vars() {
+			vars[v.Name] = true
+			if v.Secret {
+				vars[v.Name+"_FILE"] = true
+			}
+		}
+		return vars, true
+	}
+	return nil, false
+}
