@@ -5,6 +5,8 @@ package deploy
 import (
 	"context"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,7 +18,10 @@ import (
 	composecli "github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/orderflow/orderflow/internal/cli"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
 )
 
 // ports of DESIGN.md §1.
@@ -27,8 +32,21 @@ var ports = map[string]int{"query-api": 8080, "order-service": 8081, "payment-se
 var httpAddrVar = map[string]string{"query-api": "QUERY_HTTP_ADDR", "order-service": "ORDER_HTTP_ADDR",
 	"payment-service": "PAYMENT_HTTP_ADDR", "inventory-service": "INVENTORY_HTTP_ADDR", "delivery-service": "DELIVERY_HTTP_ADDR"}
 
-// servedPaths are paths every service's HTTP server answers (httpx.Register).
+// servedPaths are the probe paths every service serves (TestServedPathsAreServed asks the real
+// handler).
 var servedPaths = []string{"/healthz", "/readyz", "/health", "/metrics", "/info"}
+
+func TestServedPathsAreServed(t *testing.T) {
+	mux := http.NewServeMux()
+	httpx.Ops{Health: httpx.NewHealth(), Gatherer: prometheus.NewRegistry()}.Register(mux)
+	for _, p := range servedPaths {
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, httptest.NewRequest(http.MethodGet, p, nil))
+		if w.Code != http.StatusOK {
+			t.Errorf("GET %s answered %d on a healthy service", p, w.Code)
+		}
+	}
+}
 
 func loadCompose(t *testing.T) *types.Project {
 	t.Helper()
