@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +42,13 @@ func numCPU() int { return runtime.NumCPU() }
 var env = []string{"DELIVERY_DRIVERS=200", "DELIVERY_DRIVER_CAPACITY=20", "DELIVERY_TIME_SPEED=600",
 	"DELIVERY_SCHEDULER_INTERVAL=2s", "LOG_LEVEL=warn", "INVENTORY_CATALOG_FILE="}
 
-const seed = 11 // every scenario's load is reproducible with this seed
+// seed makes every scenario's load reproducible: CHAOS_SEED=N repeats a run, default 11.
+var seed = func() uint64 {
+	if n, err := strconv.ParseUint(os.Getenv("CHAOS_SEED"), 10, 64); err == nil {
+		return n
+	}
+	return 11
+}()
 
 // load runs the generator in the background; the returned function waits for its result.
 func load(t *testing.T, sys *testkit.System, rate float64, d time.Duration) func() loadgen.Result {

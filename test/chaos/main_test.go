@@ -53,7 +53,7 @@ func TestMain(m *testing.M) {
 
 func table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Run %s on %d-core machine, all servers and services co-located.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), numCPU())
+	fmt.Fprintf(&b, "Run %s on a %d-core machine, all servers and services co-located, load seed %d.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), numCPU(), seed)
 	b.WriteString("| Scenario | Orders sent / accepted | Fault window | Time to recover | Invariants | DLQ contents |\n")
 	b.WriteString("|---|---|---|---|---|---|\n")
 	for _, r := range results.rows {
