@@ -60,6 +60,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return ErrUsage
 		}
 		return createTopics(ctx, getenv, stdout)
+	case "dev":
+		return runDev(ctx, getenv, stdout)
 	case "init":
 		return initStores(ctx, getenv, stdout)
 	case "probe":
@@ -144,6 +146,7 @@ func usage(w io.Writer) {
 services (configured by environment variables, see docs/configuration.md):
   %s
   all                 every service in one process
+  dev                 everything in one process with embedded Kafka, Postgres and Redis (no servers to install)
 
 tools:
   init                create every service's Postgres database and every Kafka topic (idempotent)

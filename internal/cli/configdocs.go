@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/orderflow/orderflow/internal/delivery"
+	"github.com/orderflow/orderflow/internal/devmode"
 	"github.com/orderflow/orderflow/internal/inventory"
 	"github.com/orderflow/orderflow/internal/order"
 	"github.com/orderflow/orderflow/internal/payment"
@@ -25,6 +26,7 @@ var configSections = []struct {
 	{"payment-service", func(e *config.Env) { payment.Configure(e) }},
 	{"delivery-service", func(e *config.Env) { delivery.Configure(e) }},
 	{"query-api", func(e *config.Env) { query.Configure(e) }},
+	{"orderflow dev", func(e *config.Env) { devmode.Configure(e) }},
 }
 
 // writeConfigDocs renders docs/configuration.md from the code that reads the variables, so the

@@ -312,3 +312,7 @@ func (s *store) list(ctx context.Context, after string, limit int) ([]Item, erro
 		return it, err
 	})
 }
+
+// BuiltinCatalog returns the catalog seeded when INVENTORY_CATALOG_FILE is unset (the tracking
+// page offers its items).
+func BuiltinCatalog() ([]CatalogItem, error) { return loadCatalog(builtinCatalog, "") }

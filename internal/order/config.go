@@ -13,6 +13,7 @@ type Config struct {
 	service.Common
 	HTTPAddr string
 	Limits   Limits
+	CORS     []string // origins allowed to call the API from a browser
 }
 
 // Configure reads every variable of the service from e (which records them for the generated
@@ -28,6 +29,7 @@ func Configure(e *config.Env) Config {
 	}
 	e.Check(c.Limits.MaxBodyBytes > 0 && c.Limits.MaxItems > 0 && c.Limits.MaxQuantity > 0, "ORDER_MAX_* limits must be positive")
 	c.Limits = c.Limits.withDefaults()
+	c.CORS = e.List("ORDER_CORS_ORIGINS", "", "Origins whose pages may call the API from a browser (e.g. the tracking page, http://127.0.0.1:8080); empty: none (CORS off).")
 	return c
 }
 

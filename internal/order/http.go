@@ -22,11 +22,14 @@ type api struct {
 	store  orders
 	limits Limits
 	log    *slog.Logger
+	cors   httpx.CORS
 }
 
 func (a *api) routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/orders", a.create)
-	mux.HandleFunc("GET /api/orders/{orderId}", a.get)
+	mux.HandleFunc("POST /api/orders", a.cors.Wrap(a.create))
+	mux.HandleFunc("GET /api/orders/{orderId}", a.cors.Wrap(a.get))
+	mux.HandleFunc("OPTIONS /api/orders", a.cors.Preflight)
+	mux.HandleFunc("OPTIONS /api/orders/{orderId}", a.cors.Preflight)
 }
 
 func (a *api) create(w http.ResponseWriter, r *http.Request) {

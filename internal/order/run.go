@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/service"
@@ -37,7 +38,8 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
 			return err
 		}
-		a := &api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}, limits: cfg.Limits, log: s.Log}
+		a := &api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}, limits: cfg.Limits, log: s.Log,
+			cors: httpx.CORS{Origins: cfg.CORS, Methods: []string{"GET", "POST"}, Headers: []string{"Content-Type", "Idempotency-Key"}}}
 		a.routes(s.Mux)
 		return nil
 	})

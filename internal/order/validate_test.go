@@ -132,3 +132,41 @@ func FuzzCreateNeverFails500(f *testing.F) {
 		}
 	})
 }
+
+func TestCORSOnlyForConfiguredOrigins(t *testing.T) {
+	mux := http.NewServeMux()
+	(&api{store: fakeOrders{}, limits: Limits{}.withDefaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		cors: httpx.CORS{Origins: []string{"http://127.0.0.1:8080"}, Methods: []string{"GET", "POST"}, Headers: []string{"Content-Type"}}}).routes(mux)
+	req := func(method, origin string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, "/api/orders", strings.NewReader(`{"customerId":"c","currency":"EUR","items":[{"itemId":"SKU-001","quantity":1,"unitPrice":"1.00"}]}`))
+		r.Header.Set("Content-Type", "application/json")
+		if origin != "" {
+			r.Header.Set("Origin", origin)
+		}
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		return w
+	}
+	if w := req("OPTIONS", "http://127.0.0.1:8080"); w.Code != 204 || w.Header().Get("Access-Control-Allow-Origin") != "http://127.0.0.1:8080" ||
+		!strings.Contains(w.Header().Get("Access-Control-Allow-Methods"), "POST") {
+		t.Fatalf("preflight from an allowed origin: %d %v", w.Code, w.Header())
+	}
+	if w := req("OPTIONS", "http://evil.example"); w.Code != 403 || w.Header().Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("preflight from another origin: %d %v", w.Code, w.Header())
+	}
+	if w := req("POST", "http://127.0.0.1:8080"); w.Code != 201 || w.Header().Get("Access-Control-Allow-Origin") != "http://127.0.0.1:8080" {
+		t.Fatalf("POST from an allowed origin: %d %v", w.Code, w.Header())
+	}
+	if w := req("POST", "http://evil.example"); w.Header().Get("Access-Control-Allow-Origin") != "" {
+		t.Fatal("POST from another origin got CORS headers")
+	}
+	// The default (no origins) adds nothing.
+	if w := httptest.NewRecorder(); true {
+		r := httptest.NewRequest("OPTIONS", "/api/orders", nil)
+		r.Header.Set("Origin", "http://127.0.0.1:8080")
+		testAPI().ServeHTTP(w, r)
+		if w.Code != 403 {
+			t.Fatalf("CORS must be off by default: %d", w.Code)
+		}
+	}
+}

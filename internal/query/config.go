@@ -14,6 +14,8 @@ type Config struct {
 	service.Common
 	HTTPAddr string
 	Group    string
+	Store    string // cassandra or memory
+	OrderAPI string // order-service base URL the tracking page posts to
 }
 
 // Configure reads every variable of the service from e (which records them for the generated
@@ -22,6 +24,9 @@ func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("QUERY_HTTP_ADDR", "127.0.0.1:8080", "Listen address of query-api.")
 	c.Group = e.String("QUERY_CONSUMER_GROUP", event.GroupQuery, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
+	c.Store = e.String("QUERY_STORE", "cassandra", "Read-model store: cassandra, or memory (rebuilt from the topics at every start; development mode).")
+	e.Check(c.Store == "cassandra" || c.Store == "memory", "QUERY_STORE must be cassandra or memory")
+	c.OrderAPI = e.String("QUERY_ORDER_API_URL", "http://127.0.0.1:8081", "order-service base URL the tracking page (served at /) sends new orders to; order-service must allow this page's origin (ORDER_CORS_ORIGINS).")
 	return c
 }
 

@@ -23,6 +23,7 @@ type api struct {
 	heartbeat time.Duration   // SSE comment interval, default 15s
 	poll      time.Duration   // SSE safety-net re-read interval, default 2s
 	closing   <-chan struct{} // closed when the server shuts down: streams end
+	orderAPI  string          // where the tracking page posts orders
 }
 
 func (a *api) routes(mux *http.ServeMux) {
@@ -33,6 +34,7 @@ func (a *api) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/dlq", a.dlqTopics)
 	mux.HandleFunc("GET /api/dlq/{topic}", a.dlqRecords)
 	mux.HandleFunc("POST /api/dlq/{topic}/replay", a.dlqReplay)
+	a.pageRoutes(mux)
 }
 
 func orderID(w http.ResponseWriter, r *http.Request) (string, bool) {

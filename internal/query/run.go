@@ -30,21 +30,31 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 }
 
 func run(ctx context.Context, s *service.Service, cfg Config) error {
-	sess, err := s.Cassandra(ctx, cfg.Cassandra)
-	if err != nil {
-		return err
-	}
-	if err := Migrate(ctx, sess); err != nil {
-		return err
+	var st Store
+	group := cfg.Group
+	if cfg.Store == "memory" {
+		// Nothing survives a restart, so every start reads the topics from the beginning under a
+		// group of its own (the runner starts a group without offsets at the earliest record).
+		st = NewMemory()
+		group = fmt.Sprintf("%s-memory-%d", cfg.Group, time.Now().UnixNano())
+		s.Log.Info("in-memory read model: rebuilding from the topics", "group", group)
+	} else {
+		sess, err := s.Cassandra(ctx, cfg.Cassandra)
+		if err != nil {
+			return err
+		}
+		if err := Migrate(ctx, sess); err != nil {
+			return err
+		}
+		st = &Cassandra{S: sess}
 	}
 	if _, err := s.Kafka(cfg.Kafka); err != nil {
 		return err
 	}
-	st := &Cassandra{S: sess}
 	hub := NewHub()
 	proj := NewProjector(st, s.Reg)
 	proj.Notify = func(id string) { hub.Publish(id, time.Now()) }
-	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: event.MainTopics(), Handler: proj.Handle,
+	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: group, Topics: event.MainTopics(), Handler: proj.Handle,
 		Batch: proj.HandleBatch, Unavailable: IsUnavailable}); err != nil {
 		return err
 	}
@@ -54,7 +64,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	closing := make(chan struct{})
 	var once sync.Once
 	s.OnHTTPShutdown(func() { once.Do(func() { close(closing) }) })
-	(&api{store: st, hub: hub, kafka: cfg.Kafka, log: s.Log, closing: closing}).routes(s.Mux)
+	(&api{store: st, hub: hub, kafka: cfg.Kafka, log: s.Log, closing: closing, orderAPI: cfg.OrderAPI}).routes(s.Mux)
 	return nil
 }
 

@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/orderflow/orderflow/internal/devmode"
+	"github.com/orderflow/orderflow/internal/platform/config"
+)
+
+// runDev is `orderflow dev`: the embedded servers, then every service in this process with the
+// same code as in production, pointed at them.
+func runDev(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	e := config.New(getenv)
+	dc := devmode.Configure(e)
+	if err := e.Err(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "orderflow dev: starting embedded Postgres, Kafka and Redis (data in %s)\n", dc.Dir)
+	srv, err := devmode.Start(ctx, dc, io.Discard)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := srv.Stop(); err != nil {
+			fmt.Fprintln(stdout, "orderflow dev: stopping the embedded servers:", err)
+		}
+	}()
+	env := devEnv(getenv, srv.Env)
+	if err := createTopics(ctx, env, io.Discard); err != nil {
+		return fmt.Errorf("create topics on the embedded broker: %w", err)
+	}
+	go announce(ctx, stdout, env, srv.Env)
+	err = runAll(ctx, env, stdout)
+	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// devEnv overlays the embedded servers' addresses (they win: a shell set up for the native stack
+// must not redirect dev mode) and development defaults the user has not set.
+func devEnv(getenv func(string) string, servers map[string]string) func(string) string {
+	or := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	queryAddr, orderAddr := or("QUERY_HTTP_ADDR", "127.0.0.1:8080"), or("ORDER_HTTP_ADDR", "127.0.0.1:8081")
+	defaults := map[string]string{
+		// The tracking page (served by query-api) posts orders to order-service.
+		"ORDER_CORS_ORIGINS":  "http://" + queryAddr + ",http://localhost:" + portOf(queryAddr),
+		"QUERY_ORDER_API_URL": "http://" + orderAddr,
+		// ETAs move visibly on the page.
+		"DELIVERY_SCHEDULER_INTERVAL": "5s",
+	}
+	return func(k string) string {
+		if v, ok := servers[k]; ok {
+			return v
+		}
+		return or(k, defaults[k])
+	}
+}
+
+func portOf(addr string) string {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			return addr[i+1:]
+		}
+	}
+	return addr
+}
+
+// announce prints the URLs once query-api answers.
+func announce(ctx context.Context, w io.Writer, env func(string) string, servers map[string]string) {
+	query := "http://" + env("QUERY_HTTP_ADDR")
+	if env("QUERY_HTTP_ADDR") == "" {
+		query = "http://127.0.0.1:8080"
+	}
+	for ctx.Err() == nil {
+		if resp, err := http.Get(query + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	fmt.Fprintf(w, `
+orderflow dev is up.
+  tracking page   %s/
+  order API       %s/api/orders
+  Kafka (kcat)    %s    Postgres  127.0.0.1:%s (postgres/postgres)    Redis  %s
+Ctrl-C stops everything; data stays in the dev folder.
+
+`, query, env("QUERY_ORDER_API_URL"), servers["KAFKA_BROKERS"], servers["POSTGRES_PORT"], servers["REDIS_ADDR"])
+}

