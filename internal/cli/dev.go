@@ -56,6 +56,8 @@ func devEnv(getenv func(string) string, servers map[string]string) func(string) 
 		// The tracking page (served by query-api) posts orders to order-service.
 		"ORDER_CORS_ORIGINS":  "http://" + queryAddr + ",http://localhost:" + portOf(queryAddr),
 		"QUERY_ORDER_API_URL": "http://" + orderAddr,
+		// The page offers what inventory-service seeded.
+		"QUERY_CATALOG_FILE": getenv("INVENTORY_CATALOG_FILE"),
 		// ETAs move visibly on the page.
 		"DELIVERY_SCHEDULER_INTERVAL": "5s",
 	}

@@ -313,6 +313,6 @@ func (s *store) list(ctx context.Context, after string, limit int) ([]Item, erro
 	})
 }
 
-// BuiltinCatalog returns the catalog seeded when INVENTORY_CATALOG_FILE is unset (the tracking
-// page offers its items).
-func BuiltinCatalog() ([]CatalogItem, error) { return loadCatalog(builtinCatalog, "") }
+// LoadCatalog reads a catalog file, or the built-in catalog (seeded when INVENTORY_CATALOG_FILE
+// is unset) when path is "". The tracking page offers its items.
+func LoadCatalog(path string) ([]CatalogItem, error) { return loadCatalog(builtinCatalog, path) }

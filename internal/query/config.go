@@ -16,6 +16,7 @@ type Config struct {
 	Group    string
 	Store    string // cassandra or memory
 	OrderAPI string // order-service base URL the tracking page posts to
+	Catalog  string // catalog file the tracking page offers
 }
 
 // Configure reads every variable of the service from e (which records them for the generated
@@ -27,6 +28,7 @@ func Configure(e *config.Env) Config {
 	c.Store = e.String("QUERY_STORE", "cassandra", "Read-model store: cassandra, or memory (rebuilt from the topics at every start; development mode).")
 	e.Check(c.Store == "cassandra" || c.Store == "memory", "QUERY_STORE must be cassandra or memory")
 	c.OrderAPI = e.String("QUERY_ORDER_API_URL", "http://127.0.0.1:8081", "order-service base URL the tracking page (served at /) sends new orders to; order-service must allow this page's origin (ORDER_CORS_ORIGINS).")
+	c.Catalog = e.String("QUERY_CATALOG_FILE", "", "Catalog whose items the tracking page offers: the same file as INVENTORY_CATALOG_FILE (empty: the built-in catalog inventory-service seeds by default).")
 	return c
 }
 

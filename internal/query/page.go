@@ -36,8 +36,9 @@ func (a *api) pageRoutes(mux *http.ServeMux) {
 
 // pageConfig tells the page where to post orders and which items the seeded catalog has.
 func (a *api) pageConfig(w http.ResponseWriter, r *http.Request) {
-	items, err := inventory.BuiltinCatalog()
+	items, err := inventory.LoadCatalog(a.catalogFile)
 	if err != nil {
+		a.log.Error("tracking page catalog", "err", err)
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "catalog unavailable"))
 		return
 	}

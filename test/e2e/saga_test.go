@@ -22,6 +22,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/testkit"
 )
 
@@ -92,13 +93,25 @@ func mix(n int) []*order {
 	return out
 }
 
-func runSaga(t *testing.T, oneProcess bool) {
+// target is a running system as the saga test sees it: HTTP addresses, the services' databases
+// and the Kafka cluster (native servers, or the embedded ones of orderflow dev).
+type target struct {
+	addrs map[string]string    // ORDER, QUERY → 127.0.0.1:port
+	dbs   map[string]pg.Config // ORDER, INVENTORY, PAYMENT, DELIVERY
+	kafka kafka.Config
+}
+
+func nativeTarget(sys *testkit.System) target {
+	return target{addrs: sys.Addrs, dbs: sys.DBs, kafka: testkit.KafkaConfig()}
+}
+
+func runSaga(t *testing.T, begin func(t *testing.T) target) {
 	ctx := testkit.Context(t, 5*time.Minute)
-	dlqBefore, err := kafka.DLQCounts(ctx, testkit.KafkaConfig(), event.DLQTopics()...)
+	sys := begin(t)
+	dlqBefore, err := kafka.DLQCounts(ctx, sys.kafka, event.DLQTopics()...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sys := start(t, oneProcess)
 	orders := mix(200)
 
 	// POST with a little concurrency.
@@ -108,7 +121,7 @@ func runSaga(t *testing.T, oneProcess bool) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			resp, err := http.Post("http://"+sys.Addrs["ORDER"]+"/api/orders", "application/json", strings.NewReader(o.body))
+			resp, err := http.Post("http://"+sys.addrs["ORDER"]+"/api/orders", "application/json", strings.NewReader(o.body))
 			if err != nil {
 				t.Error(err)
 				return
@@ -138,7 +151,7 @@ func runSaga(t *testing.T, oneProcess bool) {
 			if views[o.id] != nil {
 				continue
 			}
-			resp, err := http.Get("http://" + sys.Addrs["QUERY"] + "/api/orders/" + o.id)
+			resp, err := http.Get("http://" + sys.addrs["QUERY"] + "/api/orders/" + o.id)
 			if err != nil {
 				continue
 			}
@@ -177,7 +190,7 @@ func runSaga(t *testing.T, oneProcess bool) {
 
 	// Sources of truth.
 	db := func(prefix string) *pgx.Conn {
-		c := sys.DBs[prefix]
+		c := sys.dbs[prefix]
 		conn, err := pgx.Connect(ctx, c.URL(c.Database))
 		if err != nil {
 			t.Fatal(err)
@@ -228,7 +241,7 @@ func runSaga(t *testing.T, oneProcess bool) {
 	if overCapacity != 0 {
 		t.Errorf("%d drivers above capacity", overCapacity)
 	}
-	dlqAfter, err := kafka.DLQCounts(ctx, testkit.KafkaConfig(), event.DLQTopics()...)
+	dlqAfter, err := kafka.DLQCounts(ctx, sys.kafka, event.DLQTopics()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,10 +269,17 @@ func e2e(t *testing.T) {
 
 func TestSagaSeparateProcesses(t *testing.T) {
 	e2e(t)
-	runSaga(t, false)
+	runSaga(t, func(t *testing.T) target { return nativeTarget(start(t, false)) })
 }
 
 func TestSagaOneProcess(t *testing.T) {
 	e2e(t)
-	runSaga(t, true)
+	runSaga(t, func(t *testing.T) target { return nativeTarget(start(t, true)) })
+}
+
+// TestSagaDevMode runs the same saga against `orderflow dev`: embedded broker, Redis and
+// Postgres, in-memory read model.
+func TestSagaDevMode(t *testing.T) {
+	e2e(t)
+	runSaga(t, func(t *testing.T) target { return startDev(t, true) })
 }

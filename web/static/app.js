@@ -98,7 +98,7 @@ function renderView(v) {
     return el("li", { class: cls, "aria-current": i === (failedAt >= 0 ? failedAt : reached) ? "step" : "false" }, label.replaceAll("_", " ").toLowerCase());
   }));
   const facts = [
-    ["Customer", v.customerId], ["Total", v.totalAmount ? `${v.totalAmount} ${v.currency}` : ""],
+    ["Customer", v.customerId], ["Total", v.totalAmount != null ? `${Number(v.totalAmount).toFixed(2)} ${v.currency}` : ""],
     ["Reservation", v.reservationId], ["Rejected because", v.rejectionReason],
     ["Payment", v.paymentId != null ? `#${v.paymentId}` : ""], ["Declined because", v.failureReason],
     ["Driver", v.driverName], ["Delivery", v.deliveryId],
@@ -121,7 +121,12 @@ function openOrder(id) {
   if (stream) stream.close();
   // The stream sends the current view first, then every change.
   stream = new EventSource(`/api/orders/${encodeURIComponent(id)}/stream`);
-  stream.addEventListener("order", (m) => { renderView(JSON.parse(m.data)); loadTimeline(id); });
+  stream.addEventListener("order", (m) => {
+    const v = JSON.parse(m.data);
+    renderView(v);
+    loadTimeline(id);
+    if (FAILED[v.status] || v.status === "DELIVERY_ASSIGNED" || v.status === "DELIVERED") loadOrders();
+  });
   $("detail").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 

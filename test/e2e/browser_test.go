@@ -1,0 +1,86 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/orderflow/orderflow/internal/testkit"
+)
+
+// TestTrackingPageInBrowser drives the tracking page in headless Chromium against orderflow dev:
+// place an order through the form, watch it reach DELIVERY_ASSIGNED live, see the driver and the
+// ETA, and keep a screenshot (go test -artifacts keeps it; UPDATE_SCREENSHOT=1 refreshes the
+// README's).
+func TestTrackingPageInBrowser(t *testing.T) {
+	e2e(t)
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is not installed; scripts/infra up installs it (Debian package chromium)")
+	}
+	sys := startDev(t, false) // the built-in catalog, as a newcomer sees it
+	alloc, cancel := chromedp.NewExecAllocator(testkit.Context(t, 3*time.Minute), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 1100))...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(alloc)
+	defer cancel()
+
+	page := "http://" + sys.addrs["QUERY"] + "/"
+	text := func(sel string) string {
+		v, err := chromedp.Run(ctx, chromedp.Text(sel))
+		if err != nil {
+			t.Fatalf("read %s: %v", sel, err)
+		}
+		return v
+	}
+	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	// The form is filled from /ui/config.json (the seeded catalog).
+	step("open the page", chromedp.Navigate(page), chromedp.WaitVisible("#lines select"))
+	options := text("#lines select")
+	// A bad price first: the API's validation error is shown on the page.
+	step("submit an invalid order", chromedp.SetValue("#lines .price", "-1"), chromedp.Click("#place"), chromedp.WaitVisible("#form-errors li"))
+	errText := text("#form-errors")
+	step("place an order", chromedp.SetValue("#lines .price", "4.50"), chromedp.SetValue("#customer", "browser-test"),
+		chromedp.Click("#place"), chromedp.WaitVisible("#detail"))
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`["DELIVERY_ASSIGNED","DELIVERED"].includes(document.getElementById("detail-status").textContent)`,
+		chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("the order never showed DELIVERY_ASSIGNED: %v (status %q)", err, text("#detail-status"))
+	}
+	step("timeline", chromedp.WaitVisible("#timeline li"))
+	status, eta, driver := text("#detail-status"), text(`dd[data-fact="ETA"]`), text(`dd[data-fact="Driver"]`)
+	if !strings.Contains(options, "SKU-001 · Espresso Beans") {
+		t.Errorf("item choices %q lack the seeded catalog", options)
+	}
+	if !strings.Contains(errText, "unitPrice") {
+		t.Errorf("validation error shown as %q; want the API's field error for unitPrice", errText)
+	}
+	if status != "DELIVERY_ASSIGNED" && status != "DELIVERED" {
+		t.Errorf("status %q", status)
+	}
+	if strings.TrimSpace(eta) == "" || strings.TrimSpace(driver) == "" {
+		t.Errorf("ETA %q, driver %q: both must be shown", eta, driver)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100: PNG
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(t.ArtifactDir(), "tracking-page.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("status %s, driver %s, ETA %s; screenshot %s (%d bytes)", status, driver, eta, shot, len(png))
+	if os.Getenv("UPDATE_SCREENSHOT") == "1" {
+		if err := os.WriteFile(filepath.Join("..", "..", "docs", "images", "tracking-page.png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
