@@ -6,10 +6,16 @@ LDFLAGS := -X github.com/orderflow/orderflow/internal/version.Version=$(shell gi
            -X github.com/orderflow/orderflow/internal/version.Commit=$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown) \
            -X github.com/orderflow/orderflow/internal/version.BuildTime=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
-.PHONY: run test unit lint build infra-up infra-down infra-status infra-reset fuzz bench chaos
+.PHONY: run run-native test unit lint build infra-up infra-down infra-status infra-reset fuzz bench chaos
 
-## run: start the servers, then every service in one process (Ctrl-C stops the services)
-run: infra-up build
+## run: everything in one process with embedded Kafka, Postgres and Redis (orderflow dev; only Go
+## needed); the tracking page is at http://127.0.0.1:8080/ (Ctrl-C stops everything)
+run: build
+	$(BIN) dev
+
+## run-native: the production-like path: real servers (scripts/infra up), then every service in
+## one process (Ctrl-C stops the services)
+run-native: infra-up build
 	$(BIN) all
 
 ## test: start the servers, run every test (unit and integration) with the race detector, then the

@@ -114,6 +114,9 @@ func (p *Process) Kill() {
 	}
 }
 
+// State is the exit state after Stop or Kill (nil while running).
+func (p *Process) State() *os.ProcessState { return p.cmd.ProcessState }
+
 // Pause freezes the process (SIGSTOP): it holds its connections, locks and partitions but does
 // nothing, like a process stuck in a long GC pause or on a starved host.
 func (p *Process) Pause() { _ = p.cmd.Process.Signal(syscall.SIGSTOP) }

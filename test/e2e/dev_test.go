@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"encoding/json"
 	"net"
+	"net/http"
 	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -16,7 +22,14 @@ import (
 // the built-in one), and waits until all five services are ready.
 func startDev(t *testing.T, e2eCatalog bool) target {
 	t.Helper()
-	// Readable by the unprivileged user dev mode switches to when the test runs as root.
+	tg, _ := startDevIn(t, devDir(t), e2eCatalog)
+	return tg
+}
+
+// devDir is a fresh folder readable by the unprivileged user dev mode switches to when the test
+// runs as root.
+func devDir(t *testing.T) string {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "orderflow-dev-e2e-")
 	if err != nil {
 		t.Fatal(err)
@@ -25,6 +38,12 @@ func startDev(t *testing.T, e2eCatalog bool) target {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// startDevIn starts orderflow dev with its data in dir and returns the process too.
+func startDevIn(t *testing.T, dir string, e2eCatalog bool) (target, *testkit.Process) {
+	t.Helper()
 	catFile := filepath.Join(dir, "catalog.json")
 	if err := os.WriteFile(catFile, []byte(catalog), 0o644); err != nil {
 		t.Fatal(err)
@@ -53,5 +72,53 @@ func startDev(t *testing.T, e2eCatalog bool) target {
 		c.Database = name
 		dbs[prefix] = c
 	}
-	return target{addrs: addrs, dbs: dbs, kafka: kafka.Config{Brokers: []string{"127.0.0.1:" + kafkaPort}}}
+	return target{addrs: addrs, dbs: dbs, kafka: kafka.Config{Brokers: []string{"127.0.0.1:" + kafkaPort}}}, p
+}
+
+// TestDevModeKeepsOrdersAcrossRestart: Ctrl-C (SIGTERM) stops dev mode cleanly; started again on
+// the same folder it still has the orders, and the in-memory view is rebuilt from the topics.
+func TestDevModeKeepsOrdersAcrossRestart(t *testing.T) {
+	e2e(t)
+	dir := devDir(t)
+	tg, p := startDevIn(t, dir, false)
+	ctx := testkit.Context(t, 2*time.Minute)
+	body := `{"customerId":"restart","currency":"EUR","items":[{"itemId":"SKU-003","quantity":1,"unitPrice":"2.00"}]}`
+	resp, err := http.Post("http://"+tg.addrs["ORDER"]+"/api/orders", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o struct{ OrderID string }
+	_ = json.NewDecoder(resp.Body).Decode(&o)
+	resp.Body.Close()
+	status := func(tg target) string {
+		r, err := http.Get("http://" + tg.addrs["QUERY"] + "/api/orders/" + o.OrderID)
+		if err != nil {
+			return ""
+		}
+		defer r.Body.Close()
+		var v struct{ Status string }
+		_ = json.NewDecoder(r.Body).Decode(&v)
+		return v.Status
+	}
+	testkit.Eventually(t, 30*time.Second, "the order completes", func() bool { return status(tg) == "DELIVERY_ASSIGNED" || status(tg) == "DELIVERED" })
+	p.Stop()
+	if st := p.State(); st == nil || !st.Success() {
+		t.Fatalf("dev mode did not stop cleanly on SIGTERM: %v", st)
+	}
+	tg2, _ := startDevIn(t, dir, false)
+	testkit.Eventually(t, 30*time.Second, "the view rebuilt after the restart", func() bool {
+		s := status(tg2)
+		return s == "DELIVERY_ASSIGNED" || s == "DELIVERED"
+	})
+	// The order row survived in Postgres too.
+	c := tg2.dbs["ORDER"]
+	conn, err := pgx.Connect(ctx, c.URL(c.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM orders WHERE order_id = $1`, o.OrderID).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("order row after restart: %d (%v)", n, err)
+	}
 }
