@@ -15,6 +15,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -62,7 +63,7 @@ type Servers struct {
 
 // Start starts the three servers (Postgres first: the slowest, and the only one that downloads).
 // On error everything already started is stopped.
-func Start(ctx context.Context, c Config, log io.Writer) (s *Servers, err error) {
+func Start(ctx context.Context, c Config, log io.Writer) (_ *Servers, err error) {
 	if err := os.MkdirAll(c.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("dev data folder: %w", err)
 	}
@@ -74,7 +75,7 @@ func Start(ctx context.Context, c Config, log io.Writer) (s *Servers, err error)
 	if err := dropRoot(c); err != nil {
 		return nil, err
 	}
-	s = &Servers{}
+	s := &Servers{}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -84,15 +85,16 @@ func Start(ctx context.Context, c Config, log io.Writer) (s *Servers, err error)
 	if err != nil {
 		return nil, err
 	}
-	s.pg = embeddedpostgres.NewDatabase(embeddedpostgres.DefaultConfig().
+	stopOrphan(filepath.Join(dir, "postgres"), log)
+	pg := embeddedpostgres.NewDatabase(embeddedpostgres.DefaultConfig().
 		Version(embeddedpostgres.V15).Port(uint32(c.PostgresPort)).
 		Username("postgres").Password("postgres").Database("postgres").
 		DataPath(filepath.Join(dir, "postgres")).RuntimePath(filepath.Join(dir, "postgres-run")).
 		CachePath(cache).StartTimeout(2 * time.Minute).Logger(log))
-	if err := s.pg.Start(); err != nil {
-		s.pg = nil
+	if err := pg.Start(); err != nil {
 		return nil, fmt.Errorf("embedded postgres (first start downloads it from Maven Central into %s): %w", cache, err)
 	}
+	s.pg = pg
 	s.kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(c.KafkaPort), kfake.DataDir(filepath.Join(dir, "kafka")),
 		kfake.ClusterID("orderflow-dev"))
 	if err != nil {
@@ -128,6 +130,25 @@ func (s *Servers) Stop() error {
 		errs = append(errs, s.pg.Stop())
 	}
 	return errors.Join(errs...)
+}
+
+// stopOrphan stops a Postgres left running on dataDir by a dev run that was killed (SIGKILL gives
+// it no chance to stop its child); otherwise the port stays taken and the next start fails.
+func stopOrphan(dataDir string, log io.Writer) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return
+	}
+	fmt.Fprintf(log, "stopping the Postgres (pid %d) a previous dev run left behind\n", pid)
+	_ = syscall.Kill(pid, syscall.SIGINT) // fast shutdown
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // cacheDir is where the Postgres binaries are kept between runs: the user's cache folder, or the
