@@ -13,12 +13,13 @@ import (
 type api struct {
 	store *store
 	log   *slog.Logger
+	guard *httpx.Guard
 }
 
 func (a *api) routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/inventory", a.list)
-	mux.HandleFunc("GET /api/inventory/{itemId}", a.get)
-	mux.HandleFunc("PUT /api/inventory/{itemId}", a.put)
+	mux.HandleFunc("GET /api/inventory", a.guard.Admin(a.list))
+	mux.HandleFunc("GET /api/inventory/{itemId}", a.guard.Admin(a.get))
+	mux.HandleFunc("PUT /api/inventory/{itemId}", a.guard.Admin(a.put))
 }
 
 func validItemID(id string) bool { return id != "" && len(id) <= 64 }

@@ -23,11 +23,12 @@ type api struct {
 	limits Limits
 	log    *slog.Logger
 	cors   httpx.CORS
+	guard  *httpx.Guard
 }
 
 func (a *api) routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/orders", a.cors.Wrap(a.create))
-	mux.HandleFunc("GET /api/orders/{orderId}", a.cors.Wrap(a.get))
+	mux.HandleFunc("POST /api/orders", a.cors.Wrap(a.guard.Public(a.create)))
+	mux.HandleFunc("GET /api/orders/{orderId}", a.cors.Wrap(a.guard.Public(a.get)))
 	mux.HandleFunc("OPTIONS /api/orders", a.cors.Preflight)
 	mux.HandleFunc("OPTIONS /api/orders/{orderId}", a.cors.Preflight)
 }

@@ -58,7 +58,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicInventory}, Handler: p.handle}); err != nil {
 		return err
 	}
-	s.Mux.HandleFunc("GET /api/payments/{orderId}", getPayment(p, s.Log))
+	s.Mux.HandleFunc("GET /api/payments/{orderId}", s.Guard.Admin(getPayment(p, s.Log)))
 	return nil
 }
 

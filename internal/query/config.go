@@ -36,5 +36,6 @@ func Configure(e *config.Env) Config {
 func LoadConfig(getenv func(string) string) (Config, error) {
 	e := config.New(getenv)
 	c := Configure(e)
+	c.Settings = e.Settings()
 	return c, e.Err()
 }

@@ -25,6 +25,7 @@ type api struct {
 	closing     <-chan struct{} // closed when the server shuts down: streams end
 	orderAPI    string          // where the tracking page posts orders
 	catalogFile string          // items the tracking page offers ("" = the built-in catalog)
+	guard       *httpx.Guard    // access policy: Admin for operators, Public for customers
 }
 
 func (a *api) routes(mux *http.ServeMux) {

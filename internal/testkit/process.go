@@ -114,6 +114,13 @@ func (p *Process) Kill() {
 	}
 }
 
+// Output returns what the process wrote to stdout and stderr so far.
+func (p *Process) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
 // State is the exit state after Stop or Kill (nil while running).
 func (p *Process) State() *os.ProcessState { return p.cmd.ProcessState }
 

@@ -26,7 +26,13 @@ type Env struct {
 	getenv   func(string) string
 	readFile func(string) ([]byte, error)
 	vars     []Var
+	values   []value // effective value of each var, for Settings
 	errs     []error
+}
+
+type value struct {
+	i int
+	v string
 }
 
 // New returns an Env reading from getenv (os.Getenv in main, a map in tests).
@@ -34,13 +40,15 @@ func New(getenv func(string) string) *Env {
 	return &Env{getenv: getenv, readFile: os.ReadFile}
 }
 
-func (e *Env) lookup(name, def, help string, secret bool) string {
+func (e *Env) lookup(name, def, help string, secret bool) (val string) {
 	if !slices.ContainsFunc(e.vars, func(v Var) bool { return v.Name == name }) {
 		d := def
 		if secret && d != "" {
 			d = "(set)"
 		}
 		e.vars = append(e.vars, Var{Name: name, Default: d, Help: help, Secret: secret})
+		i := len(e.vars) - 1
+		defer func() { e.values = append(e.values, value{i, val}) }()
 	}
 	if v := e.getenv(name); v != "" {
 		return v
@@ -121,6 +129,23 @@ func (e *Env) Err() error {
 		return nil
 	}
 	return fmt.Errorf("invalid configuration: %w", errors.Join(e.errs...))
+}
+
+// Settings returns the effective value of every variable read, secrets masked: what a service
+// logs at start-up so an operator sees the configuration it really runs with.
+func (e *Env) Settings() map[string]string {
+	out := make(map[string]string, len(e.values))
+	for _, v := range e.values {
+		val := v.v
+		if e.vars[v.i].Secret {
+			val = "(unset)"
+			if v.v != "" {
+				val = "(set)"
+			}
+		}
+		out[e.vars[v.i].Name] = val
+	}
+	return out
 }
 
 // Vars returns the variables read so far, in the order they were first read.

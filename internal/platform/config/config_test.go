@@ -36,3 +36,24 @@ func TestEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestSettingsMaskSecrets(t *testing.T) {
+	env := map[string]string{"A": "plain", "PW": "hunter2-secret"}
+	e := New(func(k string) string { return env[k] })
+	e.String("A", "x", "")
+	e.String("B", "def", "")
+	e.Secret("PW", "", "")
+	e.Secret("EMPTY", "", "")
+	got := e.Settings()
+	want := map[string]string{"A": "plain", "B": "def", "PW": "(set)", "EMPTY": "(unset)"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	for _, v := range got {
+		if strings.Contains(v, "hunter2") {
+			t.Fatal("a secret leaked into the settings")
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/redislock"
@@ -21,6 +22,10 @@ type Common struct {
 	Postgres        pg.Config // Database is filled per service
 	Redis           redislock.Config
 	Cassandra       cass.Config
+	Guard           httpx.GuardConfig
+	// Settings is every variable the service read with its effective value, secrets masked (logged
+	// at start-up); each service's LoadConfig fills it last.
+	Settings map[string]string
 }
 
 var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,47}$`)
@@ -58,6 +63,13 @@ func LoadCommon(e *config.Env) Common {
 			Password:    e.Secret("CASSANDRA_PASSWORD", "", "Cassandra password (or CASSANDRA_PASSWORD_FILE)."),
 		},
 	}
+	c.Guard = httpx.GuardConfig{
+		AdminToken:     e.Secret("ADMIN_TOKEN", "", "Bearer token for operator endpoints (stock, DLQ, payment/delivery/driver look-ups, order listing). Unset: they answer loopback clients only."),
+		RatePerSecond:  float64(e.Int("RATE_LIMIT_PER_SECOND", 20, "Customer-facing requests per second allowed per client address (0: no limit).")),
+		Burst:          e.Int("RATE_LIMIT_BURST", 40, "Requests a client address may send at once before RATE_LIMIT_PER_SECOND applies."),
+		ExemptLoopback: e.Bool("RATE_LIMIT_EXEMPT_LOOPBACK", true, "Loopback clients (local tools, load runs) are not rate-limited."),
+	}
+	e.Check(c.Guard.RatePerSecond >= 0 && c.Guard.Burst > 0, "RATE_LIMIT_PER_SECOND must be >= 0 and RATE_LIMIT_BURST positive")
 	e.Check(len(c.Kafka.Brokers) > 0, "KAFKA_BROKERS must name at least one broker")
 	e.Check(c.Kafka.Partitions > 0, "KAFKA_TOPIC_PARTITIONS must be positive")
 	e.Check(c.Kafka.ReplicationFactor > 0, "KAFKA_REPLICATION_FACTOR must be positive")

@@ -26,6 +26,7 @@ type Service struct {
 	Gatherer       *prometheus.Registry
 	Health         *httpx.Health
 	Mux            *http.ServeMux // API routes; the ops endpoints are already registered
+	Guard          *httpx.Guard   // Admin for operator routes, Public for customer-facing ones
 	Group          *lifecycle.Group
 	closers        []func()
 	onHTTPShutdown []func()
@@ -39,7 +40,10 @@ func New(name string, stdout io.Writer, c Common) *Service {
 	reg, gatherer := obs.NewRegistry(name)
 	s := &Service{
 		Name: name, Log: log, Reg: reg, Gatherer: gatherer,
-		Health: httpx.NewHealth(), Mux: http.NewServeMux(),
+		Health: httpx.NewHealth(), Mux: http.NewServeMux(), Guard: httpx.NewGuard(c.Guard),
+	}
+	if c.Guard.AdminToken == "" {
+		log.Warn("ADMIN_TOKEN is unset: operator endpoints answer loopback clients only")
 	}
 	s.Group = &lifecycle.Group{Log: log, ShutdownTimeout: c.ShutdownTimeout, BeforeStop: s.Health.Draining}
 	httpx.Ops{Health: s.Health, Gatherer: gatherer, Info: httpx.BuildInfo{
@@ -86,6 +90,7 @@ func (s *Service) Serve(ctx context.Context, addr string) error {
 // then serves on addr until ctx ends. Resources are closed on every path.
 func Run(ctx context.Context, name string, stdout io.Writer, c Common, addr string, wire func(ctx context.Context, s *Service) error) error {
 	s := New(name, stdout, c)
+	s.Log.Info("configuration", "settings", c.Settings)
 	if err := wire(ctx, s); err != nil {
 		s.Close()
 		return err
