@@ -4,6 +4,7 @@ package cass
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -21,6 +22,7 @@ type Config struct {
 	Password    string // secret
 	Timeout     time.Duration
 	Consistency gocql.Consistency
+	TLS         *tls.Config // nil: plaintext; host names are verified
 }
 
 func (c Config) cluster(keyspace string) *gocql.ClusterConfig {
@@ -43,6 +45,9 @@ func (c Config) cluster(keyspace string) *gocql.ClusterConfig {
 	}
 	if c.Username != "" {
 		cl.Authenticator = gocql.PasswordAuthenticator{Username: c.Username, Password: c.Password}
+	}
+	if c.TLS != nil {
+		cl.SslOpts = &gocql.SslOptions{Config: c.TLS.Clone(), EnableHostVerification: true}
 	}
 	return cl
 }

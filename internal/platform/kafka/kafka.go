@@ -4,6 +4,7 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
 )
 
 // Config locates the cluster and sets topic defaults.
@@ -20,6 +22,8 @@ type Config struct {
 	Partitions        int32 // per topic created by EnsureTopics; default 3
 	ReplicationFactor int16 // default 1 (one broker)
 	ClientID          string
+	TLS               *tls.Config    // nil: plaintext
+	SASL              sasl.Mechanism // nil: no authentication
 }
 
 // Options returns the franz-go options every client of the service shares. Callers append role
@@ -33,6 +37,12 @@ func (c Config) Options(extra ...kgo.Opt) []kgo.Opt {
 		kgo.RetryBackoffFn(func(tries int) time.Duration {
 			return min(time.Duration(tries)*100*time.Millisecond, 2*time.Second)
 		}),
+	}
+	if c.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(c.TLS.Clone()))
+	}
+	if c.SASL != nil {
+		opts = append(opts, kgo.SASL(c.SASL))
 	}
 	return append(opts, extra...)
 }

@@ -32,7 +32,9 @@ type Config struct {
 	Password string // secret: never logged
 	Database string
 	SSLMode  string // disable, require, verify-full, ...
-	MaxConns int
+	// SSLRootCert, SSLCert and SSLKey are libpq's sslrootcert, sslcert and sslkey (PEM files).
+	SSLRootCert, SSLCert, SSLKey string
+	MaxConns                     int
 }
 
 // URL renders the connection string for database db (the password is included: do not log it).
@@ -41,6 +43,11 @@ func (c Config) URL(db string) string {
 		User: url.UserPassword(c.User, c.Password)}
 	q := url.Values{}
 	q.Set("sslmode", c.SSLMode)
+	for k, v := range map[string]string{"sslrootcert": c.SSLRootCert, "sslcert": c.SSLCert, "sslkey": c.SSLKey} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
 	q.Set("application_name", "orderflow")
 	u.RawQuery = q.Encode()
 	return u.String()

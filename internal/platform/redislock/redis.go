@@ -6,6 +6,7 @@ package redislock
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,14 +18,20 @@ import (
 // Config locates the Redis server.
 type Config struct {
 	Addr     string
+	Username string // Redis 6+ ACL user; empty: the default user
 	Password string // secret
 	DB       int
+	TLS      *tls.Config // nil: plaintext
 }
 
 // NewClient returns a go-redis client with short timeouts, so an outage costs each caller
 // milliseconds, not seconds. It connects lazily: Redis being down at start-up is not fatal.
 func NewClient(c Config) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: c.Addr, Password: c.Password, DB: c.DB,
+	var t *tls.Config
+	if c.TLS != nil {
+		t = c.TLS.Clone()
+	}
+	return redis.NewClient(&redis.Options{Addr: c.Addr, Username: c.Username, Password: c.Password, DB: c.DB, TLSConfig: t,
 		DialTimeout: time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
 		MaxRetries: 1, PoolSize: 20})
 }

@@ -1,0 +1,164 @@
+package service
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/redislock"
+)
+
+// testPKI makes a CA and a server certificate for 127.0.0.1; it returns the server's TLS config
+// and the CA's PEM file.
+func testPKI(t *testing.T) (*tls.Config, string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "orderflow test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}, caFile
+}
+
+func common(t *testing.T, env map[string]string) (Common, error) {
+	t.Helper()
+	e := config.New(func(k string) string { return env[k] })
+	c := LoadCommon(e)
+	return c, e.Err()
+}
+
+// TestKafkaOverTLSWithSCRAM: the services' Kafka options reach a broker that requires TLS and
+// SCRAM-SHA-512 (franz-go's kfake), and fail without the right password or without TLS.
+func TestKafkaOverTLSWithSCRAM(t *testing.T) {
+	serverTLS, caFile := testPKI(t)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(serverTLS), kfake.EnableSASL(),
+		kfake.Superuser("SCRAM-SHA-512", "orderflow", "s3cret"), kfake.SeedTopics(1, "secured"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	env := map[string]string{"KAFKA_BROKERS": cluster.ListenAddrs()[0], "KAFKA_TLS_ENABLE": "true", "KAFKA_TLS_CA_FILE": caFile,
+		"KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": "orderflow", "KAFKA_SASL_PASSWORD": "s3cret"}
+	produce := func(env map[string]string) error {
+		c, err := common(t, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := kgo.NewClient(c.Kafka.Options(kgo.RequestRetries(0), kgo.RetryTimeout(2*time.Second))...)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return cl.ProduceSync(ctx, &kgo.Record{Topic: "secured", Value: []byte("x")}).FirstErr()
+	}
+	if err := produce(env); err != nil {
+		t.Fatalf("TLS + SCRAM: %v", err)
+	}
+	wrong := map[string]string{}
+	for k, v := range env {
+		wrong[k] = v
+	}
+	wrong["KAFKA_SASL_PASSWORD"] = "nope"
+	if err := produce(wrong); err == nil {
+		t.Error("a wrong SCRAM password was accepted")
+	}
+	delete(wrong, "KAFKA_TLS_ENABLE")
+	delete(wrong, "KAFKA_TLS_CA_FILE")
+	wrong["KAFKA_SASL_PASSWORD"] = "s3cret"
+	if err := produce(wrong); err == nil {
+		t.Error("a plaintext connection to a TLS listener succeeded")
+	}
+}
+
+// TestRedisOverTLSWithACLUser: the payment service's Redis client reaches a TLS server with an
+// ACL user and password (miniredis), and is refused with a wrong password.
+func TestRedisOverTLSWithACLUser(t *testing.T) {
+	serverTLS, caFile := testPKI(t)
+	m := miniredis.NewMiniRedis()
+	m.RequireUserAuth("payments", "s3cret")
+	if err := m.StartTLS(serverTLS); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ping := func(pass string) error {
+		c, err := common(t, map[string]string{"REDIS_ADDR": m.Addr(), "REDIS_TLS_ENABLE": "true", "REDIS_TLS_CA_FILE": caFile,
+			"REDIS_USERNAME": "payments", "REDIS_PASSWORD": pass})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := redislock.NewClient(c.Redis)
+		defer cl.Close()
+		return cl.Ping(context.Background()).Err()
+	}
+	if err := ping("s3cret"); err != nil {
+		t.Fatalf("TLS + ACL user: %v", err)
+	}
+	if err := ping("nope"); err == nil {
+		t.Error("a wrong Redis password was accepted")
+	}
+}
+
+func TestSecureConnectionSettings(t *testing.T) {
+	_, caFile := testPKI(t)
+	c, err := common(t, map[string]string{"CASSANDRA_TLS_ENABLE": "true", "CASSANDRA_TLS_CA_FILE": caFile,
+		"POSTGRES_SSLMODE": "verify-full", "POSTGRES_SSLROOTCERT": caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cassandra.TLS == nil || c.Cassandra.TLS.RootCAs == nil {
+		t.Error("Cassandra TLS not configured")
+	}
+	if u := c.Postgres.URL("db"); !strings.Contains(u, "sslmode=verify-full") || !strings.Contains(u, "sslrootcert=") {
+		t.Errorf("Postgres URL %s lacks the TLS settings", c.Postgres.Redacted())
+	}
+	for name, env := range map[string]map[string]string{
+		"CA file without TLS": {"KAFKA_TLS_CA_FILE": caFile},
+		"unreadable CA":       {"REDIS_TLS_ENABLE": "true", "REDIS_TLS_CA_FILE": "/nonexistent.pem"},
+		"certificate, no key": {"CASSANDRA_TLS_ENABLE": "true", "CASSANDRA_TLS_CERT_FILE": caFile},
+		"unknown SASL":        {"KAFKA_SASL_MECHANISM": "GSSAPI"},
+		"not a PEM CA":        {"KAFKA_TLS_ENABLE": "true", "KAFKA_TLS_CA_FILE": "/etc/hostname"},
+	} {
+		if _, err := common(t, env); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// Defaults stay plain loopback.
+	if c, err := common(t, nil); err != nil || c.Kafka.TLS != nil || c.Kafka.SASL != nil || c.Redis.TLS != nil || c.Cassandra.TLS != nil {
+		t.Errorf("defaults are not plaintext: %v", err)
+	}
+}
