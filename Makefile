@@ -20,7 +20,7 @@ run-native: infra-up build
 
 ## test: start the servers, run every test (unit and integration) with the race detector, then the
 ## tests that stop and restart shared servers, one package at a time
-test: infra-up
+test: infra-up lint
 	ORDERFLOW_INTEGRATION=1 $(GO) test -race -count=1 -timeout 20m ./...
 	ORDERFLOW_INTEGRATION=1 ORDERFLOW_DISRUPTIVE=1 ORDERFLOW_E2E=1 ORDERFLOW_CHAOS=ci $(GO) test -count=1 -p 1 -timeout 30m ./test/disruptive/... ./test/e2e/... ./test/chaos/...
 
@@ -28,10 +28,9 @@ test: infra-up
 unit:
 	$(GO) test -race -count=1 ./...
 
-## lint: formatting and go vet
+## lint: gofmt, go vet and golangci-lint with gosec (pinned; scripts/lint)
 lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	scripts/lint
 
 ## fuzz: run each fuzz target for a short while
 fuzz:

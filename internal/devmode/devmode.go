@@ -78,7 +78,7 @@ func Start(ctx context.Context, c Config, log io.Writer) (_ *Servers, err error)
 	s := &Servers{}
 	defer func() {
 		if err != nil {
-			s.Stop()
+			_ = s.Stop() // the start error is what matters
 		}
 	}()
 	cache, err := cacheDir(dir)
@@ -87,7 +87,7 @@ func Start(ctx context.Context, c Config, log io.Writer) (_ *Servers, err error)
 	}
 	stopOrphan(filepath.Join(dir, "postgres"), log)
 	pg := embeddedpostgres.NewDatabase(embeddedpostgres.DefaultConfig().
-		Version(embeddedpostgres.V15).Port(uint32(c.PostgresPort)).
+		Version(embeddedpostgres.V15).Port(uint32(c.PostgresPort)). //nolint:gosec // Configure checks it is a TCP port
 		Username("postgres").Password("postgres").Database("postgres").
 		DataPath(filepath.Join(dir, "postgres")).RuntimePath(filepath.Join(dir, "postgres-run")).
 		CachePath(cache).StartTimeout(2 * time.Minute).Logger(log))
@@ -135,7 +135,7 @@ func (s *Servers) Stop() error {
 // stopOrphan stops a Postgres left running on dataDir by a dev run that was killed (SIGKILL gives
 // it no chance to stop its child); otherwise the port stays taken and the next start fails.
 func stopOrphan(dataDir string, log io.Writer) {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid")) //nolint:gosec // inside the dev data folder
 	if err != nil {
 		return
 	}
@@ -180,7 +180,7 @@ func dropRoot(c Config) error {
 		if err != nil {
 			return err
 		}
-		return os.Lchown(p, uid, gid)
+		return os.Lchown(p, uid, gid) //nolint:gosec // our own data folder, handed over before any server runs
 	})
 	if err != nil {
 		return fmt.Errorf("hand %s to %s: %w", c.Dir, c.RunAs, err)
@@ -207,7 +207,7 @@ func writable(dir string) bool {
 	if err != nil {
 		return false
 	}
-	f.Close()
-	os.Remove(f.Name())
+	_ = f.Close()
+	_ = os.Remove(f.Name())
 	return true
 }

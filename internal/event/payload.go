@@ -2,6 +2,7 @@ package event
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -20,14 +21,18 @@ type OrderCreatedPayload struct {
 	Items       []Item `json:"items"`
 }
 
+// MaxQuantity bounds one order line's quantity on the wire: stock is counted in 32-bit integers,
+// and a larger quantity could only come from a broken or hostile producer.
+const MaxQuantity = 1_000_000
+
 // Validate checks the fields inventory-service relies on.
 func (p *OrderCreatedPayload) Validate() error {
 	if p.CustomerID == "" || len(p.Items) == 0 || len(p.Currency) != 3 {
 		return errors.New("customerId, currency and at least one item are required")
 	}
 	for _, it := range p.Items {
-		if it.ItemID == "" || it.Quantity <= 0 {
-			return errors.New("every item needs an itemId and a positive quantity")
+		if it.ItemID == "" || it.Quantity <= 0 || it.Quantity > MaxQuantity {
+			return fmt.Errorf("every item needs an itemId and a quantity from 1 to %d", MaxQuantity)
 		}
 	}
 	return nil

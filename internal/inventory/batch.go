@@ -162,7 +162,7 @@ func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope
 				for _, l := range lines {
 					avail[l.itemID] -= l.qty
 					delta[l.itemID] += l.qty
-					itemRes, itemIDs, itemQty = append(itemRes, resID), append(itemIDs, l.itemID), append(itemQty, int32(l.qty))
+					itemRes, itemIDs, itemQty = append(itemRes, resID), append(itemIDs, l.itemID), append(itemQty, int32(l.qty)) //nolint:gosec // event.MaxQuantity bounds qty
 					held.items = append(held.items, heldItem{l.itemID, l.qty})
 				}
 				releasable[e.OrderID] = held // a later payment.failed in this batch releases it
@@ -206,7 +206,7 @@ func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope
 		var dQty []int32
 		for it, q := range delta {
 			if q != 0 {
-				dItems, dQty = append(dItems, it), append(dQty, int32(q))
+				dItems, dQty = append(dItems, it), append(dQty, int32(q)) //nolint:gosec // a sum of validated line quantities of one batch
 			}
 		}
 		b.Queue(`UPDATE stock SET available = available - u.q, reserved = reserved + u.q, updated_at = $3

@@ -54,7 +54,7 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, p)
 		return
 	}
-	if body.Available == nil || *body.Available < 0 || *body.Available > 1_000_000_000 {
+	if body.Available == nil || *body.Available < 0 || *body.Available > maxStock {
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "invalid stock level",
 			httpx.FieldError{Field: "available", Message: "is required: an integer from 0 to 1000000000"}))
 		return

@@ -146,7 +146,7 @@ func (s *store) reserveTx(ctx context.Context, tx pgx.Tx, e event.Envelope, p ev
 	ids := make([]string, len(lines))
 	qtys := make([]int32, len(lines))
 	for i, l := range lines {
-		ids[i], qtys[i] = l.itemID, int32(l.qty)
+		ids[i], qtys[i] = l.itemID, int32(l.qty) //nolint:gosec // event.MaxQuantity bounds qty (payload validation)
 	}
 	rows, err := tx.Query(ctx, `SELECT item_id, available FROM stock WHERE item_id = ANY($1) ORDER BY item_id FOR UPDATE`, ids)
 	if err != nil {
@@ -238,6 +238,9 @@ type CatalogItem struct {
 	Stock  int    `json:"stock"`
 }
 
+// maxStock is the largest stock level of one item (the operator API's limit too; fits int32).
+const maxStock = 1_000_000_000
+
 // loadCatalog reads a catalog file ({"items":[...]}) from path, or the built-in one when path is "".
 func loadCatalog(builtin fs.FS, path string) ([]CatalogItem, error) {
 	var b []byte
@@ -245,7 +248,7 @@ func loadCatalog(builtin fs.FS, path string) ([]CatalogItem, error) {
 	if path == "" {
 		b, err = fs.ReadFile(builtin, "catalog.json")
 	} else {
-		b, err = os.ReadFile(path)
+		b, err = os.ReadFile(path) //nolint:gosec // the operator names the catalog file
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read catalog: %w", err)
@@ -255,8 +258,8 @@ func loadCatalog(builtin fs.FS, path string) ([]CatalogItem, error) {
 		return nil, fmt.Errorf("parse catalog %s: %w", path, err)
 	}
 	for _, it := range c.Items {
-		if it.ItemID == "" || it.Stock < 0 {
-			return nil, fmt.Errorf("catalog %s: item %q needs an itemId and a stock >= 0", path, it.ItemID)
+		if it.ItemID == "" || it.Stock < 0 || it.Stock > maxStock {
+			return nil, fmt.Errorf("catalog %s: item %q needs an itemId and a stock from 0 to %d", path, it.ItemID, maxStock)
 		}
 	}
 	return c.Items, nil
@@ -266,7 +269,7 @@ func loadCatalog(builtin fs.FS, path string) ([]CatalogItem, error) {
 func (s *store) seed(ctx context.Context, items []CatalogItem) error {
 	ids, names, stock := make([]string, len(items)), make([]string, len(items)), make([]int32, len(items))
 	for i, it := range items {
-		ids[i], names[i], stock[i] = it.ItemID, it.Name, int32(it.Stock)
+		ids[i], names[i], stock[i] = it.ItemID, it.Name, int32(it.Stock) //nolint:gosec // loadCatalog bounds stock by maxStock
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO stock (item_id, name, available, on_hand)
 		SELECT i, n, s, s FROM unnest($1::text[], $2::text[], $3::int[]) AS u(i, n, s) ON CONFLICT (item_id) DO NOTHING`, ids, names, stock)

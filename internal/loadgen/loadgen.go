@@ -71,16 +71,15 @@ type Result struct {
 }
 
 type tracked struct {
-	kind      Kind
-	sentAt    time.Time // scheduled send time: latency includes any queueing, so slow responses cannot hide it
-	done      atomic.Bool
-	terminalC chan struct{}
+	kind   Kind
+	sentAt time.Time // scheduled send time: latency includes any queueing, so slow responses cannot hide it
+	done   atomic.Bool
 }
 
 // Run executes the load and prints progress and the summary to out.
 func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	res := Result{Config: cfg, Errors: map[string]int64{}, ByStatus: map[string]int64{}}
-	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
+	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)) //nolint:gosec // a seeded, reproducible order mix
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 90 * time.Second,
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -263,7 +262,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	printResult(out, res)
 	if cfg.SummaryFile != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(cfg.SummaryFile, append(b, '\n'), 0o644); err != nil {
+		if err := os.WriteFile(cfg.SummaryFile, append(b, '\n'), 0o600); err != nil {
 			return res, err
 		}
 	}

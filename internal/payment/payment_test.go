@@ -253,7 +253,7 @@ func TestRedisDownFallsBackToDatabase(t *testing.T) {
 	f := newFixture(t)
 	ctx := testkit.Context(t, 30*time.Second)
 	down := redislock.NewClient(redislock.Config{Addr: "127.0.0.1:1"})
-	defer down.Close()
+	defer func() { _ = down.Close() }()
 	p, _ := f.instance(t, down, 100*time.Millisecond)
 	e := reservedEvent(t, "10.00")
 	var wg sync.WaitGroup

@@ -27,7 +27,7 @@ var cqlFiles embed.FS
 // are idempotent (IF NOT EXISTS), so replicas starting together are safe.
 func Migrate(ctx context.Context, s *gocql.Session) error {
 	if err := s.Query(`CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text, applied_at timestamp)`).
-		WithContext(ctx).Exec(); err != nil {
+		ExecContext(ctx); err != nil {
 		return fmt.Errorf("schema_migrations: %w", err)
 	}
 	names, err := fs.Glob(cqlFiles, "cql/*.cql")
@@ -42,19 +42,19 @@ func Migrate(ctx context.Context, s *gocql.Session) error {
 			return fmt.Errorf("migration %s: name must start with a number", name)
 		}
 		var applied int
-		if err := s.Query(`SELECT version FROM schema_migrations WHERE version = ?`, version).WithContext(ctx).Scan(&applied); err == nil {
+		if err := s.Query(`SELECT version FROM schema_migrations WHERE version = ?`, version).ScanContext(ctx, &applied); err == nil {
 			continue
 		} else if !errors.Is(err, gocql.ErrNotFound) {
 			return fmt.Errorf("read schema_migrations: %w", err)
 		}
 		b, _ := fs.ReadFile(cqlFiles, name)
 		for _, stmt := range splitCQL(string(b)) {
-			if err := s.Query(stmt).WithContext(ctx).Exec(); err != nil {
+			if err := s.Query(stmt).ExecContext(ctx); err != nil {
 				return fmt.Errorf("migration %s: %w", base, err)
 			}
 		}
 		if err := s.Query(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`, version, base, time.Now()).
-			WithContext(ctx).Exec(); err != nil {
+			ExecContext(ctx); err != nil {
 			return fmt.Errorf("record migration %s: %w", base, err)
 		}
 	}
@@ -92,7 +92,7 @@ var viewColumns = []string{FCustomerID, FTotalAmount, FCurrency, FStatus, FCreat
 // Apply writes the mutation: the view cells of each write in one UPDATE … USING TIMESTAMP and the
 // history row, in one unlogged batch on the order's partition, plus the customer row.
 func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
-	b := c.S.Batch(gocql.UnloggedBatch).WithContext(ctx)
+	b := c.S.Batch(gocql.UnloggedBatch)
 	for _, w := range m.Writes {
 		fields := make([]string, 0, len(w.Values))
 		for f := range w.Values {
@@ -115,12 +115,12 @@ func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
 	h := m.History
 	b.Query(`INSERT INTO order_events (order_id, occurred_at, event_id, event_type, producer, summary, payload) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		h.OrderID, h.OccurredAt, h.EventID, h.EventType, h.Producer, h.Summary, h.Payload)
-	if err := b.Exec(); err != nil {
+	if err := b.ExecContext(ctx); err != nil {
 		return fmt.Errorf("write order_view and order_events: %w", err)
 	}
 	if cu := m.Customer; cu != nil {
 		if err := c.S.Query(`INSERT INTO orders_by_customer (customer_id, created_at, order_id) VALUES (?, ?, ?)`,
-			cu.CustomerID, cu.CreatedAt, cu.OrderID).WithContext(ctx).Exec(); err != nil {
+			cu.CustomerID, cu.CreatedAt, cu.OrderID).ExecContext(ctx); err != nil {
 			return fmt.Errorf("write orders_by_customer: %w", err)
 		}
 	}
@@ -183,7 +183,7 @@ func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
 // Get implements Store.
 func (c *Cassandra) Get(ctx context.Context, id string) (View, error) {
 	var v View
-	it := c.S.Query(selectView+" WHERE order_id = ?", id).WithContext(ctx).Iter()
+	it := c.S.Query(selectView+" WHERE order_id = ?", id).IterContext(ctx)
 	found := scanView(it, &v)
 	if err := it.Close(); err != nil {
 		return View{}, fmt.Errorf("read order_view: %w", err)
@@ -196,7 +196,7 @@ func (c *Cassandra) Get(ctx context.Context, id string) (View, error) {
 
 // History implements Store.
 func (c *Cassandra) History(ctx context.Context, id string) ([]HistoryEntry, error) {
-	it := c.S.Query(`SELECT event_id, event_type, occurred_at, producer, summary FROM order_events WHERE order_id = ?`, id).WithContext(ctx).Iter()
+	it := c.S.Query(`SELECT event_id, event_type, occurred_at, producer, summary FROM order_events WHERE order_id = ?`, id).IterContext(ctx)
 	var out []HistoryEntry
 	var h HistoryEntry
 	for it.Scan(&h.EventID, &h.EventType, &h.OccurredAt, &h.Producer, &h.Summary) {
@@ -232,7 +232,7 @@ func (c *Cassandra) ListByCustomer(ctx context.Context, customerID string, limit
 		return nil, "", err
 	}
 	it := c.S.Query(`SELECT order_id FROM orders_by_customer WHERE customer_id = ?`, customerID).
-		WithContext(ctx).PageSize(limit).PageState(state).Iter()
+		PageSize(limit).PageState(state).IterContext(ctx)
 	var ids []string
 	var id string
 	for len(ids) < limit && it.Scan(&id) {
@@ -272,7 +272,7 @@ func (c *Cassandra) List(ctx context.Context, limit int, token string) ([]View, 
 	if err != nil {
 		return nil, "", err
 	}
-	it := c.S.Query(selectView).WithContext(ctx).PageSize(limit).PageState(state).Iter()
+	it := c.S.Query(selectView).PageSize(limit).PageState(state).IterContext(ctx)
 	var out []View
 	for len(out) < limit {
 		var v View
@@ -291,7 +291,7 @@ func (c *Cassandra) List(ctx context.Context, limit int, token string) ([]View, 
 // Reset implements Store.
 func (c *Cassandra) Reset(ctx context.Context) error {
 	for _, t := range []string{"order_view", "order_events", "orders_by_customer"} {
-		if err := c.S.Query("TRUNCATE " + t).WithContext(ctx).Exec(); err != nil {
+		if err := c.S.Query("TRUNCATE " + t).ExecContext(ctx); err != nil {
 			return fmt.Errorf("truncate %s: %w", t, err)
 		}
 	}

@@ -54,11 +54,9 @@ func TestPaymentsContinueWithoutRedis(t *testing.T) {
 
 	prod := testkit.Client(t)
 	const orders = 20
-	var ids []string
 	var recs []*kgo.Record
 	for i := 0; i < orders; i++ {
 		id := uuid.NewString()
-		ids = append(ids, id)
 		pl := event.InventoryPayload{OrderID: id, Amount: event.MustMoney("12.34"), Currency: "EUR", CustomerID: "c", ReservationID: uuid.NewString()}
 		e, _ := event.Factory{Producer: "test"}.New(event.InventoryReserved, id, pl)
 		v, _ := e.Encode()

@@ -36,12 +36,11 @@ const (
 )
 
 type order struct {
-	id       string
-	kind     outcome
-	body     string
-	total    string
-	items    map[string]int
-	finalErr string
+	id    string
+	kind  outcome
+	body  string
+	total string
+	items map[string]int
 }
 
 const catalog = `{"items":[

@@ -60,18 +60,18 @@ func TestCassandraKeyspaceRoundTripInDC1(t *testing.T) {
 	}
 	defer s.Close()
 	var dc string
-	if err := s.Query("SELECT data_center FROM system.local").WithContext(ctx).Scan(&dc); err != nil || dc != "dc1" {
+	if err := s.Query("SELECT data_center FROM system.local").ScanContext(ctx, &dc); err != nil || dc != "dc1" {
 		t.Fatalf("data center %q, err %v", dc, err)
 	}
-	if err := s.Query("CREATE TABLE IF NOT EXISTS kv (k text PRIMARY KEY, v text)").WithContext(ctx).Exec(); err != nil {
+	if err := s.Query("CREATE TABLE IF NOT EXISTS kv (k text PRIMARY KEY, v text)").ExecContext(ctx); err != nil {
 		t.Fatal(err)
 	}
 	want := uuid.NewString()
-	if err := s.Query("INSERT INTO kv (k, v) VALUES (?, ?)", "a", want).WithContext(ctx).Exec(); err != nil {
+	if err := s.Query("INSERT INTO kv (k, v) VALUES (?, ?)", "a", want).ExecContext(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var got string
-	if err := s.Query("SELECT v FROM kv WHERE k = ?", "a").WithContext(ctx).Scan(&got); err != nil || got != want {
+	if err := s.Query("SELECT v FROM kv WHERE k = ?", "a").ScanContext(ctx, &got); err != nil || got != want {
 		t.Fatalf("read %q, err %v", got, err)
 	}
 }

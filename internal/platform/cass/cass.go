@@ -64,7 +64,7 @@ func Connect(ctx context.Context, c Config) (*gocql.Session, error) {
 	}
 	// Keyspace names cannot be bound parameters; Keyspace is validated by the config as an identifier.
 	err = sys.Query(fmt.Sprintf("CREATE KEYSPACE IF NOT EXISTS %s WITH replication = %s", c.Keyspace, repl)).
-		WithContext(ctx).Exec()
+		ExecContext(ctx)
 	sys.Close()
 	if err != nil {
 		return nil, fmt.Errorf("create keyspace %s: %w", c.Keyspace, err)
@@ -80,7 +80,7 @@ func Connect(ctx context.Context, c Config) (*gocql.Session, error) {
 func Check(s *gocql.Session) func(ctx context.Context) (map[string]any, error) {
 	return func(ctx context.Context) (map[string]any, error) {
 		var dc, version string
-		if err := s.Query("SELECT data_center, release_version FROM system.local").WithContext(ctx).Scan(&dc, &version); err != nil {
+		if err := s.Query("SELECT data_center, release_version FROM system.local").ScanContext(ctx, &dc, &version); err != nil {
 			return nil, err
 		}
 		return map[string]any{"dataCenter": dc, "version": version}, nil

@@ -75,6 +75,6 @@ func (b Backoff) Delay(attempt int) time.Duration {
 		d *= 2
 	}
 	d = min(d, maxD)
-	f := 1 - jitter + 2*jitter*rand.Float64()
+	f := 1 - jitter + 2*jitter*rand.Float64() //nolint:gosec // backoff jitter, not a secret
 	return time.Duration(float64(d) * f)
 }

@@ -31,7 +31,6 @@ type harness struct {
 	reg      *prometheus.Registry
 	metrics  *kafka.RunnerMetrics
 	prod     *kgo.Client
-	orderIDs []string
 }
 
 func newHarness(t *testing.T, partitions int32) *harness {

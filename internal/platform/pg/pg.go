@@ -102,7 +102,7 @@ func Open(ctx context.Context, c Config, migrations ...Migrations) (*pgxpool.Poo
 		return nil, fmt.Errorf("postgres config: %w", err)
 	}
 	if c.MaxConns > 0 {
-		pc.MaxConns = int32(c.MaxConns)
+		pc.MaxConns = int32(min(c.MaxConns, 10_000)) //nolint:gosec // bounded just here
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -121,7 +121,7 @@ func Open(ctx context.Context, c Config, migrations ...Migrations) (*pgxpool.Poo
 // together do not race.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, m Migrations) error {
 	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
+	defer func() { _ = db.Close() }() // closing the migration handle; the pool is separate
 	store, err := database.NewStore(database.DialectPostgres, m.Table)
 	if err != nil {
 		return fmt.Errorf("migrations %s: %w", m.Table, err)
@@ -165,7 +165,7 @@ func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error 
 		select {
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())
-		case <-time.After(time.Duration(attempt*attempt) * time.Duration(1+rand.IntN(5)) * time.Millisecond):
+		case <-time.After(time.Duration(attempt*attempt) * time.Duration(1+rand.IntN(5)) * time.Millisecond): //nolint:gosec // retry jitter, not a secret
 		}
 	}
 	return fmt.Errorf("transaction failed after %d attempts: %w", InTxAttempts, err)

@@ -38,8 +38,8 @@ func LoadCommon(e *config.Env) Common {
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, "Time each component gets to stop on SIGTERM."),
 		Kafka: kafka.Config{
 			Brokers:           e.List("KAFKA_BROKERS", "127.0.0.1:9092", "Comma-separated Kafka bootstrap brokers."),
-			Partitions:        int32(e.Int("KAFKA_TOPIC_PARTITIONS", 3, "Partitions of each topic created at start-up.")),
-			ReplicationFactor: int16(e.Int("KAFKA_REPLICATION_FACTOR", 1, "Replication factor of each topic created at start-up.")),
+			Partitions:        int32(e.Int("KAFKA_TOPIC_PARTITIONS", 3, "Partitions of each topic created at start-up.")),           //nolint:gosec // checked below: 1..10000
+			ReplicationFactor: int16(e.Int("KAFKA_REPLICATION_FACTOR", 1, "Replication factor of each topic created at start-up.")), //nolint:gosec // checked below: 1..10
 			TLS:               clientTLS(e, "KAFKA", "the Kafka brokers"),
 			SASL:              kafkaSASL(e),
 		},
@@ -79,8 +79,8 @@ func LoadCommon(e *config.Env) Common {
 	}
 	e.Check(c.Guard.RatePerSecond >= 0 && c.Guard.Burst > 0, "RATE_LIMIT_PER_SECOND must be >= 0 and RATE_LIMIT_BURST positive")
 	e.Check(len(c.Kafka.Brokers) > 0, "KAFKA_BROKERS must name at least one broker")
-	e.Check(c.Kafka.Partitions > 0, "KAFKA_TOPIC_PARTITIONS must be positive")
-	e.Check(c.Kafka.ReplicationFactor > 0, "KAFKA_REPLICATION_FACTOR must be positive")
+	e.Check(c.Kafka.Partitions > 0 && c.Kafka.Partitions <= 10000, "KAFKA_TOPIC_PARTITIONS must be from 1 to 10000")
+	e.Check(c.Kafka.ReplicationFactor > 0 && c.Kafka.ReplicationFactor <= 10, "KAFKA_REPLICATION_FACTOR must be from 1 to 10")
 	e.Check(c.Postgres.Port > 0 && c.Postgres.Port < 65536, "POSTGRES_PORT must be a TCP port")
 	e.Check(c.Postgres.MaxConns > 0, "POSTGRES_MAX_CONNS must be positive")
 	e.Check(identifier.MatchString(c.Cassandra.Keyspace), "CASSANDRA_KEYSPACE must be a CQL identifier")

@@ -122,7 +122,7 @@ func TestRedisOverTLSWithACLUser(t *testing.T) {
 			t.Fatal(err)
 		}
 		cl := redislock.NewClient(c.Redis)
-		defer cl.Close()
+		defer func() { _ = cl.Close() }()
 		return cl.Ping(context.Background()).Err()
 	}
 	if err := ping("s3cret"); err != nil {
