@@ -16,7 +16,7 @@ type api struct {
 	guard *httpx.Guard
 }
 
-func (a *api) routes(mux *http.ServeMux) {
+func (a *api) routes(mux *httpx.Mux) {
 	mux.HandleFunc("GET /api/inventory", a.guard.Admin(a.list))
 	mux.HandleFunc("GET /api/inventory/{itemId}", a.guard.Admin(a.get))
 	mux.HandleFunc("PUT /api/inventory/{itemId}", a.guard.Admin(a.put))

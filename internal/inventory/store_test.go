@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -219,7 +219,7 @@ func TestAdminAPI(t *testing.T) {
 		catalog = append(catalog, CatalogItem{ItemID: fmt.Sprintf("I-%02d", i), Name: "n", Stock: i})
 	}
 	s := newStore(t, catalog...)
-	mux := http.NewServeMux()
+	mux := httpx.NewMux()
 	(&api{store: s, log: slog.New(slog.NewTextHandler(io.Discard, nil))}).routes(mux)
 	do := func(method, path, body string) (int, map[string]any) {
 		r := httptest.NewRequest(method, path, strings.NewReader(body))

@@ -26,7 +26,7 @@ type api struct {
 	guard  *httpx.Guard
 }
 
-func (a *api) routes(mux *http.ServeMux) {
+func (a *api) routes(mux *httpx.Mux) {
 	mux.HandleFunc("POST /api/orders", a.cors.Wrap(a.guard.Public(a.create)))
 	mux.HandleFunc("GET /api/orders/{orderId}", a.cors.Wrap(a.guard.Public(a.get)))
 	mux.HandleFunc("OPTIONS /api/orders", a.cors.Preflight)

@@ -3,6 +3,7 @@ package order
 import (
 	"context"
 	"encoding/json"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"io"
 	"log/slog"
 	"net/http"
@@ -28,7 +29,7 @@ func realAPI(t *testing.T) (http.Handler, *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	mux := http.NewServeMux()
+	mux := httpx.NewMux()
 	(&api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now},
 		limits: Limits{}.withDefaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}).routes(mux)
 	return mux, pool
@@ -133,7 +134,7 @@ func TestDatabaseOutageIs503NotNotFound(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	mux := http.NewServeMux()
+	mux := httpx.NewMux()
 	(&api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now},
 		limits: Limits{}.withDefaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}).routes(mux)
 	if w := do(mux, "GET", "/api/orders/0193a0e0-0000-7000-8000-000000000000", "", nil); w.Code != 503 {

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,7 +24,7 @@ func FuzzReadEndpoints(f *testing.F) {
 			f.Fatal(err)
 		}
 	}
-	mux := http.NewServeMux()
+	mux := httpx.NewMux()
 	(&api{store: st, hub: NewHub(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), closing: make(chan struct{})}).routes(mux)
 	for _, s := range []struct{ id, q string }{{id, ""}, {"x", "limit=0"}, {"%00", "limit=101&pageToken=zz"},
 		{id, "customerId=cust-7&limit=5"}, {"ünï", "pageToken=" + url.QueryEscape("AAAA")}} {

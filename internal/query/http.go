@@ -28,7 +28,7 @@ type api struct {
 	guard       *httpx.Guard    // access policy: Admin for operators, Public for customers
 }
 
-func (a *api) routes(mux *http.ServeMux) {
+func (a *api) routes(mux *httpx.Mux) {
 	mux.HandleFunc("GET /api/orders", a.list)
 	mux.HandleFunc("GET /api/orders/{orderId}", a.get)
 	mux.HandleFunc("GET /api/orders/{orderId}/events", a.history)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"io"
 	"log/slog"
 	"net/http"
@@ -24,7 +25,7 @@ func testServer(t *testing.T, st Store) (*httptest.Server, *Projector) {
 	hub := NewHub()
 	p := NewProjector(st, prometheus.NewRegistry())
 	p.Notify = func(id string) { hub.Publish(id, time.Now()) }
-	mux := http.NewServeMux()
+	mux := httpx.NewMux()
 	(&api{store: st, hub: hub, log: slog.New(slog.NewTextHandler(io.Discard, nil)), heartbeat: 50 * time.Millisecond,
 		poll: time.Hour, closing: make(chan struct{})}).routes(mux)
 	srv := httptest.NewServer(mux)

@@ -12,7 +12,7 @@ import (
 )
 
 // pageRoutes serves the tracking page (web/static) at / and /ui/, and its configuration.
-func (a *api) pageRoutes(mux *http.ServeMux) {
+func (a *api) pageRoutes(mux *httpx.Mux) {
 	static, _ := fs.Sub(web.Static, "static") // a constant path next to the go:embed directive
 	files := http.FileServerFS(static)
 	csp := contentSecurityPolicy(a.orderAPI)

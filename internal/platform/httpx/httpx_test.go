@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -51,7 +50,7 @@ func TestProblemAndHealthEndpoints(t *testing.T) {
 	h := NewHealth()
 	h.AddCheck("db", func(context.Context) (map[string]any, error) { return map[string]any{"x": 1}, nil })
 	h.Gate("consumer")
-	mux := http.NewServeMux()
+	mux := NewMux()
 	Ops{Health: h, Info: BuildInfo{Service: "s", Version: "v"}, Gatherer: nil}.Register(mux)
 
 	get := func(path string) (*httptest.ResponseRecorder, map[string]any) {

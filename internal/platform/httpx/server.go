@@ -20,6 +20,8 @@ type BuildInfo struct {
 	Version   string `json:"version"`
 	Commit    string `json:"commit"`
 	BuildTime string `json:"buildTime"`
+	// Routes are the patterns the service serves (filled per request from its Mux).
+	Routes []string `json:"routes,omitempty"`
 }
 
 // Ops are the operational endpoints every service serves next to its API.
@@ -30,11 +32,16 @@ type Ops struct {
 }
 
 // Register adds /healthz, /readyz, /health, /metrics, /info and the /actuator aliases to mux.
-func (o Ops) Register(mux *http.ServeMux) {
+// /info lists the routes mux serves.
+func (o Ops) Register(mux *Mux) {
 	live := func(w http.ResponseWriter, _ *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "UP"})
 	}
-	info := func(w http.ResponseWriter, _ *http.Request) { WriteJSON(w, http.StatusOK, o.Info) }
+	info := func(w http.ResponseWriter, _ *http.Request) {
+		i := o.Info
+		i.Routes = mux.Patterns()
+		WriteJSON(w, http.StatusOK, i)
+	}
 	metrics := promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
 	mux.HandleFunc("GET /healthz", live)
 	mux.HandleFunc("GET /readyz", o.Health.serveReady)

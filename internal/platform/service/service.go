@@ -6,7 +6,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,8 +24,8 @@ type Service struct {
 	Reg            prometheus.Registerer // adds application=<Name>
 	Gatherer       *prometheus.Registry
 	Health         *httpx.Health
-	Mux            *http.ServeMux // API routes; the ops endpoints are already registered
-	Guard          *httpx.Guard   // Admin for operator routes, Public for customer-facing ones
+	Mux            *httpx.Mux   // API routes; the ops endpoints are already registered
+	Guard          *httpx.Guard // Admin for operator routes, Public for customer-facing ones
 	Group          *lifecycle.Group
 	closers        []func()
 	onHTTPShutdown []func()
@@ -40,7 +39,7 @@ func New(name string, stdout io.Writer, c Common) *Service {
 	reg, gatherer := obs.NewRegistry(name)
 	s := &Service{
 		Name: name, Log: log, Reg: reg, Gatherer: gatherer,
-		Health: httpx.NewHealth(), Mux: http.NewServeMux(), Guard: httpx.NewGuard(c.Guard),
+		Health: httpx.NewHealth(), Mux: httpx.NewMux(), Guard: httpx.NewGuard(c.Guard),
 	}
 	if c.Guard.AdminToken == "" {
 		log.Warn("ADMIN_TOKEN is unset: operator endpoints answer loopback clients only")
@@ -77,7 +76,7 @@ func (s *Service) OnHTTPShutdown(f func()) { s.onHTTPShutdown = append(s.onHTTPS
 func (s *Service) Serve(ctx context.Context, addr string) error {
 	defer s.Close()
 	m := httpx.NewMetrics(s.Reg)
-	srv := &httpx.Server{Addr: addr, Handler: m.Wrap(s.Mux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
+	srv := &httpx.Server{Addr: addr, Handler: m.Wrap(s.Mux.ServeMux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
 		OnShutdown: s.onHTTPShutdown}
 	s.Group.Add(lifecycle.Component{Name: "http", Run: srv.Run})
 	s.Log.Info("starting", "addr", addr, "version", version.Version)
