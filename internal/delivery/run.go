@@ -62,7 +62,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	}
 	s.Mux.HandleFunc("GET /api/deliveries/{orderId}", s.Guard.Admin(func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("orderId")
-		if len(id) > event.MaxOrderIDLen {
+		if !httpx.ValidID(id, event.MaxOrderIDLen) {
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "orderId must be 1 to 64 characters"))
 			return
 		}

@@ -22,12 +22,14 @@ func (a *api) routes(mux *httpx.Mux) {
 	mux.HandleFunc("PUT /api/inventory/{itemId}", a.guard.Admin(a.put))
 }
 
-func validItemID(id string) bool { return id != "" && len(id) <= 64 }
+// validItemID accepts what the catalog and the order API accept: 1 to 64 bytes of UTF-8 without
+// control characters (Postgres refuses invalid UTF-8, and that must be a 400, not an outage).
+func validItemID(id string) bool { return httpx.ValidID(id, 64) }
 
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("itemId")
 	if !validItemID(id) {
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "itemId must be 1 to 64 characters"))
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "itemId must be 1 to 64 characters of UTF-8 text"))
 		return
 	}
 	it, err := a.store.item(r.Context(), id)
@@ -86,7 +88,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 	var after string
 	if tok := r.URL.Query().Get("pageToken"); tok != "" {
 		b, err := base64.RawURLEncoding.DecodeString(tok)
-		if err != nil || len(b) > 64 {
+		if err != nil || (len(b) > 0 && !validItemID(string(b))) {
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "pageToken is invalid"))
 			return
 		}

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
@@ -242,6 +243,14 @@ func TestAdminAPI(t *testing.T) {
 	for _, bad := range []string{`{"available":-1}`, `{}`, `{"available":"x"}`, `{"available":1.5}`} {
 		if code, _ := do("PUT", "/api/inventory/I-03", bad); code != 400 {
 			t.Fatalf("put %s: %d", bad, code)
+		}
+	}
+	// Found by Schemathesis: a page token or item id that is not UTF-8 is the client's error (400),
+	// not a database outage (503).
+	for _, path := range []string{"/api/inventory?pageToken=" + base64.RawURLEncoding.EncodeToString([]byte{0xff, 0xfe}),
+		"/api/inventory/%FF%FE", "/api/inventory/a%01b"} {
+		if code, m := do("GET", path, ""); code != 400 {
+			t.Errorf("GET %s: %d %v", path, code, m)
 		}
 	}
 	var seen []string

@@ -65,7 +65,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 func getPayment(p *processor, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("orderId")
-		if id == "" || len(id) > event.MaxOrderIDLen {
+		if !httpx.ValidID(id, event.MaxOrderIDLen) {
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "orderId must be 1 to 64 characters"))
 			return
 		}

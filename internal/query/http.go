@@ -41,7 +41,7 @@ func (a *api) routes(mux *httpx.Mux) {
 
 func orderID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("orderId")
-	if id == "" || len(id) > event.MaxOrderIDLen {
+	if !httpx.ValidID(id, event.MaxOrderIDLen) {
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "orderId must be 1 to 64 characters"))
 		return "", false
 	}

@@ -10,6 +10,8 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // FieldError names one invalid request field.
@@ -87,4 +89,10 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, maxBytes int64, v any) *
 		return NewProblem(http.StatusBadRequest, "malformed JSON: trailing data after the object")
 	}
 	return nil
+}
+
+// ValidID reports whether a path identifier is 1 to maxLen bytes of UTF-8 without control
+// characters: anything else is a 400, never a query that the database refuses (a 503).
+func ValidID(id string, maxLen int) bool {
+	return id != "" && len(id) <= maxLen && utf8.ValidString(id) && !strings.ContainsFunc(id, unicode.IsControl)
 }
