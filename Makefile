@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test ./internal/event/ -run '^$$' -fuzz FuzzDecode -fuzztime 30s
 	$(GO) test ./internal/order/ -run '^$$' -fuzz FuzzCreateNeverFails500 -fuzztime 30s
 	$(GO) test ./internal/query/ -run '^$$' -fuzz FuzzReadEndpoints -fuzztime 30s
+	$(GO) test ./internal/platform/httpx/ -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s
 
 build:
 	@mkdir -p .cache/bin
