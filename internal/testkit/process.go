@@ -58,12 +58,13 @@ func FreeAddr(t testing.TB) string {
 
 // Process is a service started from the built binary.
 type Process struct {
-	Name string
-	Addr string
-	env  []string
-	cmd  *exec.Cmd
-	out  *bytes.Buffer
-	mu   *sync.Mutex
+	Name   string
+	Addr   string
+	prefix []string // e.g. ip netns exec NAME: how to launch the binary
+	env    []string
+	cmd    *exec.Cmd
+	out    *bytes.Buffer
+	mu     *sync.Mutex
 }
 
 type lockedWriter struct {
@@ -75,6 +76,22 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+// StartWith is Start with a launch prefix (e.g. Netns.Prefix()) and a separate address to check
+// readiness on (the service's address as seen from the test).
+func StartWith(t testing.TB, prefix []string, sub, readyAddr string, env ...string) *Process {
+	t.Helper()
+	p := &Process{Name: sub, Addr: readyAddr, prefix: prefix, env: env, out: &bytes.Buffer{}, mu: &sync.Mutex{}}
+	p.launch(t)
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("--- output of %s ---\n%s", sub, tailString(p.Output(), 4000))
+		}
+	})
+	WaitReady(t, p, readyAddr)
+	return p
 }
 
 // Start runs `orderflow <sub>` with env (added to the current environment) and waits until addr
@@ -97,7 +114,8 @@ func Start(t testing.TB, sub, addr string, env ...string) *Process {
 
 func (p *Process) launch(t testing.TB) {
 	t.Helper()
-	p.cmd = exec.Command(Binary(t), p.Name)
+	args := append(append([]string{}, p.prefix...), Binary(t), p.Name)
+	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Env = append(os.Environ(), p.env...)
 	p.cmd.Stdout = lockedWriter{p.mu, p.out}
 	p.cmd.Stderr = p.cmd.Stdout
