@@ -213,3 +213,15 @@ func FuzzDecode(f *testing.F) {
 		_, _ = decodeTyped(e)
 	})
 }
+
+// A line quantity beyond MaxQuantity is schema-invalid (stock is counted in 32-bit integers; a
+// hostile producer must not overflow it).
+func TestOrderCreatedQuantityIsBounded(t *testing.T) {
+	for qty, ok := range map[int]bool{1: true, MaxQuantity: true, MaxQuantity + 1: false, 1 << 31: false, 0: false} {
+		p := OrderCreatedPayload{CustomerID: "c", Currency: "EUR", TotalAmount: MustMoney("1.00"),
+			Items: []Item{{ItemID: "SKU-001", Quantity: qty, UnitPrice: MustMoney("1.00")}}}
+		if err := p.Validate(); (err == nil) != ok {
+			t.Errorf("quantity %d: %v", qty, err)
+		}
+	}
+}
