@@ -98,18 +98,7 @@ func StartWith(t testing.TB, prefix []string, sub, readyAddr string, env ...stri
 // answers /readyz. The process gets SIGTERM at the end of the test; its output is logged on failure.
 func Start(t testing.TB, sub, addr string, env ...string) *Process {
 	t.Helper()
-	p := &Process{Name: sub, Addr: addr, env: env, out: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	p.launch(t)
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			p.mu.Lock()
-			t.Logf("--- output of %s ---\n%s", sub, tailString(p.out.String(), 4000))
-			p.mu.Unlock()
-		}
-	})
-	WaitReady(t, p, addr)
-	return p
+	return StartWith(t, nil, sub, addr, env...)
 }
 
 func (p *Process) launch(t testing.TB) {
