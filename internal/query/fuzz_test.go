@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -49,4 +50,14 @@ func FuzzReadEndpoints(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPageCatalogLoadsOnceOrFailsStartUp(t *testing.T) {
+	items, err := loadPageCatalog("")
+	if err != nil || len(items) == 0 || items[0].ItemID != "SKU-001" {
+		t.Fatalf("built-in catalog: %v %v", items, err)
+	}
+	if _, err := loadPageCatalog("/nonexistent/catalog.json"); err == nil || !strings.Contains(err.Error(), "QUERY_CATALOG_FILE") {
+		t.Fatalf("a missing catalog must name the variable: %v", err)
+	}
 }

@@ -16,16 +16,16 @@ import (
 )
 
 type api struct {
-	store       Store
-	hub         *Hub
-	kafka       kafka.Config
-	log         *slog.Logger
-	heartbeat   time.Duration   // SSE comment interval, default 15s
-	poll        time.Duration   // SSE safety-net re-read interval, default 2s
-	closing     <-chan struct{} // closed when the server shuts down: streams end
-	orderAPI    string          // where the tracking page posts orders
-	catalogFile string          // items the tracking page offers ("" = the built-in catalog)
-	guard       *httpx.Guard    // access policy: Admin for operators, Public for customers
+	store     Store
+	hub       *Hub
+	kafka     kafka.Config
+	log       *slog.Logger
+	heartbeat time.Duration   // SSE comment interval, default 15s
+	poll      time.Duration   // SSE safety-net re-read interval, default 2s
+	closing   <-chan struct{} // closed when the server shuts down: streams end
+	orderAPI  string          // where the tracking page posts orders
+	catalog   []pageItem      // items the tracking page offers
+	guard     *httpx.Guard    // access policy: Admin for operators, Public for customers
 }
 
 func (a *api) routes(mux *httpx.Mux) {

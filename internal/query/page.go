@@ -1,6 +1,7 @@
 package query
 
 import (
+	"fmt"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -34,23 +35,33 @@ func (a *api) pageRoutes(mux *httpx.Mux) {
 	mux.HandleFunc("GET /ui/config.json", secure(http.HandlerFunc(a.pageConfig)))
 }
 
-// pageConfig tells the page where to post orders and which items the seeded catalog has.
-func (a *api) pageConfig(w http.ResponseWriter, r *http.Request) {
-	items, err := inventory.LoadCatalog(a.catalogFile)
+// pageItem is one catalog entry the tracking page offers.
+type pageItem struct {
+	ItemID string `json:"itemId"`
+	Name   string `json:"name"`
+}
+
+// loadPageCatalog reads the items the page offers once, at start-up, so that a wrong
+// QUERY_CATALOG_FILE stops the service with its cause instead of breaking the page later.
+func loadPageCatalog(path string) ([]pageItem, error) {
+	items, err := inventory.LoadCatalog(path)
 	if err != nil {
-		a.log.Error("tracking page catalog", "err", err)
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "catalog unavailable"))
-		return
+		return nil, fmt.Errorf("QUERY_CATALOG_FILE: %w", err)
 	}
-	type item struct {
-		ItemID string `json:"itemId"`
-		Name   string `json:"name"`
-	}
-	out := make([]item, len(items))
+	out := make([]pageItem, len(items))
 	for i, it := range items {
-		out[i] = item{it.ItemID, it.Name}
+		out[i] = pageItem{it.ItemID, it.Name}
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"orderApi": strings.TrimRight(a.orderAPI, "/"), "items": out})
+	return out, nil
+}
+
+// pageConfig tells the page where to post orders and which items the seeded catalog has.
+func (a *api) pageConfig(w http.ResponseWriter, _ *http.Request) {
+	items := a.catalog
+	if items == nil {
+		items = []pageItem{}
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"orderApi": strings.TrimRight(a.orderAPI, "/"), "items": items})
 }
 
 // contentSecurityPolicy allows only the page's own files and connections to query-api and to

@@ -64,7 +64,11 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	closing := make(chan struct{})
 	var once sync.Once
 	s.OnHTTPShutdown(func() { once.Do(func() { close(closing) }) })
-	(&api{store: st, hub: hub, kafka: cfg.Kafka, log: s.Log, closing: closing, orderAPI: cfg.OrderAPI, catalogFile: cfg.Catalog, guard: s.Guard}).routes(s.Mux)
+	catalog, err := loadPageCatalog(cfg.Catalog)
+	if err != nil {
+		return err
+	}
+	(&api{store: st, hub: hub, kafka: cfg.Kafka, log: s.Log, closing: closing, orderAPI: cfg.OrderAPI, catalog: catalog, guard: s.Guard}).routes(s.Mux)
 	return nil
 }
 
