@@ -89,10 +89,20 @@ type Cassandra struct {
 var viewColumns = []string{FCustomerID, FTotalAmount, FCurrency, FStatus, FCreatedAt, FUpdatedAt, FPaymentID, FDeliveryID,
 	FDriverName, FETA, FReservationID, FRejectionReason, FFailureReason, FDeliveredAt, FLastEventAt}
 
-// Apply writes the mutation: the view cells of each write in one UPDATE … USING TIMESTAMP and the
-// history row, in one unlogged batch on the order's partition, plus the customer row.
+// Apply writes the mutation alone: the view cells of each write in one UPDATE … USING TIMESTAMP,
+// the history row and, for order.created, the customer row, in one unlogged batch (the view and
+// history rows share the partition key, so Cassandra applies them as one mutation).
 func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
 	b := c.S.Batch(gocql.UnloggedBatch)
+	addMutation(b, m)
+	if err := b.ExecContext(ctx); err != nil {
+		return fmt.Errorf("write order_view, order_events, orders_by_customer: %w", err)
+	}
+	return nil
+}
+
+// addMutation appends m's statements to b.
+func addMutation(b *gocql.Batch, m Mutation) {
 	for _, w := range m.Writes {
 		fields := make([]string, 0, len(w.Values))
 		for f := range w.Values {
@@ -100,31 +110,24 @@ func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
 		}
 		sort.Strings(fields)
 		sets := make([]string, len(fields))
-		args := make([]any, 0, len(fields)+1)
+		args := make([]any, 0, len(fields)+2)
+		args = append(args, w.Timestamp)
 		for i, f := range fields {
 			sets[i] = f + " = ?"
 			args = append(args, toCQL(w.Values[f]))
 		}
-		args = append([]any{w.Timestamp}, append(args, m.OrderID)...)
+		args = append(args, m.OrderID)
 		// Field names are our constants, never input; values and the timestamp are bound, so the
 		// statement text depends only on the set of fields and is prepared once.
 		b.Query("UPDATE order_view USING TIMESTAMP ? SET "+strings.Join(sets, ", ")+" WHERE order_id = ?", args...)
 	}
-	// The history row has the same partition key as the view row, so Cassandra applies both as one
-	// mutation (one commit-log entry, one round trip).
 	h := m.History
 	b.Query(`INSERT INTO order_events (order_id, occurred_at, event_id, event_type, producer, summary, payload) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		h.OrderID, h.OccurredAt, h.EventID, h.EventType, h.Producer, h.Summary, h.Payload)
-	if err := b.ExecContext(ctx); err != nil {
-		return fmt.Errorf("write order_view and order_events: %w", err)
-	}
 	if cu := m.Customer; cu != nil {
-		if err := c.S.Query(`INSERT INTO orders_by_customer (customer_id, created_at, order_id) VALUES (?, ?, ?)`,
-			cu.CustomerID, cu.CreatedAt, cu.OrderID).ExecContext(ctx); err != nil {
-			return fmt.Errorf("write orders_by_customer: %w", err)
-		}
+		b.Query(`INSERT INTO orders_by_customer (customer_id, created_at, order_id) VALUES (?, ?, ?)`,
+			cu.CustomerID, cu.CreatedAt, cu.OrderID)
 	}
-	return nil
 }
 
 // toCQL converts fold values to driver types: Money becomes an exact inf.Dec (the driver's decimal).

@@ -1,8 +1,14 @@
 package query
 
 import (
+	"context"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/testkit"
@@ -38,4 +44,93 @@ func newCassandraKeyspace(t *testing.T, keyspace string) *Cassandra {
 func TestCassandraStoreConverges(t *testing.T) {
 	st := newCassandra(t)
 	contract(t, func() Store { return st }, false, 150)
+}
+
+// newBatcher runs a Batcher over a fresh Cassandra store for the test's lifetime.
+func newBatcher(t *testing.T, maxCount, flushers int) *Batcher {
+	t.Helper()
+	b := NewBatcher(newCassandra(t), maxCount, flushers, prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return b
+}
+
+func TestBatcherConverges(t *testing.T) {
+	b := newBatcher(t, 8, 2)
+	contract(t, func() Store { return b }, false, 50)
+}
+
+// Many orders projected at once share requests, and every one of them converges to its full row.
+func TestBatcherCoalescesConcurrentOrders(t *testing.T) {
+	b := newBatcher(t, 32, 1)
+	ctx := testkit.Context(t, time.Minute)
+	ref := saga(t, uuid.NewString())
+	const orders = 60
+	ids := make([]string, orders)
+	var wg sync.WaitGroup
+	for i := range ids {
+		evs := withID(ref, uuid.NewString())
+		ids[i] = evs[0].OrderID
+		wg.Go(func() {
+			if err := NewProjector(b, prometheus.NewRegistry()).HandleBatch(ctx, evs); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, id := range ids {
+		v, err := b.Get(ctx, id)
+		if err != nil || v.Status != StatusDeliveryAssigned || v.TotalAmount == nil || v.DriverName == "" {
+			t.Fatalf("order %s: %+v, %v", id, v, err)
+		}
+		if h, err := b.History(ctx, id); err != nil || len(h) != len(ref) {
+			t.Fatalf("order %s: %d history rows, %v; want %d", id, len(h), err, len(ref))
+		}
+	}
+	var m dto.Metric
+	if err := b.sizes.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	events, requests := m.GetHistogram().GetSampleSum(), m.GetHistogram().GetSampleCount()
+	t.Logf("%d events in %d requests", int(events), requests)
+	if int(events) != orders*len(ref) || requests >= uint64(events) {
+		t.Fatalf("%v events in %d requests: want %d events sharing requests", events, requests, orders*len(ref))
+	}
+}
+
+// A write Cassandra refuses fails alone: the other writes of its batch still land.
+func TestBatcherIsolatesARefusedWrite(t *testing.T) {
+	b := newBatcher(t, 32, 1)
+	ctx := testkit.Context(t, time.Minute)
+	ref := withID(saga(t, uuid.NewString()), uuid.NewString())
+	good, err := Fold(ref[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := good
+	bad.OrderID = uuid.NewString()
+	bad.History.OrderID = bad.OrderID
+	bad.Writes = []Write{{Timestamp: 1, Values: map[string]any{"no_such_column": "x"}}}
+	bad.Customer = nil
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	wg.Go(func() { errs[0] = b.Apply(ctx, bad) })
+	wg.Go(func() { errs[1] = b.Apply(ctx, good) })
+	wg.Wait()
+	if errs[0] == nil || IsUnavailable(errs[0]) {
+		t.Fatalf("bad write: %v; want a request error", errs[0])
+	}
+	if errs[1] != nil {
+		t.Fatalf("good write failed with its neighbour: %v", errs[1])
+	}
+	if v, err := b.Get(ctx, good.OrderID); err != nil || v.Status != StatusCreated {
+		t.Fatalf("good order: %+v, %v", v, err)
+	}
 }

@@ -46,7 +46,10 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		if err := Migrate(ctx, sess); err != nil {
 			return err
 		}
-		st = &Cassandra{S: sess}
+		w := NewBatcher(&Cassandra{S: sess}, cfg.WriteBatch, cfg.WriteConcurrency, s.Reg)
+		// Added before the consumer, so it stops after it (the group stops in reverse order).
+		s.Group.Add(lifecycle.Component{Name: "cassandra-writer", Run: w.Run})
+		st = w
 	}
 	if _, err := s.Kafka(cfg.Kafka); err != nil {
 		return err

@@ -1,0 +1,159 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Batcher is the Cassandra store with write coalescing: mutations handed to Apply by concurrent
+// callers (the projection's partition workers) are sent together as one unlogged batch per round
+// trip, so Cassandra parses, schedules and answers one request for many events. Nothing waits for
+// a batch to fill: a flusher takes what is queued the moment it is free, so at low load every
+// write goes alone and at high load writes share requests (group commit).
+//
+// Each mutation keeps its own USING TIMESTAMP cells, so a batch means the same as its parts applied
+// one by one. Batches span partitions, which suits one node or a small cluster; on a large one set
+// the batch size to 1 (see QUERY_WRITE_BATCH).
+type Batcher struct {
+	*Cassandra
+	in       chan *pendingWrite
+	stopped  chan struct{}
+	maxCount int
+	maxBytes int
+	flushers int
+	sizes    prometheus.Histogram
+}
+
+type pendingWrite struct {
+	m    Mutation
+	done chan error
+}
+
+// ErrWriterStopped is returned by Apply after Run has returned; callers retry (the record is not
+// acknowledged).
+var ErrWriterStopped = errors.New("cassandra writer stopped")
+
+// maxBatchBytes keeps a batch well below Cassandra's default batch_size_fail_threshold (50 KiB).
+const maxBatchBytes = 32 << 10
+
+// NewBatcher returns a Batcher writing through c with up to maxCount mutations per request and
+// flushers requests in flight; it registers query_cassandra_write_batch_size.
+func NewBatcher(c *Cassandra, maxCount, flushers int, reg prometheus.Registerer) *Batcher {
+	maxCount, flushers = max(maxCount, 1), max(flushers, 1)
+	b := &Batcher{Cassandra: c, in: make(chan *pendingWrite, 4*maxCount*flushers), stopped: make(chan struct{}),
+		maxCount: maxCount, maxBytes: maxBatchBytes, flushers: flushers,
+		sizes: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "query_cassandra_write_batch_size",
+			Help:    "Events written to Cassandra per request by the projection.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}})}
+	reg.MustRegister(b.sizes)
+	return b
+}
+
+// Apply queues m and waits until the batch holding it has been written (or failed).
+func (b *Batcher) Apply(ctx context.Context, m Mutation) error {
+	p := &pendingWrite{m: m, done: make(chan error, 1)}
+	select {
+	case b.in <- p:
+	case <-b.stopped:
+		return ErrWriterStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done(): // the write may still land; it is idempotent, so a retry is harmless
+		return ctx.Err()
+	}
+}
+
+// Run flushes until ctx is cancelled; writes still queued then are answered with ErrWriterStopped.
+// Add it to the lifecycle group before the consumer that calls Apply, so it stops after it.
+func (b *Batcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range b.flushers {
+		wg.Go(func() { b.flushLoop(ctx) })
+	}
+	wg.Wait()
+	close(b.stopped)
+	for {
+		select {
+		case p := <-b.in:
+			p.done <- ErrWriterStopped
+		default:
+			return nil
+		}
+	}
+}
+
+func (b *Batcher) flushLoop(ctx context.Context) {
+	for {
+		var first *pendingWrite
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-b.in:
+		}
+		batch := []*pendingWrite{first}
+		size := first.m.size()
+	fill:
+		for len(batch) < b.maxCount && size < b.maxBytes {
+			select {
+			case p := <-b.in:
+				batch = append(batch, p)
+				size += p.m.size()
+			default:
+				break fill
+			}
+		}
+		b.write(ctx, batch)
+	}
+}
+
+// write sends the batch; if Cassandra refuses it as a whole for a reason other than availability,
+// each mutation is retried alone so that one bad write cannot fail its neighbours.
+func (b *Batcher) write(ctx context.Context, batch []*pendingWrite) {
+	q := b.S.Batch(gocql.UnloggedBatch)
+	for _, p := range batch {
+		addMutation(q, p.m)
+	}
+	// A batch other callers share outlives any one caller's context; the session's own timeout
+	// bounds it.
+	err := q.ExecContext(context.WithoutCancel(ctx))
+	b.sizes.Observe(float64(len(batch)))
+	if err != nil {
+		err = fmt.Errorf("write %d mutations to order_view, order_events, orders_by_customer: %w", len(batch), err)
+	}
+	if err != nil && len(batch) > 1 && !IsUnavailable(err) {
+		for _, p := range batch {
+			p.done <- b.Cassandra.Apply(ctx, p.m)
+		}
+		return
+	}
+	for _, p := range batch {
+		p.done <- err
+	}
+}
+
+// size estimates a mutation's share of a batch in bytes (values dominate; the statements are
+// prepared, so their text is not sent).
+func (m Mutation) size() int {
+	n := 64 + len(m.OrderID) + len(m.History.Payload) + len(m.History.Summary) + len(m.History.EventID) + len(m.History.EventType)
+	for _, w := range m.Writes {
+		n += 16 * (len(w.Values) + 1)
+		for _, v := range w.Values {
+			if s, ok := v.(string); ok {
+				n += len(s)
+			}
+		}
+	}
+	if m.Customer != nil {
+		n += 64 + len(m.Customer.CustomerID)
+	}
+	return n
+}
