@@ -169,17 +169,14 @@ func (p *processor) record(ctx context.Context, e event.Envelope, pl event.Inven
 	}
 	pay := Payment{OrderID: e.OrderID, IdempotencyKey: e.EventID, CustomerID: pl.CustomerID, Amount: pl.Amount,
 		Currency: pl.Currency, Status: event.PaymentStatusAuthorized, CreatedAt: p.now().UTC().Truncate(time.Microsecond)}
-	typ := event.PaymentAuthorized
 	if reason != "" {
-		pay.Status, pay.FailureReason, typ = event.PaymentStatusFailed, &reason, event.PaymentFailed
+		pay.Status, pay.FailureReason = event.PaymentStatusFailed, &reason
 	}
 	var dup bool
 	err = pg.InTx(ctx, p.pool, func(tx pgx.Tx) error {
 		dup = false
-		err := tx.QueryRow(ctx, `INSERT INTO payments (order_id, idempotency_key, customer_id, amount, currency, status, failure_reason, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING payment_id`,
-			pay.OrderID, pay.IdempotencyKey, pay.CustomerID, pay.Amount.Decimal, pay.Currency, pay.Status, pay.FailureReason, pay.CreatedAt).
-			Scan(&pay.PaymentID)
+		err := tx.QueryRow(ctx, insertPayment, pay.OrderID, pay.IdempotencyKey, pay.CustomerID, pay.Amount.Decimal,
+			pay.Currency, pay.Status, pay.FailureReason, pay.CreatedAt).Scan(&pay.PaymentID)
 		if errors.Is(err, pgx.ErrNoRows) {
 			dup = true // a unique constraint already holds this charge
 			return nil
@@ -187,14 +184,30 @@ func (p *processor) record(ctx context.Context, e event.Envelope, pl event.Inven
 		if err != nil {
 			return fmt.Errorf("insert payment: %w", err)
 		}
-		out, err := p.factory.Caused(e, typ, event.PaymentPayload{PaymentID: pay.PaymentID, OrderID: pay.OrderID,
-			Amount: pay.Amount, Currency: pay.Currency, Status: pay.Status, FailureReason: pay.FailureReason})
+		out, err := p.factory.Caused(e, paymentEventType(pay), paymentPayload(pay))
 		if err != nil {
 			return err
 		}
 		return outbox.Add(ctx, tx, out)
 	})
 	return pay, dup, err
+}
+
+// insertPayment writes a payment unless a unique constraint (idempotency_key, order_id) already
+// holds one; it returns the new payment_id, or no row for a duplicate.
+const insertPayment = `INSERT INTO payments (order_id, idempotency_key, customer_id, amount, currency, status, failure_reason, created_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING payment_id`
+
+func paymentEventType(pay Payment) event.Type {
+	if pay.Status == event.PaymentStatusFailed {
+		return event.PaymentFailed
+	}
+	return event.PaymentAuthorized
+}
+
+func paymentPayload(pay Payment) event.PaymentPayload {
+	return event.PaymentPayload{PaymentID: pay.PaymentID, OrderID: pay.OrderID, Amount: pay.Amount, Currency: pay.Currency,
+		Status: pay.Status, FailureReason: pay.FailureReason}
 }
 
 // ErrNotFound: no payment for the order.

@@ -55,7 +55,8 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
 		return err
 	}
-	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicInventory}, Handler: p.handle}); err != nil {
+	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicInventory},
+		Handler: p.handle, Batch: p.handleBatch}); err != nil {
 		return err
 	}
 	s.Mux.HandleFunc("GET /api/payments/{orderId}", s.Guard.Admin(getPayment(p, s.Log)))

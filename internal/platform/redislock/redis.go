@@ -133,3 +133,83 @@ func (d *Dedup) Mark(ctx context.Context, id string) error {
 	}
 	return d.Client.Set(ctx, d.Prefix+id, "1", ttl).Err()
 }
+
+// TryAcquireMany tries once, in one round trip, to take the lock of every id; locks[i] is nil where
+// another owner holds id's lock. On a Redis error no lock is held (any taken are released).
+func (l *Locker) TryAcquireMany(ctx context.Context, ids []string) ([]*Lock, error) {
+	ttl := l.TTL
+	if ttl <= 0 {
+		ttl = 30 * time.Second
+	}
+	locks := make([]*Lock, len(ids))
+	cmds := make([]*redis.BoolCmd, len(ids))
+	_, err := l.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			var b [16]byte
+			_, _ = rand.Read(b[:])
+			locks[i] = &Lock{l: l, key: l.Prefix + id, token: hex.EncodeToString(b[:])}
+			cmds[i] = p.SetNX(ctx, locks[i].key, locks[i].token, ttl)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = l.ReleaseMany(context.WithoutCancel(ctx), locks)
+		return nil, fmt.Errorf("acquire %d locks: %w", len(ids), err)
+	}
+	for i, c := range cmds {
+		if !c.Val() {
+			locks[i] = nil
+		}
+	}
+	return locks, nil
+}
+
+// ReleaseMany releases the non-nil locks (each only if still ours) in one round trip.
+func (l *Locker) ReleaseMany(ctx context.Context, locks []*Lock) error {
+	_, err := l.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, lk := range locks {
+			if lk != nil {
+				releaseScript.Eval(ctx, p, []string{lk.key}, lk.token) // EVALSHA cannot fall back inside a pipeline
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("release locks: %w", err)
+	}
+	return nil
+}
+
+// SeenMany reports, in one round trip, which ids were marked.
+func (d *Dedup) SeenMany(ctx context.Context, ids []string) ([]bool, error) {
+	cmds := make([]*redis.IntCmd, len(ids))
+	_, err := d.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.Exists(ctx, d.Prefix+id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	seen := make([]bool, len(ids))
+	for i, c := range cmds {
+		seen[i] = c.Val() == 1
+	}
+	return seen, nil
+}
+
+// MarkMany records every id for TTL in one round trip. Call it only after the effects committed.
+func (d *Dedup) MarkMany(ctx context.Context, ids []string) error {
+	ttl := d.TTL
+	if ttl <= 0 {
+		ttl = 24 * time.Hour
+	}
+	_, err := d.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range ids {
+			p.Set(ctx, d.Prefix+id, "1", ttl)
+		}
+		return nil
+	})
+	return err
+}

@@ -1,0 +1,206 @@
+package payment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/outbox"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/platform/redislock"
+)
+
+// charge is one inventory.reserved of a batch on its way to a payment.
+type charge struct {
+	e    event.Envelope
+	pl   event.InventoryPayload
+	lock *redislock.Lock
+	pay  Payment
+	dup  bool
+}
+
+// handleBatch is the consumer's batch handler: the same three layers as handle, with one round trip
+// per step for the whole batch instead of per event — one Redis pipeline takes the locks, one checks
+// the dedup cache, one transaction writes every payment and its event, then one pipeline marks the
+// events and one releases the locks. Events whose lock another instance holds right now, and a second
+// event for an order already in the batch, take the single-event path afterwards (it waits for the
+// lock), so nothing is decided twice. Any error fails the batch; the runner then handles its events
+// one by one, and whatever this call committed is recognised there as a duplicate.
+func (p *processor) handleBatch(ctx context.Context, es []event.Envelope) error {
+	var (
+		batch   []*charge
+		later   []event.Envelope
+		ignored []event.Type
+		orders  = map[string]bool{}
+	)
+	for _, e := range es {
+		if e.EventType != event.InventoryReserved {
+			ignored = append(ignored, e.EventType)
+			continue
+		}
+		pl, err := event.DecodePayload[event.InventoryPayload](e)
+		if err != nil {
+			return err
+		}
+		if orders[e.OrderID] {
+			later = append(later, e)
+			continue
+		}
+		orders[e.OrderID] = true
+		batch = append(batch, &charge{e: e, pl: pl})
+	}
+	if len(batch) > 0 {
+		contended, err := p.chargeBatch(ctx, batch)
+		if err != nil {
+			return err
+		}
+		later = append(contended, later...)
+	}
+	for _, e := range later {
+		if err := p.handle(ctx, e); err != nil {
+			return err
+		}
+	}
+	for _, t := range ignored {
+		p.metrics.ignored.WithLabelValues(string(t)).Inc()
+	}
+	return nil
+}
+
+// chargeBatch runs the layers for events of distinct orders and returns the events whose lock was
+// taken by someone else.
+func (p *processor) chargeBatch(ctx context.Context, batch []*charge) ([]event.Envelope, error) {
+	ids := make([]string, len(batch))
+	for i, c := range batch {
+		ids[i] = c.e.OrderID
+	}
+	// Layer 1, without waiting: a lock held elsewhere sends its event to the single-event path.
+	locks, err := p.locker.TryAcquireMany(ctx, ids)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		p.degrade("lock", err, p.log) // Redis down: layer 3 alone still prevents a double charge
+		locks = make([]*redislock.Lock, len(batch))
+	}
+	start := time.Now()
+	var contended []event.Envelope
+	held := batch[:0:0]
+	for i, c := range batch {
+		switch {
+		case locks[i] != nil:
+			c.lock = locks[i]
+			held = append(held, c)
+		case err == nil:
+			contended = append(contended, c.e)
+		default:
+			held = append(held, c) // no Redis: go ahead on the database layer
+		}
+	}
+	defer func() {
+		if err := p.locker.ReleaseMany(context.WithoutCancel(ctx), locks); err != nil && !errors.Is(err, context.Canceled) {
+			p.degrade("unlock", err, p.log)
+		}
+		for range held {
+			p.metrics.duration.Observe(time.Since(start).Seconds())
+		}
+	}()
+	// Layer 2, checked under the locks, so an event another instance finished meanwhile is seen.
+	eventIDs := make([]string, len(held))
+	for i, c := range held {
+		eventIDs[i] = c.e.EventID
+	}
+	todo := held[:0:0]
+	if seen, err := p.dedup.SeenMany(ctx, eventIDs); err != nil {
+		p.degrade("dedup_check", err, p.log)
+		todo = held
+	} else {
+		for i, c := range held {
+			if seen[i] {
+				p.metrics.redisHit.Inc()
+				p.metrics.duplicate.Inc()
+				continue
+			}
+			todo = append(todo, c)
+		}
+	}
+	if len(todo) == 0 {
+		return contended, nil
+	}
+	if err := p.recordBatch(ctx, todo); err != nil {
+		return nil, err
+	}
+	// After commit: counters, then the Redis marks (a crash before them is caught by layer 3).
+	done := make([]string, len(todo))
+	for i, c := range todo {
+		done[i] = c.e.EventID
+		if c.dup {
+			p.metrics.dbHit.Inc()
+			p.metrics.duplicate.Inc()
+			continue
+		}
+		p.metrics.processed.Inc()
+		if c.pay.Status == event.PaymentStatusFailed {
+			p.metrics.failed.Inc()
+		}
+	}
+	if err := p.dedup.MarkMany(ctx, done); err != nil {
+		p.degrade("dedup_mark", err, p.log)
+	}
+	return contended, nil
+}
+
+// recordBatch is record for many events of distinct orders in one transaction: the inserts go in
+// one pipelined round trip, then the events of the rows inserted.
+func (p *processor) recordBatch(ctx context.Context, todo []*charge) error {
+	for _, c := range todo {
+		reason, err := p.gateway.Decide(ctx, c.e.OrderID, c.pl.CustomerID, c.pl.Amount)
+		if err != nil {
+			return err
+		}
+		c.pay = Payment{OrderID: c.e.OrderID, IdempotencyKey: c.e.EventID, CustomerID: c.pl.CustomerID, Amount: c.pl.Amount,
+			Currency: c.pl.Currency, Status: event.PaymentStatusAuthorized, CreatedAt: p.now().UTC().Truncate(time.Microsecond)}
+		if reason != "" {
+			c.pay.Status, c.pay.FailureReason = event.PaymentStatusFailed, &reason
+		}
+	}
+	return pg.InTx(ctx, p.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		for _, c := range todo {
+			b.Queue(insertPayment, c.pay.OrderID, c.pay.IdempotencyKey, c.pay.CustomerID, c.pay.Amount.Decimal,
+				c.pay.Currency, c.pay.Status, c.pay.FailureReason, c.pay.CreatedAt)
+		}
+		res := tx.SendBatch(ctx, b)
+		for _, c := range todo {
+			c.dup = false
+			err := res.QueryRow().Scan(&c.pay.PaymentID)
+			if errors.Is(err, pgx.ErrNoRows) {
+				c.dup = true // a unique constraint already holds this charge
+				continue
+			}
+			if err != nil {
+				_ = res.Close()
+				return fmt.Errorf("insert payment: %w", err)
+			}
+		}
+		if err := res.Close(); err != nil {
+			return fmt.Errorf("insert payments: %w", err)
+		}
+		var outs []event.Envelope
+		for _, c := range todo {
+			if c.dup {
+				continue
+			}
+			out, err := p.factory.Caused(c.e, paymentEventType(c.pay), paymentPayload(c.pay))
+			if err != nil {
+				return err
+			}
+			outs = append(outs, out)
+		}
+		return outbox.Add(ctx, tx, outs...)
+	})
+}
