@@ -144,3 +144,34 @@ func TestDatabaseOutageIs503NotNotFound(t *testing.T) {
 		t.Fatalf("POST during outage: %d", w.Code)
 	}
 }
+
+// An order without an Idempotency-Key is written as one batch outside an explicit transaction; it
+// must still be all or nothing: a line the database refuses (here a quantity the CHECK constraint
+// rejects, which validation would normally stop first) leaves no order, no line and no event.
+func TestCreateIsAllOrNothing(t *testing.T) {
+	_, pool := realAPI(t)
+	ctx := testkit.Context(t, 30*time.Second)
+	st := &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}
+	o := newOrder{CustomerID: "cust-1", Currency: "EUR", Total: event.MustMoney("3.00"), Items: []event.Item{
+		{ItemID: "SKU-001", Quantity: 1, UnitPrice: event.MustMoney("1.00")},
+		{ItemID: "SKU-002", Quantity: 0, UnitPrice: event.MustMoney("2.00")}}}
+	if _, _, err := st.create(ctx, o, ""); err == nil {
+		t.Fatal("an order with a refused line was accepted")
+	}
+	var orders, items, events int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_items), (SELECT count(*) FROM outbox)`).
+		Scan(&orders, &items, &events); err != nil {
+		t.Fatal(err)
+	}
+	if orders+items+events != 0 {
+		t.Fatalf("after a failed create: %d orders, %d lines, %d events; want none", orders, items, events)
+	}
+	o.Items[1].Quantity = 1
+	ord, _, err := st.create(ctx, o, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.get(ctx, ord.OrderID); err != nil || len(got.Items) != 2 {
+		t.Fatalf("valid order: %+v, %v", got, err)
+	}
+}

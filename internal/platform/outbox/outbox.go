@@ -39,6 +39,19 @@ func Add(ctx context.Context, tx pgx.Tx, envs ...event.Envelope) error {
 		return nil
 	}
 	b := &pgx.Batch{}
+	if err := Queue(b, envs...); err != nil {
+		return err
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("outbox: insert: %w", err)
+	}
+	return nil
+}
+
+// Queue appends the statements of Add to b, for callers that write their state change and its
+// events in one batch (sent in one round trip, as one implicit transaction when b is sent outside an
+// explicit one).
+func Queue(b *pgx.Batch, envs ...event.Envelope) error {
 	for _, e := range envs {
 		topic := e.EventType.Topic()
 		if topic == "" {
@@ -51,9 +64,8 @@ func Add(ctx context.Context, tx pgx.Tx, envs ...event.Envelope) error {
 		b.Queue(`INSERT INTO outbox (event_id, event_type, topic, record_key, value) VALUES ($1, $2, $3, $4, $5)`,
 			e.EventID, string(e.EventType), topic, e.OrderID, v)
 	}
-	b.Queue(`SELECT pg_notify($1, '')`, NotifyChannel)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("outbox: insert: %w", err)
+	if len(envs) > 0 {
+		b.Queue(`SELECT pg_notify($1, '')`, NotifyChannel)
 	}
 	return nil
 }
