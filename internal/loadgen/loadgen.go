@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -100,18 +101,19 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 		v.(*atomic.Int64).Add(1)
 	}
 
-	// Terminal events are seen on Kafka; the view is then read until it shows them.
-	watcher, err := kgo.NewClient(kafka.Config{Brokers: cfg.Brokers, ClientID: "orderflow-loadgen"}.Options(
-		kgo.ConsumeTopics(event.TopicInventory, event.TopicPayments, event.TopicDelivery),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()), kgo.FetchMaxWait(100*time.Millisecond))...)
+	// Terminal events are seen on Kafka; the view is then read until it shows them. The watcher starts
+	// at end offsets listed before the first order is sent: a consumer left to resolve "the end" by
+	// itself does so at its first fetch, and an order completed before that would never be seen.
+	kc := kafka.Config{Brokers: cfg.Brokers, ClientID: "orderflow-loadgen"}
+	from, err := endOffsets(ctx, kc, event.TopicInventory, event.TopicPayments, event.TopicDelivery)
+	if err != nil {
+		return res, err
+	}
+	watcher, err := kgo.NewClient(kc.Options(kgo.ConsumePartitions(from), kgo.FetchMaxWait(100*time.Millisecond))...)
 	if err != nil {
 		return res, err
 	}
 	defer watcher.Close()
-	// Make sure the watcher has its offsets before the first order is sent.
-	if err := watcher.Ping(ctx); err != nil {
-		return res, fmt.Errorf("kafka: %w", err)
-	}
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	var checkers sync.WaitGroup
@@ -413,4 +415,28 @@ func openLoop(ctx context.Context, start time.Time, rate float64, n int, send fu
 		send(i, due)
 	}
 	return maxLag
+}
+
+// endOffsets lists the current end offset of every partition of topics.
+func endOffsets(ctx context.Context, kc kafka.Config, topics ...string) (map[string]map[int32]kgo.Offset, error) {
+	cl, err := kgo.NewClient(kc.Options()...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kafka: list end offsets: %w", err)
+	}
+	from := map[string]map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if from[o.Topic] == nil {
+			from[o.Topic] = map[int32]kgo.Offset{}
+		}
+		from[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset)
+	})
+	return from, nil
 }
