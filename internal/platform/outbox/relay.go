@@ -164,10 +164,17 @@ func (r *Relay) lead(ctx context.Context) error {
 			}
 			lastPurge = time.Now()
 		}
-		if n > 0 || len(acked) > 0 {
-			continue // more may be waiting, and what was just published must be marked before idling
+		if n >= r.cfg.BatchSize {
+			continue // a full batch: more is waiting
 		}
-		wctx, cancel := context.WithTimeout(ctx, r.cfg.PollInterval)
+		// What was just published is marked by the next read, which a NOTIFY usually triggers within
+		// milliseconds under load; when none comes, the read runs after markDelay, so sent rows are
+		// not left unmarked for a whole poll interval.
+		wait := r.cfg.PollInterval
+		if len(acked) > 0 {
+			wait = min(wait, markDelay)
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
 		_, err = conn.WaitForNotification(wctx)
 		cancel()
 		switch {
@@ -184,6 +191,10 @@ func (r *Relay) lead(ctx context.Context) error {
 	}
 	return nil
 }
+
+// markDelay bounds how long published rows wait for the read that marks them when no new row
+// arrives.
+const markDelay = 50 * time.Millisecond
 
 type row struct {
 	id        int64
