@@ -72,6 +72,37 @@ func (b *Batcher) Apply(ctx context.Context, m Mutation) error {
 	}
 }
 
+// ApplyMany queues every mutation at once and waits for all of them: one goroutine per partition
+// batch instead of one per event. It returns the first error.
+func (b *Batcher) ApplyMany(ctx context.Context, ms []Mutation) error {
+	ps := make([]*pendingWrite, 0, len(ms))
+	var err error
+	for _, m := range ms {
+		p := &pendingWrite{m: m, done: make(chan error, 1)}
+		select {
+		case b.in <- p:
+			ps = append(ps, p)
+			continue
+		case <-b.stopped:
+			err = ErrWriterStopped
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		break
+	}
+	for _, p := range ps {
+		select {
+		case e := <-p.done:
+			if err == nil {
+				err = e
+			}
+		case <-ctx.Done(): // queued writes may still land; they are idempotent
+			return ctx.Err()
+		}
+	}
+	return err
+}
+
 // Run flushes until ctx is cancelled; writes still queued then are answered with ErrWriterStopped.
 // Add it to the lifecycle group before the consumer that calls Apply, so it stops after it.
 func (b *Batcher) Run(ctx context.Context) error {

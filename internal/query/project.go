@@ -66,12 +66,7 @@ func (p *Projector) HandleBatch(ctx context.Context, es []event.Envelope) error 
 		}
 		ms[i] = m
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for _, m := range ms {
-		g.Go(func() error { return p.Store.Apply(gctx, m) })
-	}
-	if err := g.Wait(); err != nil {
+	if err := p.applyAll(ctx, ms); err != nil {
 		return err
 	}
 	now := p.now()
@@ -83,4 +78,20 @@ func (p *Projector) HandleBatch(ctx context.Context, es []event.Envelope) error 
 		}
 	}
 	return nil
+}
+
+// applyAll writes the mutations concurrently: through the store's own batching when it has it,
+// else one goroutine per write.
+func (p *Projector) applyAll(ctx context.Context, ms []Mutation) error {
+	if b, ok := p.Store.(interface {
+		ApplyMany(context.Context, []Mutation) error
+	}); ok {
+		return b.ApplyMany(ctx, ms)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, m := range ms {
+		g.Go(func() error { return p.Store.Apply(gctx, m) })
+	}
+	return g.Wait()
 }
