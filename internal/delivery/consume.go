@@ -134,9 +134,13 @@ func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
 	return nil
 }
 
-// schedule runs the ETA scheduler every interval until ctx ends.
+// schedule runs the ETA scheduler until ctx ends. Every delivery is re-checked once per interval,
+// but passes run every passEvery(interval) and take only the deliveries due by then: deliveries are
+// assigned continuously, so the work arrives as a steady trickle instead of one burst per interval
+// (a burst of a thousand eta.updated events every 10 s queued the next delivery.assigned events
+// behind it in the outbox and showed as the end-to-end latency tail).
 func (c *consumer) schedule(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
+	t := time.NewTicker(passEvery(interval))
 	defer t.Stop()
 	for {
 		select {
@@ -164,4 +168,10 @@ func (c *consumer) schedule(ctx context.Context, interval time.Duration) error {
 			c.metrics.active.Set(float64(n))
 		}
 	}
+}
+
+// passEvery is the scheduler's pass period for a re-check interval: a tenth of it, between 100 ms
+// and 1 s.
+func passEvery(interval time.Duration) time.Duration {
+	return min(max(interval/10, 100*time.Millisecond), time.Second)
 }

@@ -276,3 +276,16 @@ func TestBatchAssignsOnceAndFailsWhenFull(t *testing.T) {
 		t.Fatalf("a failed batch left %d deliveries, want the 2 committed before", n)
 	}
 }
+
+func TestSchedulerPassPeriod(t *testing.T) {
+	for _, c := range []struct{ interval, want time.Duration }{
+		{30 * time.Second, time.Second},                  // the default: a pass a second
+		{10 * time.Second, time.Second},                  // the benchmark's interval
+		{2 * time.Second, 200 * time.Millisecond},        // a tenth of short intervals
+		{200 * time.Millisecond, 100 * time.Millisecond}, // never busier than ten passes a second
+	} {
+		if got := passEvery(c.interval); got != c.want {
+			t.Errorf("passEvery(%v) = %v, want %v", c.interval, got, c.want)
+		}
+	}
+}
