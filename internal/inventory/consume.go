@@ -79,46 +79,27 @@ func (c *consumer) count(out outcome) {
 }
 
 // handleBatch applies a partition's events in one transaction with the same result as handle
-// applied in order (see applyBatch). Events handle ignores (payment.authorized, most of the payment
-// topic) stay out of the transaction, as they do on the single-event path: a batch of only those
-// costs no transaction at all.
+// applied in order (see applyBatch).
 func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
 	created := map[int]event.OrderCreatedPayload{}
-	var work []event.Envelope
-	var ignored []event.Type
-	for _, e := range es {
+	for i, e := range es {
 		switch e.EventType {
 		case event.OrderCreated:
 			p, err := event.DecodePayload[event.OrderCreatedPayload](e)
 			if err != nil {
 				return err
 			}
-			created[len(work)] = p
+			created[i] = p
 		case event.PaymentFailed:
 			if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
 				return err
 			}
-		default:
-			ignored = append(ignored, e.EventType)
-			continue
 		}
-		work = append(work, e)
 	}
-	if len(work) > 0 {
-		outs, err := c.store.applyBatch(ctx, work, created)
-		if err != nil {
-			return err
-		}
-		c.countBatch(outs)
+	outs, err := c.store.applyBatch(ctx, es, created)
+	if err != nil {
+		return err
 	}
-	for _, t := range ignored {
-		c.metrics.ignored.WithLabelValues(string(t)).Inc()
-	}
-	return nil
-}
-
-// countBatch moves the counters for a committed batch.
-func (c *consumer) countBatch(outs []outcome) {
 	for _, out := range outs {
 		if t, ok := strings.CutPrefix(out.result, "ignored:"); ok {
 			c.metrics.ignored.WithLabelValues(t).Inc()
@@ -126,6 +107,7 @@ func (c *consumer) countBatch(outs []outcome) {
 		}
 		c.count(out)
 	}
+	return nil
 }
 
 // reportStock refreshes the stock gauge for the seeded catalog every few seconds.
