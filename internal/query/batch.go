@@ -67,6 +67,8 @@ func (b *Batcher) Apply(ctx context.Context, m Mutation) error {
 	select {
 	case err := <-p.done:
 		return err
+	case <-b.stopped: // queued just as Run returned: nobody will write it
+		return ErrWriterStopped
 	case <-ctx.Done(): // the write may still land; it is idempotent, so a retry is harmless
 		return ctx.Err()
 	}
@@ -96,6 +98,8 @@ func (b *Batcher) ApplyMany(ctx context.Context, ms []Mutation) error {
 			if err == nil {
 				err = e
 			}
+		case <-b.stopped:
+			return ErrWriterStopped
 		case <-ctx.Done(): // queued writes may still land; they are idempotent
 			return ctx.Err()
 		}
