@@ -14,13 +14,12 @@ import (
 	"github.com/orderflow/orderflow/internal/platform/redislock"
 )
 
-// charge is one inventory.reserved of a batch on its way to a payment.
+// charge is one inventory.reserved on its way to a payment; record fills pay and dup.
 type charge struct {
-	e    event.Envelope
-	pl   event.InventoryPayload
-	lock *redislock.Lock
-	pay  Payment
-	dup  bool
+	e   event.Envelope
+	pl  event.InventoryPayload
+	pay Payment
+	dup bool // a unique constraint already held this charge: nothing written, nothing published
 }
 
 // handleBatch is the consumer's batch handler: the same three layers as handle, with one round trip
@@ -92,17 +91,14 @@ func (p *processor) chargeBatch(ctx context.Context, batch []*charge) ([]event.E
 	held := batch[:0:0]
 	for i, c := range batch {
 		switch {
-		case locks[i] != nil:
-			c.lock = locks[i]
+		case locks[i] != nil, err != nil: // without Redis, go ahead on the database layer
 			held = append(held, c)
-		case err == nil:
-			contended = append(contended, c.e)
 		default:
-			held = append(held, c) // no Redis: go ahead on the database layer
+			contended = append(contended, c.e)
 		}
 	}
 	defer func() {
-		if err := p.locker.ReleaseMany(context.WithoutCancel(ctx), locks); err != nil && !errors.Is(err, context.Canceled) {
+		if err := p.locker.ReleaseMany(context.WithoutCancel(ctx), locks); err != nil {
 			p.degrade("unlock", err, p.log)
 		}
 		for range held {
@@ -121,8 +117,7 @@ func (p *processor) chargeBatch(ctx context.Context, batch []*charge) ([]event.E
 	} else {
 		for i, c := range held {
 			if seen[i] {
-				p.metrics.redisHit.Inc()
-				p.metrics.duplicate.Inc()
+				p.countRedisHit()
 				continue
 			}
 			todo = append(todo, c)
@@ -131,22 +126,14 @@ func (p *processor) chargeBatch(ctx context.Context, batch []*charge) ([]event.E
 	if len(todo) == 0 {
 		return contended, nil
 	}
-	if err := p.recordBatch(ctx, todo); err != nil {
+	if err := p.record(ctx, todo); err != nil {
 		return nil, err
 	}
 	// After commit: counters, then the Redis marks (a crash before them is caught by layer 3).
 	done := make([]string, len(todo))
 	for i, c := range todo {
 		done[i] = c.e.EventID
-		if c.dup {
-			p.metrics.dbHit.Inc()
-			p.metrics.duplicate.Inc()
-			continue
-		}
-		p.metrics.processed.Inc()
-		if c.pay.Status == event.PaymentStatusFailed {
-			p.metrics.failed.Inc()
-		}
+		p.countRecorded(c)
 	}
 	if err := p.dedup.MarkMany(ctx, done); err != nil {
 		p.degrade("dedup_mark", err, p.log)
@@ -154,9 +141,11 @@ func (p *processor) chargeBatch(ctx context.Context, batch []*charge) ([]event.E
 	return contended, nil
 }
 
-// recordBatch is record for many events of distinct orders in one transaction: the inserts go in
-// one pipelined round trip, then the events of the rows inserted.
-func (p *processor) recordBatch(ctx context.Context, todo []*charge) error {
+// record decides each charge with the gateway and writes the payments of events of distinct orders
+// and their events in one transaction: the inserts in one pipelined round trip, then the events of
+// the rows inserted. A charge a unique constraint already holds (same eventId, or another payment
+// for the order) is marked dup: nothing is written or published for it.
+func (p *processor) record(ctx context.Context, todo []*charge) error {
 	for _, c := range todo {
 		reason, err := p.gateway.Decide(ctx, c.e.OrderID, c.pl.CustomerID, c.pl.Amount)
 		if err != nil {

@@ -77,12 +77,22 @@ func TestBatchWaitsForALockHeldElsewhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
+	released := make(chan time.Time, 1)
+	go func() { // the other instance finishes its work on the order a little later
 		time.Sleep(300 * time.Millisecond)
+		released <- time.Now()
 		_, _ = lk.Release(context.Background())
 	}()
 	if err := p.handleBatch(ctx, []event.Envelope{free, held}); err != nil {
 		t.Fatal(err)
+	}
+	// Charged only under the lock, i.e. after the other owner let go.
+	pay, err := p.get(ctx, held.OrderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at := <-released; pay.CreatedAt.Before(at.Truncate(time.Microsecond)) {
+		t.Fatalf("the held order was charged at %v, before the other owner released its lock at %v", pay.CreatedAt, at)
 	}
 	for _, e := range []event.Envelope{free, held} {
 		if pays, evs := f.counts(t, e.OrderID); pays != 1 || evs != 1 {

@@ -232,8 +232,9 @@ func TestCrashBetweenCommitAndRedisMark(t *testing.T) {
 	p, _ := f.instance(t, f.rdb, 5*time.Second)
 	e := reservedEvent(t, "10.00")
 	pl, _ := event.DecodePayload[event.InventoryPayload](e)
-	if _, dup, err := p.record(ctx, e, pl); err != nil || dup {
-		t.Fatalf("record: dup=%v err=%v", dup, err)
+	c := &charge{e: e, pl: pl}
+	if err := p.record(ctx, []*charge{c}); err != nil || c.dup {
+		t.Fatalf("record: dup=%v err=%v", c.dup, err)
 	}
 	if err := p.handle(ctx, e); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package payment
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -13,8 +12,6 @@ import (
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/obs"
-	"github.com/orderflow/orderflow/internal/platform/outbox"
-	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/redislock"
 )
 
@@ -102,8 +99,7 @@ func (p *processor) process(ctx context.Context, e event.Envelope, pl event.Inve
 	if seen, err := p.dedup.Seen(ctx, e.EventID); err != nil {
 		p.degrade("dedup_check", err, log)
 	} else if seen {
-		p.metrics.redisHit.Inc()
-		p.metrics.duplicate.Inc()
+		p.countRedisHit()
 		return nil
 	}
 	// Layer 1: serialise work on one order across instances. Taken outside the transaction.
@@ -129,68 +125,46 @@ func (p *processor) process(ctx context.Context, e event.Envelope, pl event.Inve
 	if lock != nil {
 		// Another instance may have finished this event while we waited for the lock.
 		if seen, err := p.dedup.Seen(ctx, e.EventID); err == nil && seen {
-			p.metrics.redisHit.Inc()
-			p.metrics.duplicate.Inc()
+			p.countRedisHit()
 			return nil
 		}
 	}
-	payment, dup, err := p.record(ctx, e, pl)
-	if err != nil {
+	c := &charge{e: e, pl: pl}
+	if err := p.record(ctx, []*charge{c}); err != nil {
 		return err
 	}
 	// After commit: counters, then the Redis mark (a crash before it is caught by layer 3).
-	if dup {
-		p.metrics.dbHit.Inc()
-		p.metrics.duplicate.Inc()
-	} else {
-		p.metrics.processed.Inc()
-		if payment.Status == event.PaymentStatusFailed {
-			p.metrics.failed.Inc()
-		}
-	}
+	p.countRecorded(c)
 	if err := p.dedup.Mark(ctx, e.EventID); err != nil {
 		p.degrade("dedup_mark", err, log)
 	}
 	return nil
 }
 
+// countRedisHit counts a duplicate caught by the Redis fast path (layer 2).
+func (p *processor) countRedisHit() {
+	p.metrics.redisHit.Inc()
+	p.metrics.duplicate.Inc()
+}
+
+// countRecorded moves the counters for a committed charge: a payment, or a duplicate the database
+// constraints caught (layer 3).
+func (p *processor) countRecorded(c *charge) {
+	switch {
+	case c.dup:
+		p.metrics.dbHit.Inc()
+		p.metrics.duplicate.Inc()
+	case c.pay.Status == event.PaymentStatusFailed:
+		p.metrics.processed.Inc()
+		p.metrics.failed.Inc()
+	default:
+		p.metrics.processed.Inc()
+	}
+}
+
 func (p *processor) degrade(op string, err error, log *slog.Logger) {
 	p.metrics.degraded.WithLabelValues(op).Inc()
 	log.Warn("redis unavailable, continuing on the database layer", "op", op, "err", err)
-}
-
-// record decides with the gateway and writes the payment row and its event in one transaction.
-// dup reports that a unique constraint (same eventId, or another payment for the order) already
-// holds a row: nothing is written and nothing published.
-func (p *processor) record(ctx context.Context, e event.Envelope, pl event.InventoryPayload) (Payment, bool, error) {
-	reason, err := p.gateway.Decide(ctx, e.OrderID, pl.CustomerID, pl.Amount)
-	if err != nil {
-		return Payment{}, false, err
-	}
-	pay := Payment{OrderID: e.OrderID, IdempotencyKey: e.EventID, CustomerID: pl.CustomerID, Amount: pl.Amount,
-		Currency: pl.Currency, Status: event.PaymentStatusAuthorized, CreatedAt: p.now().UTC().Truncate(time.Microsecond)}
-	if reason != "" {
-		pay.Status, pay.FailureReason = event.PaymentStatusFailed, &reason
-	}
-	var dup bool
-	err = pg.InTx(ctx, p.pool, func(tx pgx.Tx) error {
-		dup = false
-		err := tx.QueryRow(ctx, insertPayment, pay.OrderID, pay.IdempotencyKey, pay.CustomerID, pay.Amount.Decimal,
-			pay.Currency, pay.Status, pay.FailureReason, pay.CreatedAt).Scan(&pay.PaymentID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			dup = true // a unique constraint already holds this charge
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("insert payment: %w", err)
-		}
-		out, err := p.factory.Caused(e, paymentEventType(pay), paymentPayload(pay))
-		if err != nil {
-			return err
-		}
-		return outbox.Add(ctx, tx, out)
-	})
-	return pay, dup, err
 }
 
 // insertPayment writes a payment unless a unique constraint (idempotency_key, order_id) already
