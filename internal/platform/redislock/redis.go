@@ -67,16 +67,11 @@ type Lock struct {
 // Acquire waits up to Wait for the lock on id. It returns ErrNotAcquired when another owner held it
 // throughout, or the Redis error when Redis is unreachable (callers then continue without the lock).
 func (l *Locker) Acquire(ctx context.Context, id string) (*Lock, error) {
-	ttl, wait := l.TTL, l.Wait
-	if ttl <= 0 {
-		ttl = 30 * time.Second
-	}
+	ttl, wait := l.ttl(), l.Wait
 	if wait <= 0 {
 		wait = 5 * time.Second
 	}
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	lk := &Lock{l: l, key: l.Prefix + id, token: hex.EncodeToString(b[:])}
+	lk := l.newLock(id)
 	deadline := time.Now().Add(wait)
 	delay := 5 * time.Millisecond
 	for {
@@ -97,6 +92,21 @@ func (l *Locker) Acquire(ctx context.Context, id string) (*Lock, error) {
 		}
 		delay = min(delay*2, 100*time.Millisecond)
 	}
+}
+
+// newLock returns the (not yet taken) lock of id with a fresh random owner token.
+func (l *Locker) newLock(id string) *Lock {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return &Lock{l: l, key: l.Prefix + id, token: hex.EncodeToString(b[:])}
+}
+
+// ttl is the lock expiry, 30 s by default.
+func (l *Locker) ttl() time.Duration {
+	if l.TTL <= 0 {
+		return 30 * time.Second
+	}
+	return l.TTL
 }
 
 // releaseScript deletes the key only when it still holds our token (compare-and-delete), so an
@@ -127,28 +137,26 @@ func (d *Dedup) Seen(ctx context.Context, id string) (bool, error) {
 
 // Mark records id for TTL. Call it only after the effect committed.
 func (d *Dedup) Mark(ctx context.Context, id string) error {
-	ttl := d.TTL
-	if ttl <= 0 {
-		ttl = 24 * time.Hour
+	return d.Client.Set(ctx, d.Prefix+id, "1", d.ttl()).Err()
+}
+
+// ttl is how long a mark lives, 24 h by default.
+func (d *Dedup) ttl() time.Duration {
+	if d.TTL <= 0 {
+		return 24 * time.Hour
 	}
-	return d.Client.Set(ctx, d.Prefix+id, "1", ttl).Err()
+	return d.TTL
 }
 
 // TryAcquireMany tries once, in one round trip, to take the lock of every id; locks[i] is nil where
 // another owner holds id's lock. On a Redis error no lock is held (any taken are released).
 func (l *Locker) TryAcquireMany(ctx context.Context, ids []string) ([]*Lock, error) {
-	ttl := l.TTL
-	if ttl <= 0 {
-		ttl = 30 * time.Second
-	}
 	locks := make([]*Lock, len(ids))
 	cmds := make([]*redis.BoolCmd, len(ids))
 	_, err := l.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			var b [16]byte
-			_, _ = rand.Read(b[:])
-			locks[i] = &Lock{l: l, key: l.Prefix + id, token: hex.EncodeToString(b[:])}
-			cmds[i] = p.SetNX(ctx, locks[i].key, locks[i].token, ttl)
+			locks[i] = l.newLock(id)
+			cmds[i] = p.SetNX(ctx, locks[i].key, locks[i].token, l.ttl())
 		}
 		return nil
 	})
@@ -201,13 +209,9 @@ func (d *Dedup) SeenMany(ctx context.Context, ids []string) ([]bool, error) {
 
 // MarkMany records every id for TTL in one round trip. Call it only after the effects committed.
 func (d *Dedup) MarkMany(ctx context.Context, ids []string) error {
-	ttl := d.TTL
-	if ttl <= 0 {
-		ttl = 24 * time.Hour
-	}
 	_, err := d.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, id := range ids {
-			p.Set(ctx, d.Prefix+id, "1", ttl)
+			p.Set(ctx, d.Prefix+id, "1", d.ttl())
 		}
 		return nil
 	})

@@ -69,3 +69,47 @@ func TestDedupMarksWithTTL(t *testing.T) {
 		t.Fatalf("ttl %v", ttl)
 	}
 }
+
+// The pipelined forms: TryAcquireMany takes the free locks and reports the held one as nil without
+// waiting, ReleaseMany frees only its own, SeenMany/MarkMany agree with Seen/Mark.
+func TestManyAtOnce(t *testing.T) {
+	testkit.Integration(t)
+	ctx := testkit.Context(t, 30*time.Second)
+	c := testkit.Redis(t)
+	l := &redislock.Locker{Client: c, Prefix: testkit.Name("lock") + ":", TTL: time.Minute}
+	foreign, err := l.Acquire(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	locks, err := l.TryAcquireMany(ctx, []string{"a", "b", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if locks[0] == nil || locks[1] != nil || locks[2] == nil {
+		t.Fatalf("locks %v: want a and c taken, b (held elsewhere) nil", locks)
+	}
+	if ttl := c.PTTL(ctx, l.Prefix+"a").Val(); ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("lock ttl %v", ttl)
+	}
+	if err := l.ReleaseMany(ctx, locks); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Exists(ctx, l.Prefix+"a", l.Prefix+"c").Val(); n != 0 {
+		t.Fatalf("%d of our locks left after ReleaseMany", n)
+	}
+	if ok, _ := foreign.Release(ctx); !ok {
+		t.Fatal("ReleaseMany freed a lock it did not own")
+	}
+
+	d := &redislock.Dedup{Client: c, Prefix: testkit.Name("dedup") + ":", TTL: time.Minute}
+	if err := d.MarkMany(ctx, []string{"e1", "e3"}); err != nil {
+		t.Fatal(err)
+	}
+	seen, err := d.SeenMany(ctx, []string{"e1", "e2", "e3"})
+	if err != nil || !seen[0] || seen[1] || !seen[2] {
+		t.Fatalf("seen %v, %v; want e1 and e3", seen, err)
+	}
+	if one, _ := d.Seen(ctx, "e3"); !one {
+		t.Fatal("Seen disagrees with MarkMany")
+	}
+}
