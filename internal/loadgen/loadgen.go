@@ -437,12 +437,5 @@ func endOffsets(ctx context.Context, kc kafka.Config, topics ...string) (map[str
 	if err != nil {
 		return nil, fmt.Errorf("kafka: list end offsets: %w", err)
 	}
-	from := map[string]map[int32]kgo.Offset{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if from[o.Topic] == nil {
-			from[o.Topic] = map[int32]kgo.Offset{}
-		}
-		from[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset)
-	})
-	return from, nil
+	return ends.KOffsets(), nil
 }

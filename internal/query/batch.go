@@ -107,8 +107,9 @@ func (b *Batcher) ApplyMany(ctx context.Context, ms []Mutation) error {
 	return err
 }
 
-// Run flushes until ctx is cancelled; writes still queued then are answered with ErrWriterStopped.
-// Add it to the lifecycle group before the consumer that calls Apply, so it stops after it.
+// Run flushes until ctx is cancelled; callers of writes still queued then get ErrWriterStopped
+// (they wait on stopped too). Add it to the lifecycle group before the consumer that calls Apply, so
+// it stops after it.
 func (b *Batcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range b.flushers {
@@ -116,14 +117,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	close(b.stopped)
-	for {
-		select {
-		case p := <-b.in:
-			p.done <- ErrWriterStopped
-		default:
-			return nil
-		}
-	}
+	return nil
 }
 
 func (b *Batcher) flushLoop(ctx context.Context) {
