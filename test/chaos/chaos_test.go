@@ -61,12 +61,8 @@ func outage(t *testing.T, name, server string, d time.Duration, allowed ...strin
 	began := time.Now()
 	wait(ctx, d)
 	testkit.Infra(t, "start", server) // returns once the server answers real requests
-	rec := recovery(t, sys, time.Now())
 	down := time.Since(began)
-	res := result()
-	checkLoad(t, res, allowed...)
-	r := rec()
-	rep := harness.Verify(t, sys)
+	res, r, rep := afterFault(t, sys, result, allowed...)
 	record(row{name, sent(res), server + " down " + secs(down), secs(r), invariants(rep), "empty"})
 }
 

@@ -50,11 +50,7 @@ func TestDuplicateStorm(t *testing.T) {
 		}
 	}
 	storm := time.Since(began)
-	rec := recovery(t, sys, time.Now())
-	res := result()
-	checkLoad(t, res)
-	r := rec()
-	rep := harness.Verify(t, sys)
+	res, r, rep := afterFault(t, sys, result)
 	dups := metric(t, sys, "PAYMENT", "payment_duplicate_total") - dupsBefore
 	if dups == 0 {
 		t.Errorf("payment-service recognised no duplicate out of %d republished records", 2*len(slice))

@@ -79,6 +79,17 @@ func checkLoad(t *testing.T, res loadgen.Result, allowed ...string) {
 	}
 }
 
+// afterFault is the common end of a scenario, called the moment its fault ends: it measures the
+// recovery (a new order completing end to end) while the load finishes, checks the load (errors of
+// the allowed kinds aside) and verifies every invariant.
+func afterFault(t *testing.T, sys *testkit.System, result func() loadgen.Result, allowed ...string) (loadgen.Result, time.Duration, verify.Report) {
+	t.Helper()
+	rec := recovery(t, sys, time.Now())
+	res := result()
+	checkLoad(t, res, allowed...)
+	return res, rec(), harness.Verify(t, sys)
+}
+
 // recovery measures, in the background, the time from faultEnd until a new order placed after it
 // completes end to end (POST retried until accepted, then the view polled until terminal).
 func recovery(t *testing.T, sys *testkit.System, faultEnd time.Time) func() time.Duration {

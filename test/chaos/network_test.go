@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/internal/testkit"
-	"github.com/orderflow/orderflow/test/harness"
 )
 
 // TestNetworkFaults (8): payment-service runs in a network namespace the test creates; its
@@ -62,11 +61,7 @@ func TestNetworkFaults(t *testing.T) {
 	wait(ctx, 15*time.Second)
 	both("-D", "5432", "-j", "DROP")
 	partition := time.Since(began)
-	rec := recovery(t, sys, time.Now())
-	res := result()
-	checkLoad(t, res)
-	r := rec()
-	rep := harness.Verify(t, sys)
+	res, r, rep := afterFault(t, sys, result)
 	// Evidence that the delay bit: payments that took longer than 250 ms (each needs several
 	// Redis round trips; undisturbed they take a few milliseconds).
 	slow := metricAt(t, payment, "payment_processing_duration_seconds_count") -

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/internal/testkit"
-	"github.com/orderflow/orderflow/test/harness"
 )
 
 // TestPausedPayment (2): payment-service frozen (SIGSTOP) for 45 s, longer than the session
@@ -24,11 +23,7 @@ func TestPausedPayment(t *testing.T) {
 	frozen.Pause()
 	wait(ctx, 45*time.Second)
 	frozen.Resume()
-	rec := recovery(t, sys, time.Now())
-	res := result()
-	checkLoad(t, res)
-	r := rec()
-	rep := harness.Verify(t, sys)
+	res, r, rep := afterFault(t, sys, result)
 	dups := metric(t, sys, "PAYMENT", "payment_duplicate_total") + metricAt(t, second.Addr, "payment_duplicate_total")
 	record(row{"2 payment frozen (SIGSTOP) beside a second instance", sent(res), "45 s frozen, lock TTL 40 s",
 		secs(r), invariants(rep), fmt.Sprintf("empty; %v duplicates recognised", dups)})
@@ -49,10 +44,6 @@ func TestScaleOutAndIn(t *testing.T) {
 		t.Logf("scale %s back to 1", p)
 		extra.Stop()
 	}
-	rec := recovery(t, sys, time.Now())
-	res := result()
-	checkLoad(t, res)
-	r := rec()
-	rep := harness.Verify(t, sys)
+	res, r, rep := afterFault(t, sys, result)
 	record(row{"3 scale 1 → 2 → 1 per consumer service", sent(res), "4 × (8 s at 2 instances)", secs(r), invariants(rep), "empty"})
 }
