@@ -69,12 +69,15 @@ type Result struct {
 	PostLatency   Summary          `json:"postLatency"`
 	EndToEnd      Summary          `json:"endToEndLatency"`
 	MaxSchedLagMs float64          `json:"maxSchedulerLagMs"`
+	Stages        []Stage          `json:"stages"`
+	StagesMissing int              `json:"stagesMissing"` // completed orders whose path was not fully seen
 }
 
 type tracked struct {
-	kind   Kind
-	sentAt time.Time // scheduled send time: latency includes any queueing, so slow responses cannot hide it
-	done   atomic.Bool
+	kind        Kind
+	sentAt      time.Time // scheduled send time: latency includes any queueing, so slow responses cannot hide it
+	done        atomic.Bool
+	confirmedAt time.Time // set once, by whoever sets done
 }
 
 // Run executes the load and prints progress and the summary to out.
@@ -101,11 +104,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 		v.(*atomic.Int64).Add(1)
 	}
 
+	hops := newHopClock()
 	// Terminal events are seen on Kafka; the view is then read until it shows them. The watcher starts
 	// at end offsets listed before the first order is sent: a consumer left to resolve "the end" by
 	// itself does so at its first fetch, and an order completed before that would never be seen.
 	kc := kafka.Config{Brokers: cfg.Brokers, ClientID: "orderflow-loadgen"}
-	from, err := endOffsets(ctx, kc, event.TopicInventory, event.TopicPayments, event.TopicDelivery)
+	from, err := endOffsets(ctx, kc, event.MainTopics()...)
 	if err != nil {
 		return res, err
 	}
@@ -130,7 +134,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 				resp.Body.Close()
 				if isTerminal(v.Status) {
 					if t.done.CompareAndSwap(false, true) {
-						e2e.Add(time.Since(t.sentAt))
+						t.confirmedAt = time.Now()
+						e2e.Add(t.confirmedAt.Sub(t.sentAt))
 						completed.Add(1)
 						statusMu.Lock()
 						res.ByStatus[v.Status]++
@@ -157,10 +162,16 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 						typ = string(h.Value)
 					}
 				}
-				if typ != string(event.InventoryRejected) && typ != string(event.PaymentFailed) && typ != string(event.DeliveryAssigned) {
+				id := string(r.Key)
+				switch event.Type(typ) {
+				case event.OrderCreated, event.InventoryReserved, event.PaymentAuthorized:
+					hops.observe(id, event.Type(typ), r.Value, false)
+					return
+				case event.InventoryRejected, event.PaymentFailed, event.DeliveryAssigned:
+					hops.observe(id, event.Type(typ), r.Value, true)
+				default:
 					return
 				}
-				id := string(r.Key)
 				mu.Lock()
 				t := orders[id]
 				if t == nil {
@@ -196,6 +207,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 						delete(early, id)
 					}
 				}
+				hops.forget(time.Now().Add(-time.Minute), func(id string) bool { _, ok := orders[id]; return ok })
 				mu.Unlock()
 			}
 		}
@@ -261,6 +273,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	res.PostLatency, res.EndToEnd = post.Summary(), e2e.Summary()
 	res.MaxSchedLagMs = float64(maxLag.Microseconds()) / 1e3
 	errs.Range(func(k, v any) bool { res.Errors[k.(string)] = v.(*atomic.Int64).Load(); return true })
+	done := map[string]*tracked{}
+	mu.Lock()
+	for id, t := range orders {
+		if t.done.Load() {
+			done[id] = t
+		}
+	}
+	mu.Unlock()
+	res.Stages, res.StagesMissing = hops.stages(done)
 	printResult(out, res)
 	if cfg.SummaryFile != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
@@ -369,6 +390,7 @@ func printResult(w io.Writer, r Result) {
 	for k, v := range r.Errors {
 		fmt.Fprintf(w, "error %-30s %d\n", k, v)
 	}
+	printStages(w, r.Stages, r.StagesMissing)
 }
 
 // ParseFlags reads the loadgen command line.
