@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,7 +21,7 @@ import (
 type RelayConfig struct {
 	// BatchSize is the most rows published per round (default 500).
 	BatchSize int
-	// PollInterval is the fallback wake-up when no NOTIFY arrives (default 1s).
+	// PollInterval is how often the table is read as a safety net (default 1s).
 	PollInterval time.Duration
 	// Retention keeps sent rows this long before purging them, so they can be republished (default 24h).
 	Retention time.Duration
@@ -28,8 +29,8 @@ type RelayConfig struct {
 	LeaderRetry time.Duration
 	// PublishTimeout bounds one batch's wait for Kafka; unacknowledged rows stay unsent (default 30s).
 	PublishTimeout time.Duration
-	// Coalesce is how long the relay waits after a wake-up before reading, so rows committed at
-	// nearly the same moment go out in one batch (default 2ms; negative disables).
+	// Coalesce is how long the relay waits for another notification after one arrived, so rows
+	// committed at nearly the same moment go out in one request (default 200µs; negative disables).
 	Coalesce time.Duration
 	// LockKey names the advisory lock electing the active relay (default "orderflow-outbox-relay").
 	LockKey string
@@ -49,6 +50,7 @@ type Relay struct {
 
 type relayMetrics struct {
 	published prometheus.Counter
+	reads     prometheus.Counter
 	latency   prometheus.Histogram
 	pending   prometheus.Gauge
 	oldest    prometheus.Gauge
@@ -75,7 +77,7 @@ func NewRelay(pool *pgxpool.Pool, producer *kgo.Client, log *slog.Logger, reg pr
 		cfg.PublishTimeout = 30 * time.Second
 	}
 	if cfg.Coalesce == 0 {
-		cfg.Coalesce = 2 * time.Millisecond
+		cfg.Coalesce = 200 * time.Microsecond
 	}
 	if cfg.LockKey == "" {
 		cfg.LockKey = "orderflow-outbox-relay"
@@ -85,14 +87,16 @@ func NewRelay(pool *pgxpool.Pool, producer *kgo.Client, log *slog.Logger, reg pr
 	}
 	m := relayMetrics{
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_published_total", Help: "Outbox rows published to Kafka."}),
+		reads: prometheus.NewCounter(prometheus.CounterOpts{Name: "outbox_table_reads_total",
+			Help: "Reads of unsent outbox rows (at start, for events too large for a NOTIFY, and once per poll interval); other events arrive with their NOTIFY."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "outbox_publish_latency_seconds",
-			Help:    "Time from the outbox insert to Kafka's acknowledgement.",
+			Help:    "Time from the event's creation (occurredAt, in the writing transaction) to Kafka's acknowledgement.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_pending_rows", Help: "Committed outbox rows not yet published."}),
 		oldest:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_oldest_pending_age_seconds", Help: "Age of the oldest unpublished outbox row."}),
 		leader:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "outbox_relay_active", Help: "1 when this relay holds the publishing lock."}),
 	}
-	reg.MustRegister(m.published, m.latency, m.pending, m.oldest, m.leader)
+	reg.MustRegister(m.published, m.reads, m.latency, m.pending, m.oldest, m.leader)
 	return &Relay{cfg: cfg, pool: pool, producer: producer, log: log, m: m}
 }
 
@@ -145,125 +149,244 @@ func (r *Relay) lead(ctx context.Context) error {
 	if !got {
 		return nil
 	}
+	// Listen before the first read: a row committed in between is then both read and notified, and
+	// the notification is skipped (recent); none is missed.
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{NotifyChannel}.Sanitize()); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	r.m.leader.Set(1)
 	r.log.Info("outbox relay active")
+	st := &leaderState{recent: map[string]time.Time{}}
+	defer func() { // leaving: mark what was published (else it is published again, harmlessly)
+		mctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.mark(mctx, st)
+	}()
 	lastPurge := time.Time{}
-	var acked []int64 // published rows not yet marked; marked by the next read (one round trip)
+	if err := r.readTable(ctx, st); err != nil {
+		return err
+	}
 	for ctx.Err() == nil {
-		n, next, err := r.publishBatch(ctx, acked)
-		if err != nil {
-			return err
-		}
-		acked = next
 		if time.Since(lastPurge) > time.Minute {
 			if err := r.purge(ctx); err != nil {
 				r.log.Warn("outbox purge failed", "err", err)
 			}
+			st.forget(time.Now().Add(-recentFor))
 			lastPurge = time.Now()
 		}
-		if n >= r.cfg.BatchSize {
-			continue // a full batch: more is waiting
+		wait := r.cfg.PollInterval - time.Since(st.lastRead)
+		if len(st.unmarked) > 0 {
+			wait = min(wait, time.Until(st.markDue))
 		}
-		// What was just published is marked by the next read, which a NOTIFY usually triggers within
-		// milliseconds under load; when none comes, the read runs after markDelay, so sent rows are
-		// not left unmarked for a whole poll interval.
-		wait := r.cfg.PollInterval
-		if len(acked) > 0 {
-			wait = min(wait, markDelay)
+		n, err := waitNotification(ctx, conn, max(wait, 0))
+		if err != nil {
+			return err
 		}
-		wctx, cancel := context.WithTimeout(ctx, wait)
-		_, err = conn.WaitForNotification(wctx)
-		cancel()
-		switch {
-		case err == nil && r.cfg.Coalesce > 0:
-			time.Sleep(r.cfg.Coalesce)
-		case err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded):
-			return fmt.Errorf("wait for notification: %w", err)
+		if n != nil {
+			notes := []*pgconn.Notification{n}
+			for r.cfg.Coalesce > 0 && len(notes) < r.cfg.BatchSize { // what has already arrived goes out in the same request
+				m, err := waitNotification(ctx, conn, r.cfg.Coalesce)
+				if err != nil {
+					return err
+				}
+				if m == nil {
+					break
+				}
+				notes = append(notes, m)
+			}
+			if err := r.handle(ctx, st, notes); err != nil {
+				return err
+			}
 		}
-	}
-	if len(acked) > 0 { // leaving: mark what was published (else it is published again, harmlessly)
-		mctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, _ = r.pool.Exec(mctx, `UPDATE outbox SET sent_at = now() WHERE id = ANY($1)`, acked)
+		if time.Since(st.lastRead) >= r.cfg.PollInterval { // safety net: nothing stays unsent longer
+			if err := r.readTable(ctx, st); err != nil {
+				return err
+			}
+		}
+		if len(st.unmarked) >= r.cfg.BatchSize || (len(st.unmarked) > 0 && !time.Now().Before(st.markDue)) {
+			if err := r.mark(ctx, st); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
 
-// markDelay bounds how long published rows wait for the read that marks them when no new row
-// arrives.
-const markDelay = 50 * time.Millisecond
-
-type row struct {
-	id        int64
-	topic     string
-	key       string
-	value     []byte
-	createdAt time.Time
+// waitNotification returns the next notification, or nil when none arrives within wait.
+func waitNotification(ctx context.Context, conn *pgx.Conn, wait time.Duration) (*pgconn.Notification, error) {
+	wctx, cancel := context.WithTimeout(ctx, max(wait, time.Microsecond))
+	defer cancel()
+	n, err := conn.WaitForNotification(wctx)
+	switch {
+	case err == nil:
+		return n, nil
+	case ctx.Err() != nil:
+		return nil, nil // shutting down; the caller's loop ends
+	case errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err):
+		return nil, nil
+	}
+	return nil, fmt.Errorf("wait for notification: %w", err)
 }
 
-// publishBatch marks the rows of the previous round as sent and reads the next unsent rows in id
-// order in one statement, publishes them, and returns how many it read and the ids Kafka
-// acknowledged (the prefix up to the first failure, so a later row of an order is never marked
-// before an earlier one).
-func (r *Relay) publishBatch(ctx context.Context, mark []int64) (int, []int64, error) {
-	if mark == nil {
-		mark = []int64{}
+// markDelay bounds how long published rows wait to be marked sent; marks are batched because a
+// lost mark only means the row is published again.
+const markDelay = 50 * time.Millisecond
+
+// recentFor is how long the event ids of rows published from a table read are remembered, to skip
+// their notifications (which arrive at once, having been queued before the read finished).
+const recentFor = time.Minute
+
+// leaderState is what the active relay tracks between rounds.
+type leaderState struct {
+	unmarked []string             // event ids Kafka acknowledged and not yet marked sent
+	markDue  time.Time            // when the oldest of them must be marked
+	recent   map[string]time.Time // event ids published from a table read
+	lastRead time.Time
+}
+
+func (st *leaderState) acked(ids []string) {
+	if len(st.unmarked) == 0 && len(ids) > 0 {
+		st.markDue = time.Now().Add(markDelay)
 	}
-	rows, err := r.pool.Query(ctx, `WITH marked AS (UPDATE outbox SET sent_at = now() WHERE id = ANY($1))
-		SELECT id, topic, record_key, value, created_at FROM outbox
-		WHERE sent_at IS NULL AND NOT (id = ANY($1)) ORDER BY id LIMIT $2`, mark, r.cfg.BatchSize)
-	if err != nil {
-		return 0, mark, fmt.Errorf("read outbox: %w", err)
+	st.unmarked = append(st.unmarked, ids...)
+}
+
+func (st *leaderState) forget(before time.Time) {
+	for id, t := range st.recent {
+		if t.Before(before) {
+			delete(st.recent, id)
+		}
 	}
-	batch, err := pgx.CollectRows(rows, func(rw pgx.CollectableRow) (row, error) {
-		var x row
-		return x, rw.Scan(&x.id, &x.topic, &x.key, &x.value, &x.createdAt)
-	})
-	if err != nil {
-		return 0, mark, fmt.Errorf("read outbox: %w", err)
+}
+
+// handle publishes the events carried by notes, in order; an empty payload (events too large to
+// carry) reads the table at that point.
+func (r *Relay) handle(ctx context.Context, st *leaderState, notes []*pgconn.Notification) error {
+	var pending []event.Envelope
+	for _, n := range notes {
+		if n.Payload == "" {
+			if err := r.publish(ctx, st, pending); err != nil {
+				return err
+			}
+			pending = nil
+			if err := r.readTable(ctx, st); err != nil {
+				return err
+			}
+			continue
+		}
+		var envs []event.Envelope
+		if err := json.Unmarshal([]byte(n.Payload), &envs); err != nil {
+			// Not written by Queue; the rows (if any) are in the table.
+			r.log.Warn("outbox notification without readable events; reading the table", "err", err)
+			st.lastRead = time.Time{}
+			continue
+		}
+		for _, e := range envs {
+			if _, dup := st.recent[e.EventID]; !dup {
+				pending = append(pending, e)
+			}
+		}
 	}
-	if len(batch) == 0 {
-		return 0, nil, nil
-	}
-	recs := make([]*kgo.Record, len(batch))
-	for i, x := range batch {
-		rec, err := r.record(x)
+	return r.publish(ctx, st, pending)
+}
+
+// readTable marks what was published and reads the unsent rows in id order, publishing them, until
+// a read returns less than a full batch.
+func (r *Relay) readTable(ctx context.Context, st *leaderState) error {
+	for {
+		rows, err := r.pool.Query(ctx, `WITH marked AS (UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::uuid[]))
+			SELECT value FROM outbox WHERE sent_at IS NULL AND NOT (event_id = ANY($1::uuid[])) ORDER BY id LIMIT $2`,
+			st.unmarkedOrEmpty(), r.cfg.BatchSize)
 		if err != nil {
-			return 0, nil, err
+			return fmt.Errorf("read outbox: %w", err)
+		}
+		values, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		if err != nil {
+			return fmt.Errorf("read outbox: %w", err)
+		}
+		r.m.reads.Inc()
+		st.unmarked, st.lastRead = nil, time.Now()
+		envs := make([]event.Envelope, len(values))
+		for i, v := range values {
+			if err := json.Unmarshal(v, &envs[i]); err != nil {
+				return fmt.Errorf("outbox row holds an undecodable envelope: %w", err)
+			}
+		}
+		now := time.Now()
+		for _, e := range envs {
+			st.recent[e.EventID] = now
+		}
+		if err := r.publish(ctx, st, envs); err != nil {
+			return err
+		}
+		if len(values) < r.cfg.BatchSize {
+			return nil
+		}
+	}
+}
+
+func (st *leaderState) unmarkedOrEmpty() []string {
+	if st.unmarked == nil {
+		return []string{}
+	}
+	return st.unmarked
+}
+
+// mark records the acknowledged rows as sent.
+func (r *Relay) mark(ctx context.Context, st *leaderState) error {
+	if len(st.unmarked) == 0 {
+		return nil
+	}
+	if _, err := r.pool.Exec(ctx, `UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::uuid[])`, st.unmarked); err != nil {
+		return fmt.Errorf("mark outbox rows sent: %w", err)
+	}
+	st.unmarked = nil
+	return nil
+}
+
+// publish produces envs in order and waits for Kafka. The acknowledged prefix (up to the first
+// failure, so a later event of an order is never marked before an earlier one) becomes unmarked.
+func (r *Relay) publish(ctx context.Context, st *leaderState, envs []event.Envelope) error {
+	if len(envs) == 0 {
+		return nil
+	}
+	recs := make([]*kgo.Record, len(envs))
+	for i := range envs {
+		rec, err := r.record(&envs[i])
+		if err != nil {
+			return err
 		}
 		recs[i] = rec
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	results := r.producer.ProduceSync(pctx, recs...)
 	cancel()
-	ids := make([]int64, 0, len(batch))
+	ids := make([]string, 0, len(envs))
 	var firstErr error
 	for i, res := range results {
 		if res.Err != nil {
 			firstErr = res.Err
 			break
 		}
-		ids = append(ids, batch[i].id)
+		ids = append(ids, envs[i].EventID)
 	}
 	now := time.Now()
-	for _, x := range batch[:len(ids)] {
-		r.m.latency.Observe(now.Sub(x.createdAt).Seconds())
+	for _, e := range envs[:len(ids)] {
+		r.m.latency.Observe(now.Sub(e.OccurredAt).Seconds())
 	}
 	r.m.published.Add(float64(len(ids)))
+	st.acked(ids)
 	if firstErr != nil {
-		return len(ids), ids, fmt.Errorf("publish: %w", firstErr)
+		return fmt.Errorf("publish: %w", firstErr)
 	}
-	return len(batch), ids, nil
+	return nil
 }
 
-// record sets producedAt in the stored envelope and adds the routing headers.
-func (r *Relay) record(x row) (*kgo.Record, error) {
-	var e event.Envelope
-	if err := json.Unmarshal(x.value, &e); err != nil {
-		return nil, fmt.Errorf("outbox row %d holds an undecodable envelope: %w", x.id, err)
+// record sets producedAt in the envelope and adds the routing headers.
+func (r *Relay) record(e *event.Envelope) (*kgo.Record, error) {
+	topic := e.EventType.Topic()
+	if topic == "" {
+		return nil, fmt.Errorf("outbox event %s has type %q, which has no topic", e.EventID, e.EventType)
 	}
 	now := r.cfg.Now().UTC().Truncate(time.Microsecond)
 	if now.Before(e.OccurredAt) {
@@ -274,7 +397,7 @@ func (r *Relay) record(x row) (*kgo.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kgo.Record{Topic: x.topic, Key: []byte(x.key), Value: v, Headers: []kgo.RecordHeader{
+	return &kgo.Record{Topic: topic, Key: []byte(e.OrderID), Value: v, Headers: []kgo.RecordHeader{
 		{Key: "eventType", Value: []byte(e.EventType)},
 		{Key: "eventId", Value: []byte(e.EventID)},
 		{Key: "correlationId", Value: []byte(e.CorrelationID)},
