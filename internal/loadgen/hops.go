@@ -70,7 +70,7 @@ func (h *hopClock) observe(orderID string, typ event.Type, value []byte, termina
 	if json.Unmarshal(value, &e) != nil {
 		return // the services' consumers dead-letter such a record; the run's other counts show it
 	}
-	now := time.Now()
+	now := time.Now().Round(0) // wall clock, like the stamps of the other processes
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	t := h.trails[orderID]
@@ -117,6 +117,8 @@ func (h *hopClock) path(orderID string, sentAt, confirmedAt time.Time) ([]time.D
 	for i := range d {
 		d[i] = notOnPath
 	}
+	// Wall-clock throughout (Round(0) drops the monotonic reading), so the stages add up exactly.
+	sentAt, confirmedAt = sentAt.Round(0), confirmedAt.Round(0)
 	prev, last := sentAt, 0
 	for i, types := range steps {
 		var s stamp
