@@ -134,10 +134,6 @@ func (s *store) assignTx(ctx context.Context, tx pgx.Tx, e event.Envelope, wait 
 	now := s.now().UTC().Truncate(time.Millisecond)
 	d.DeliveryID, d.OrderID, d.Zone, d.Status = newDeliveryID(), e.OrderID, zoneOf(e.OrderID), StatusAssigned
 	d.AssignedAt, d.ETA = now, s.rules.InitialETA(now, e.OrderID)
-	if _, err := tx.Exec(ctx, `INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now); err != nil {
-		return d, false, fmt.Errorf("insert delivery: %w", err)
-	}
 	p := event.DeliveryPayload{OrderID: d.OrderID, DeliveryID: d.DeliveryID, DriverName: d.DriverName,
 		Status: StatusAssigned, EstimatedDeliveryTime: d.ETA}
 	assigned, err := s.factory.Caused(e, event.DeliveryAssigned, p)
@@ -149,7 +145,17 @@ func (s *store) assignTx(ctx context.Context, tx pgx.Tx, e event.Envelope, wait 
 		return d, false, err
 	}
 	assigned.OccurredAt, eta.OccurredAt = now, now
-	return d, false, outbox.Add(ctx, tx, assigned, eta)
+	// The delivery and its events in one round trip: the driver row stays locked until the commit.
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now)
+	if err := outbox.Queue(b, assigned, eta); err != nil {
+		return d, false, err
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return d, false, fmt.Errorf("insert delivery and its events: %w", err)
+	}
+	return d, false, nil
 }
 
 // tickResult summarises one scheduler pass.

@@ -199,7 +199,7 @@ func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope
 			outs[i] = outcome{result: "ignored:" + string(e.EventType)}
 		}
 	}
-	// 5. Write everything in one pipelined round trip.
+	// 5. Write everything, events included, in one pipelined round trip.
 	b := &pgx.Batch{}
 	if len(delta) > 0 {
 		var dItems []string
@@ -224,10 +224,15 @@ func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope
 	if len(released) > 0 {
 		b.Queue(`UPDATE reservations SET status = 'RELEASED', released_at = $2 WHERE reservation_id = ANY($1::uuid[])`, released, now)
 	}
+	// The outbox rows ride in the same round trip: the stock rows stay locked until the commit, so
+	// every round trip here lengthens the other partition workers' wait.
+	if err := outbox.Queue(b, outEvents...); err != nil {
+		return nil, err
+	}
 	if b.Len() > 0 {
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return nil, fmt.Errorf("write batch: %w", err)
 		}
 	}
-	return outs, outbox.Add(ctx, tx, outEvents...)
+	return outs, nil
 }
