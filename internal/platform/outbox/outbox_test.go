@@ -252,10 +252,13 @@ func seqs(recs []*kgo.Record) map[string][]int {
 	return got
 }
 
-// quietRelay starts a tail on orderID's events and a relay whose safety-net read is a minute away,
-// and waits until the relay is active; reads counts its table reads from then on.
-func quietRelay(t *testing.T, pool *pgxpool.Pool, orderID string) (tl *tail, reads func() float64) {
+// quietRelay opens a fresh database, starts a tail on orderID's events and a relay whose
+// safety-net read is a minute away, and waits until the relay is active; reads counts its table
+// reads from then on.
+func quietRelay(t *testing.T, orderID string) (pool *pgxpool.Pool, tl *tail, reads func() float64) {
 	t.Helper()
+	testkit.Integration(t)
+	pool = openDB(t)
 	tl = startTail(t, event.TopicOrders, map[string]bool{orderID: true})
 	reg := prometheus.NewRegistry()
 	startRelayWith(t, pool, reg, time.Minute)
@@ -263,17 +266,15 @@ func quietRelay(t *testing.T, pool *pgxpool.Pool, orderID string) (tl *tail, rea
 		return counter(t, reg, "outbox_table_reads_total") >= 1
 	})
 	start := counter(t, reg, "outbox_table_reads_total")
-	return tl, func() float64 { return counter(t, reg, "outbox_table_reads_total") - start }
+	return pool, tl, func() float64 { return counter(t, reg, "outbox_table_reads_total") - start }
 }
 
 // Events travel in their NOTIFY: once the relay is active, it publishes and marks them without
 // reading the table (the safety-net read is set to a minute here).
 func TestNotificationsCarryTheEvents(t *testing.T) {
-	testkit.Integration(t)
-	pool := openDB(t)
-	ctx := testkit.Context(t, 60*time.Second)
 	id := testkit.Name("carried")
-	tl, reads := quietRelay(t, pool, id)
+	pool, tl, reads := quietRelay(t, id)
+	ctx := testkit.Context(t, 60*time.Second)
 	for seq := 0; seq < 30; seq += 3 {
 		envs := []event.Envelope{envelope(t, id, seq), envelope(t, id, seq+1), envelope(t, id, seq+2)}
 		if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, envs...) }); err != nil {
@@ -294,11 +295,9 @@ func TestNotificationsCarryTheEvents(t *testing.T) {
 // An event too large for a NOTIFY payload is read from the table; it and the events around it (in
 // the same transaction and in later ones) still go out in commit order.
 func TestOversizedEventsKeepCommitOrder(t *testing.T) {
-	testkit.Integration(t)
-	pool := openDB(t)
-	ctx := testkit.Context(t, 60*time.Second)
 	id := testkit.Name("big")
-	tl, reads := quietRelay(t, pool, id)
+	pool, tl, reads := quietRelay(t, id)
+	ctx := testkit.Context(t, 60*time.Second)
 	big := func(seq int) event.Envelope {
 		e := envelope(t, id, seq)
 		e2, err := event.Factory{Producer: "test"}.New(event.OrderCreated, id, event.OrderCreatedPayload{
