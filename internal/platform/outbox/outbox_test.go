@@ -330,3 +330,39 @@ func TestOversizedEventsKeepCommitOrder(t *testing.T) {
 		t.Fatalf("table read %v times for two oversized transactions", n)
 	}
 }
+
+// A notification the relay cannot decode (not written by Queue) stands for rows in the table: they
+// are read at that point, before the events of later notifications.
+func TestUndecodableNotificationReadsTheTable(t *testing.T) {
+	id := testkit.Name("foreign")
+	pool, tl, reads := quietRelay(t, id)
+	ctx := testkit.Context(t, 60*time.Second)
+	first := envelope(t, id, 0)
+	v, err := first.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pg.InTx(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO outbox (event_id, event_type, topic, record_key, value) VALUES ($1, $2, $3, $4, $5)`,
+			first.EventID, string(first.EventType), event.TopicOrders, id, v); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `SELECT pg_notify($1, 'not json')`, outbox.NotifyChannel)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, envelope(t, id, 1)) }); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 20*time.Second, "2 events published and marked", func() bool {
+		return len(tl.snapshot()) >= 2 && unsent(t, pool) == 0
+	})
+	if got := seqs(tl.snapshot())[id]; !slices.Equal(got, []int{0, 1}) || len(tl.snapshot()) != 2 {
+		t.Fatalf("order %v in %d records, want 0, 1 once each", got, len(tl.snapshot()))
+	}
+	if n := reads(); n < 1 {
+		t.Fatal("the table was not read for the undecodable notification")
+	}
+}

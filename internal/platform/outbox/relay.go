@@ -260,11 +260,20 @@ func (st *leaderState) forget(before time.Time) {
 }
 
 // handle publishes the events carried by notes, in order; an empty payload (events too large to
-// carry) reads the table at that point.
+// carry) or one it cannot decode reads the table at that point.
 func (r *Relay) handle(ctx context.Context, st *leaderState, notes []*pgconn.Notification) error {
 	var pending []event.Envelope
 	for _, n := range notes {
-		if n.Payload == "" {
+		var envs []event.Envelope
+		if n.Payload != "" {
+			if err := json.Unmarshal([]byte(n.Payload), &envs); err != nil {
+				// Not written by Queue: its rows (if any) are in the table, read right here like an
+				// empty payload's, so they still go out before the events of later notifications.
+				r.log.Warn("outbox notification without readable events; reading the table", "err", err)
+				envs = nil
+			}
+		}
+		if envs == nil {
 			if err := r.publish(ctx, st, pending); err != nil {
 				return err
 			}
@@ -272,13 +281,6 @@ func (r *Relay) handle(ctx context.Context, st *leaderState, notes []*pgconn.Not
 			if err := r.readTable(ctx, st); err != nil {
 				return err
 			}
-			continue
-		}
-		var envs []event.Envelope
-		if err := json.Unmarshal([]byte(n.Payload), &envs); err != nil {
-			// Not written by Queue; the rows (if any) are in the table.
-			r.log.Warn("outbox notification without readable events; reading the table", "err", err)
-			st.lastRead = time.Time{}
 			continue
 		}
 		for _, e := range envs {
