@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,26 @@ func freePort(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// syncBuffer collects the services' logs, written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// tail returns the last n bytes written.
+func (w *syncBuffer) tail(n int) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.b.String()
+	return s[max(0, len(s)-n):]
 }
 
 func TestUnknownCommandAndBadConfig(t *testing.T) {
@@ -53,10 +74,20 @@ func TestAllServesHealthWithRealDependencies(t *testing.T) {
 		env[p+"_HTTP_ADDR"] = addrs[p]
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, []string{"all"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		done <- Run(ctx, []string{"all"}, func(k string) string { return env[k] }, &logs, &logs)
 	}()
+	// A service that fails to start stops the whole process: report why instead of waiting.
+	stopped := func() {
+		select {
+		case err := <-done:
+			t.Fatalf("all stopped before every service was UP: %v\n%s", err, logs.tail(4000))
+		default:
+		}
+	}
 	want := map[string][]string{
 		"ORDER": {"postgres", "kafka"}, "INVENTORY": {"postgres", "kafka"}, "PAYMENT": {"postgres", "kafka", "redis"},
 		"DELIVERY": {"postgres", "kafka"}, "QUERY": {"cassandra", "kafka"},
@@ -77,10 +108,11 @@ func TestAllServesHealthWithRealDependencies(t *testing.T) {
 			if rep.Status == "UP" || time.Now().After(deadline) {
 				break
 			}
+			stopped()
 			time.Sleep(200 * time.Millisecond)
 		}
 		if rep.Status != "UP" {
-			t.Fatalf("%s health %+v", p, rep)
+			t.Fatalf("%s health %+v\n%s", p, rep, logs.tail(4000))
 		}
 		for _, d := range deps {
 			if rep.Components[d].Status != "UP" {

@@ -4,8 +4,10 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,9 +76,14 @@ func (s *Service) OnHTTPShutdown(f func()) { s.onHTTPShutdown = append(s.onHTTPS
 // Serve adds the HTTP server on addr as the last component (so it stops first), runs the group until
 // ctx is done or a component fails, and closes resources.
 func (s *Service) Serve(ctx context.Context, addr string) error {
+	return s.serve(ctx, addr, nil)
+}
+
+// serve is Serve on ln when it is not nil (already bound to addr).
+func (s *Service) serve(ctx context.Context, addr string, ln net.Listener) error {
 	defer s.Close()
 	m := httpx.NewMetrics(s.Reg)
-	srv := &httpx.Server{Addr: addr, Handler: m.Wrap(s.Mux.ServeMux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
+	srv := &httpx.Server{Addr: addr, Listener: ln, Handler: m.Wrap(s.Mux.ServeMux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
 		OnShutdown: s.onHTTPShutdown}
 	s.Group.Add(lifecycle.Component{Name: "http", Run: srv.Run})
 	s.Log.Info("starting", "addr", addr, "version", version.Version)
@@ -87,12 +94,21 @@ func (s *Service) Serve(ctx context.Context, addr string) error {
 
 // Run builds a service, lets wire connect its dependencies and register its components and routes,
 // then serves on addr until ctx ends. Resources are closed on every path.
+//
+// The port is bound before wire, which may wait a long time for a dependency: a port already in use
+// fails at once, and a port chosen free by a caller cannot be taken by someone else meanwhile.
+// Connections made before wire returns wait in the listen backlog.
 func Run(ctx context.Context, name string, stdout io.Writer, c Common, addr string, wire func(ctx context.Context, s *Service) error) error {
 	s := New(name, stdout, c)
 	s.Log.Info("configuration", "settings", c.Settings)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
 	if err := wire(ctx, s); err != nil {
+		_ = ln.Close()
 		s.Close()
 		return err
 	}
-	return s.Serve(ctx, addr)
+	return s.serve(ctx, addr, ln)
 }
