@@ -73,6 +73,8 @@ func TestAllServesHealthWithRealDependencies(t *testing.T) {
 		addrs[p] = freePort(t)
 		env[p+"_HTTP_ADDR"] = addrs[p]
 	}
+	// A service holds its port while it waits for its dependencies: bound each request.
+	probe := &http.Client{Timeout: 5 * time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs syncBuffer
@@ -100,7 +102,7 @@ func TestAllServesHealthWithRealDependencies(t *testing.T) {
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			rep.Status = ""
-			resp, err := http.Get(fmt.Sprintf("http://%s/health", addrs[p]))
+			resp, err := probe.Get(fmt.Sprintf("http://%s/health", addrs[p]))
 			if err == nil {
 				_ = json.NewDecoder(resp.Body).Decode(&rep)
 				resp.Body.Close()
@@ -119,7 +121,7 @@ func TestAllServesHealthWithRealDependencies(t *testing.T) {
 				t.Errorf("%s: %s is %q", p, d, rep.Components[d].Status)
 			}
 		}
-		resp, err := http.Get(fmt.Sprintf("http://%s/healthz", addrs[p]))
+		resp, err := probe.Get(fmt.Sprintf("http://%s/healthz", addrs[p]))
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("%s healthz: %v", p, err)
 		}

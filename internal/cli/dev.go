@@ -78,6 +78,23 @@ func portOf(addr string) string {
 	return addr
 }
 
+// ready reports whether url answers 200 within a second (a starting service holds its port while
+// it connects to its dependencies, so a request may wait).
+func ready(ctx context.Context, url string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
 // announce prints the URLs once query-api answers.
 func announce(ctx context.Context, w io.Writer, env func(string) string, servers map[string]string) {
 	query := "http://" + env("QUERY_HTTP_ADDR")
@@ -85,11 +102,8 @@ func announce(ctx context.Context, w io.Writer, env func(string) string, servers
 		query = "http://127.0.0.1:8080"
 	}
 	for ctx.Err() == nil {
-		if resp, err := http.Get(query + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if ready(ctx, query+"/readyz") {
+			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

@@ -169,12 +169,16 @@ func tailString(s string, n int) string {
 	return s
 }
 
+// probe is the client of readiness checks.
+var probe = &http.Client{Timeout: 2 * time.Second}
+
 // WaitReady waits until addr answers /readyz with 200 (another service of process p).
 func WaitReady(t testing.TB, p *Process, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		// A service holds its port while it waits for its dependencies: bound each probe.
+		resp, err := probe.Get("http://" + addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

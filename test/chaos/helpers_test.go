@@ -169,7 +169,8 @@ func viewStatus(ctx context.Context, sys *testkit.System, id string) string {
 
 // health returns the HTTP status of a service's /health.
 func health(sys *testkit.System, prefix string) int {
-	resp, err := http.Get("http://" + sys.Addrs[prefix] + "/health")
+	c := &http.Client{Timeout: 5 * time.Second} // a restarting service holds its port while it connects
+	resp, err := c.Get("http://" + sys.Addrs[prefix] + "/health")
 	if err != nil {
 		return 0
 	}
