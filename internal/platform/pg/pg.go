@@ -156,16 +156,22 @@ const InTxAttempts = 5
 // failure (40001) or deadlock (40P01), from fn or the commit, rolls back and runs fn again, up to
 // InTxAttempts times; fn must therefore have no side effects outside tx.
 func InTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error {
+	return retryConflicts(ctx, func() error { return pgx.BeginFunc(ctx, pool, fn) })
+}
+
+// retryConflicts runs attempt until it succeeds, fails with an error other than a serialization
+// failure or deadlock, or has failed InTxAttempts times, with a growing, jittered pause between.
+func retryConflicts(ctx context.Context, attempt func() error) error {
 	var err error
-	for attempt := 1; attempt <= InTxAttempts; attempt++ {
-		err = pgx.BeginFunc(ctx, pool, fn)
+	for n := 1; n <= InTxAttempts; n++ {
+		err = attempt()
 		if err == nil || !Retryable(err) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())
-		case <-time.After(time.Duration(attempt*attempt) * time.Duration(1+rand.IntN(5)) * time.Millisecond): //nolint:gosec // retry jitter, not a secret
+		case <-time.After(time.Duration(n*n) * time.Duration(1+rand.IntN(5)) * time.Millisecond): //nolint:gosec // retry jitter, not a secret
 		}
 	}
 	return fmt.Errorf("transaction failed after %d attempts: %w", InTxAttempts, err)

@@ -1,0 +1,88 @@
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Pipe is a read-decide-write transaction in two round trips: its BEGIN travels with the first
+// batch of reads and its COMMIT with the batch of writes, where pgx's Begin and Commit would take
+// one round trip each. On a loaded machine every round trip is a wake-up of both processes, which
+// is what the event handlers' CPU goes to.
+type Pipe struct {
+	conn  *pgxpool.Conn
+	begun bool
+}
+
+// SendBatch sends b inside the transaction; the first batch also begins it. The results are b's
+// own: the BEGIN's result is consumed here.
+func (p *Pipe) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if p.begun {
+		return p.conn.SendBatch(ctx, b)
+	}
+	p.begun = true
+	nb := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.QueuedQueries)+1)}
+	nb.Queue("BEGIN")
+	nb.QueuedQueries = append(nb.QueuedQueries, b.QueuedQueries...)
+	br := p.conn.SendBatch(ctx, nb)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return pgx.FailedBatchResults(b, fmt.Errorf("begin: %w", err))
+	}
+	return br
+}
+
+// errCommitRolledBack: COMMIT answered ROLLBACK (the transaction had failed).
+var errCommitRolledBack = errors.New("commit rolled back")
+
+// commit sends the writes with the COMMIT, or alone as one implicit transaction when nothing was
+// read (a batch outside an explicit transaction is atomic).
+func (p *Pipe) commit(ctx context.Context, b *pgx.Batch) error {
+	if b == nil {
+		b = &pgx.Batch{}
+	}
+	if p.begun {
+		b.Queue("COMMIT").Exec(func(ct pgconn.CommandTag) error {
+			if ct.String() == "ROLLBACK" {
+				return errCommitRolledBack
+			}
+			return nil
+		})
+	} else if b.Len() == 0 {
+		return nil
+	}
+	return p.conn.SendBatch(ctx, b).Close()
+}
+
+// InPipe runs fn on one connection of pool: fn sends its reads with p.SendBatch and returns the
+// batch of writes, sent with the COMMIT. A serialization failure or deadlock runs fn again, like
+// InTx; any other error rolls back and is returned. fn must have no side effects outside p.
+func InPipe(ctx context.Context, pool *pgxpool.Pool, fn func(p *Pipe) (*pgx.Batch, error)) error {
+	return retryConflicts(ctx, func() error { return pipeOnce(ctx, pool, fn) })
+}
+
+func pipeOnce(ctx context.Context, pool *pgxpool.Pool, fn func(p *Pipe) (*pgx.Batch, error)) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire connection: %w", err)
+	}
+	// Release destroys a connection still inside a transaction, so a failed ROLLBACK cannot leak one.
+	defer conn.Release()
+	p := &Pipe{conn: conn}
+	w, err := fn(p)
+	if err == nil {
+		err = p.commit(ctx, w)
+	}
+	if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_, _ = conn.Exec(rctx, "ROLLBACK")
+	}
+	return err
+}

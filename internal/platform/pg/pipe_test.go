@@ -1,0 +1,191 @@
+package pg_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/testkit"
+)
+
+// sends counts what a pool sends: batches and single statements.
+type sends struct{ batches, queries atomic.Int32 }
+
+func (s *sends) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	s.batches.Add(1)
+	return ctx
+}
+func (*sends) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (*sends) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+func (s *sends) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	s.queries.Add(1)
+	return ctx
+}
+func (*sends) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// pipePool opens a fresh database with a table t(k text primary key, n int) and a pool whose sends
+// are counted.
+func pipePool(t *testing.T) (*pgxpool.Pool, *sends) {
+	t.Helper()
+	ctx := testkit.Context(t, 30*time.Second)
+	c := testkit.NewDatabase(t)
+	cfg, err := pgxpool.ParseConfig(c.URL(c.Database))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &sends{}
+	cfg.ConnConfig.Tracer = tr
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pool.Exec(ctx, `CREATE TABLE t (k text PRIMARY KEY, n int NOT NULL CHECK (n >= 0))`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO t VALUES ('a', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	tr.batches.Store(0)
+	tr.queries.Store(0)
+	return pool, tr
+}
+
+func value(t *testing.T, pool *pgxpool.Pool, k string) int {
+	t.Helper()
+	var n int
+	err := pool.QueryRow(context.Background(), `SELECT coalesce((SELECT n FROM t WHERE k = $1), -1)`, k).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestPipeReadsLocksAndWritesInTwoRoundTrips: the row read under lock is written from the decision,
+// the whole transaction is two batches and nothing else, and it is atomic.
+func TestPipeReadsLocksAndWritesInTwoRoundTrips(t *testing.T) {
+	testkit.Integration(t)
+	ctx := testkit.Context(t, 30*time.Second)
+	pool, tr := pipePool(t)
+	err := pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO t VALUES ('b', 5)`)
+		b.Queue(`SELECT n FROM t WHERE k = 'a' FOR UPDATE`)
+		br := p.SendBatch(ctx, b)
+		if _, err := br.Exec(); err != nil {
+			return nil, err
+		}
+		var n int
+		if err := br.QueryRow().Scan(&n); err != nil {
+			return nil, err
+		}
+		if err := br.Close(); err != nil {
+			return nil, err
+		}
+		// While the transaction is open, another connection sees neither write.
+		if v := value(t, pool, "b"); v != -1 {
+			t.Errorf("uncommitted insert visible: %d", v)
+		}
+		w := &pgx.Batch{}
+		w.Queue(`UPDATE t SET n = $1 WHERE k = 'a'`, n+10)
+		return w, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The transaction itself is two batches; the one other statement is the visibility check.
+	if got, q := tr.batches.Load(), tr.queries.Load(); got != 2 || q != 1 {
+		t.Fatalf("sent %d batches and %d other statements, want 2 and 1", got, q)
+	}
+	if a, b := value(t, pool, "a"), value(t, pool, "b"); a != 11 || b != 5 {
+		t.Fatalf("after commit a=%d b=%d, want 11 and 5", a, b)
+	}
+
+	// A write that fails rolls back the reads' writes too, and the connection is clean afterwards.
+	err = pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO t VALUES ('c', 1)`)
+		if err := p.SendBatch(ctx, b).Close(); err != nil {
+			return nil, err
+		}
+		w := &pgx.Batch{}
+		w.Queue(`UPDATE t SET n = 0 WHERE k = 'a'`)
+		w.Queue(`UPDATE t SET n = -1 WHERE k = 'b'`) // violates the check
+		return w, nil
+	})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23514" {
+		t.Fatalf("failing write: err %v, want a check violation", err)
+	}
+	if a, c := value(t, pool, "a"), value(t, pool, "c"); a != 11 || c != -1 {
+		t.Fatalf("after the failed transaction a=%d c=%d, want 11 and none", a, c)
+	}
+
+	// fn failing after its reads rolls back; a retryable error runs fn again.
+	boom := errors.New("boom")
+	err = pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO t VALUES ('d', 1)`)
+		if err := p.SendBatch(ctx, b).Close(); err != nil {
+			return nil, err
+		}
+		return nil, boom
+	})
+	if !errors.Is(err, boom) || value(t, pool, "d") != -1 {
+		t.Fatalf("fn error: err %v, d=%d", err, value(t, pool, "d"))
+	}
+	calls := 0
+	err = pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+		calls++
+		b := &pgx.Batch{}
+		b.Queue(`INSERT INTO t VALUES ('e', $1)`, calls)
+		if err := p.SendBatch(ctx, b).Close(); err != nil {
+			return nil, err
+		}
+		if calls < 3 {
+			return nil, &pgconn.PgError{Code: "40P01", Message: "deadlock detected"}
+		}
+		return nil, nil
+	})
+	if err != nil || calls != 3 || value(t, pool, "e") != 3 {
+		t.Fatalf("retry: calls %d err %v e=%d", calls, err, value(t, pool, "e"))
+	}
+	// Every connection went back clean: the pool still works on all of them.
+	for range 5 {
+		if v := value(t, pool, "a"); v != 11 {
+			t.Fatalf("a=%d", v)
+		}
+	}
+}
+
+// TestPipeWithoutReadsIsOneAtomicBatch: writes alone go out as one implicit transaction.
+func TestPipeWithoutReadsIsOneAtomicBatch(t *testing.T) {
+	testkit.Integration(t)
+	ctx := testkit.Context(t, 30*time.Second)
+	pool, tr := pipePool(t)
+	err := pg.InPipe(ctx, pool, func(*pg.Pipe) (*pgx.Batch, error) {
+		w := &pgx.Batch{}
+		w.Queue(`INSERT INTO t VALUES ('x', 1)`)
+		w.Queue(`INSERT INTO t VALUES ('a', 1)`) // duplicate key
+		return w, nil
+	})
+	if !pg.IsUniqueViolation(err, "") {
+		t.Fatalf("err %v, want a unique violation", err)
+	}
+	if got := tr.batches.Load(); got != 1 {
+		t.Fatalf("sent %d batches, want 1", got)
+	}
+	if x := value(t, pool, "x"); x != -1 {
+		t.Fatalf("half of a failed batch was applied: x=%d", x)
+	}
+	if err := pg.InPipe(ctx, pool, func(*pg.Pipe) (*pgx.Batch, error) { return nil, nil }); err != nil {
+		t.Fatalf("nothing to do: %v", err)
+	}
+}
