@@ -7,12 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
-	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
 type metrics struct {
@@ -91,38 +89,28 @@ func (c *consumer) handle(ctx context.Context, e event.Envelope) error {
 // (or locked by a concurrent batch) fails the batch; the runner then handles the events one by one,
 // which waits for locks and retries "no driver" with backoff.
 func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
+	var auth []event.Envelope
 	for _, e := range es {
-		if e.EventType == event.PaymentAuthorized {
-			if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
-				return err
-			}
+		if e.EventType != event.PaymentAuthorized {
+			continue
 		}
+		if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
+			return err
+		}
+		auth = append(auth, e)
 	}
-	var assigned, dups int
-	err := pg.InTx(ctx, c.store.pool, func(tx pgx.Tx) error {
-		assigned, dups = 0, 0
-		for _, e := range es {
-			if e.EventType != event.PaymentAuthorized {
-				continue
-			}
-			_, dup, err := c.store.assignTx(ctx, tx, e, false)
-			if err != nil {
-				return err
-			}
-			if dup {
-				dups++
+	if len(auth) > 0 {
+		res, err := c.store.assignAll(ctx, auth, false)
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			if r.duplicate {
+				c.store.inbox.Duplicate()
 			} else {
-				assigned++
+				c.metrics.assignments.Inc()
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	c.metrics.assignments.Add(float64(assigned))
-	for range dups {
-		c.store.inbox.Duplicate()
 	}
 	for _, e := range es {
 		if e.EventType != event.PaymentAuthorized {

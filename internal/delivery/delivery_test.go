@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -129,6 +130,18 @@ func TestDuplicateAuthorizationsAssignOnce(t *testing.T) {
 	e2.EventID = uuid.NewString()
 	if _, dup, _ := s.assign(ctx, e2); !dup {
 		t.Fatal("second authorization for the order assigned again")
+	}
+	// An operator removed the delivery row by hand: the redelivered event is still a duplicate and
+	// takes no driver (the pick made for it is given back in the same transaction).
+	before, _ := s.drivers(ctx)
+	if _, err := s.pool.Exec(ctx, `DELETE FROM deliveries WHERE order_id = $1`, e.OrderID); err != nil {
+		t.Fatal(err)
+	}
+	if _, dup, err := s.assign(ctx, e); err != nil || !dup {
+		t.Fatalf("redelivery after the row was removed: dup=%v err=%v", dup, err)
+	}
+	if after, _ := s.drivers(ctx); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("drivers changed by a duplicate: %v → %v", before, after)
 	}
 	evs := s.events(t, e.OrderID)
 	if len(evs) != 2 || evs[0].EventType != event.DeliveryAssigned || evs[1].EventType != event.ETAUpdated {
@@ -267,13 +280,29 @@ func TestBatchAssignsOnceAndFailsWhenFull(t *testing.T) {
 	if len(s.events(t, a.OrderID)) != 2 || len(s.events(t, b.OrderID)) != 2 {
 		t.Fatal("each order gets delivery.assigned and eta.updated once")
 	}
-	// Capacity 2×2 = 4: a batch of three more orders cannot all fit and fails as a whole.
-	more := []event.Envelope{authorized(t, uuid.NewString()), authorized(t, uuid.NewString()), authorized(t, uuid.NewString())}
+	// Redelivered, and another authorization of an order already assigned (twice in one batch):
+	// nothing new, and no driver counts a delivery that does not exist.
+	a2, c1 := a, authorized(t, uuid.NewString())
+	a2.EventID = uuid.NewString()
+	c2 := c1
+	c2.EventID = uuid.NewString()
+	if err := c.handleBatch(ctx, []event.Envelope{b, a2, c1, c2}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.events(t, a.OrderID)) != 2 || len(s.events(t, b.OrderID)) != 2 || len(s.events(t, c1.OrderID)) != 2 {
+		t.Fatal("a duplicate authorization assigned again")
+	}
+	ds, _ := s.drivers(ctx)
+	if n, _ := s.activeCount(ctx); n != 3 || ds[0].ActiveDeliveries+ds[1].ActiveDeliveries != 3 {
+		t.Fatalf("%d active deliveries, drivers %+v; want 3 of each", n, ds)
+	}
+	// Capacity 2×2 = 4: a batch of two more orders cannot both fit and fails as a whole.
+	more := []event.Envelope{authorized(t, uuid.NewString()), authorized(t, uuid.NewString())}
 	if err := c.handleBatch(ctx, more); !errors.Is(err, ErrNoDriver) {
 		t.Fatalf("full batch: %v", err)
 	}
-	if n, _ := s.activeCount(ctx); n != 2 {
-		t.Fatalf("a failed batch left %d deliveries, want the 2 committed before", n)
+	if n, _ := s.activeCount(ctx); n != 3 {
+		t.Fatalf("a failed batch left %d deliveries, want the 3 committed before", n)
 	}
 }
 

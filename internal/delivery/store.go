@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -84,78 +85,157 @@ func (s *store) seedDrivers(ctx context.Context, n int) error {
 // duplicate=true when the event or the order was already handled, and ErrNoDriver when every
 // driver is full (nothing written; the runner retries).
 func (s *store) assign(ctx context.Context, e event.Envelope) (d Delivery, duplicate bool, err error) {
-	err = pg.InTx(ctx, s.pool, func(tx pgx.Tx) (err error) {
-		d, duplicate, err = s.assignTx(ctx, tx, e, true)
-		return err
-	})
-	return d, duplicate, err
+	res, err := s.assignAll(ctx, []event.Envelope{e}, true)
+	if err != nil {
+		return d, false, err
+	}
+	return res[0].delivery, res[0].duplicate, nil
 }
 
-// assignTx is assign inside the caller's transaction. With wait=false it never blocks on drivers
-// locked by concurrent transactions (batches use that, and fall back to assign when it finds none).
-func (s *store) assignTx(ctx context.Context, tx pgx.Tx, e event.Envelope, wait bool) (d Delivery, duplicate bool, err error) {
-	modes := []string{"FOR UPDATE SKIP LOCKED"}
-	if wait {
-		modes = append(modes, "FOR UPDATE")
-	}
-	first, err := s.inbox.Begin(ctx, tx, e.EventID)
-	if err != nil {
-		return d, false, err
-	}
-	var exists bool
-	if first {
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE order_id = $1)`, e.OrderID).Scan(&exists); err != nil {
-			return d, false, fmt.Errorf("look up delivery: %w", err)
+// assigned is the outcome of one payment.authorized.
+type assigned struct {
+	delivery  Delivery
+	duplicate bool // the event or its order was handled before (or earlier in the batch)
+}
+
+// assignAll handles the payment.authorized events es in one transaction of two round trips: the
+// inbox records, the orders' existing deliveries and one driver pick per new order go out with the
+// BEGIN; the deliveries and their events with the COMMIT. The picks take the least-loaded driver
+// with room, ties by driver_id, skipping drivers locked by concurrent assignments (also on another
+// replica) instead of queueing on one row; the capacity condition is part of the locked update, so
+// no driver ever exceeds it. When every driver with room is locked, wait=false fails with
+// ErrNoDriver (a batch then falls back to one event at a time) and wait=true takes one more round
+// trip that waits for those locks instead of reporting a false "all full".
+func (s *store) assignAll(ctx context.Context, es []event.Envelope, wait bool) ([]assigned, error) {
+	var res []assigned
+	err := pg.InPipe(ctx, s.pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+		var err error
+		var giveBack []int
+		res, giveBack, err = s.pick(ctx, p, es, wait)
+		if err != nil {
+			return nil, err
+		}
+		return s.writeDeliveries(es, res, giveBack)
+	})
+	return res, err
+}
+
+const pickDriver = `UPDATE drivers SET active_deliveries = active_deliveries + 1
+	WHERE driver_id = (SELECT driver_id FROM drivers WHERE active_deliveries < $1
+		ORDER BY active_deliveries, driver_id LIMIT 1 %s)
+	AND NOT EXISTS (SELECT 1 FROM deliveries WHERE order_id = $2)
+	RETURNING driver_id, name`
+
+// pick records es in the inbox and takes a driver for every order that has no delivery yet; it
+// fills res[i].delivery's driver for the events to assign and marks the others duplicate. A driver
+// taken for an event found to be a duplicate (its inbox record exists but its order's delivery does
+// not: only possible if that row was removed by hand) is returned in giveBack.
+func (s *store) pick(ctx context.Context, p *pg.Pipe, es []event.Envelope, wait bool) (res []assigned, giveBack []int, err error) {
+	res = make([]assigned, len(es))
+	fresh, exists := map[string]bool{}, map[string]bool{}
+	ids, orders := make([]string, len(es)), make([]string, 0, len(es))
+	first := map[string]int{} // order → index of its first event in es
+	for i, e := range es {
+		ids[i] = e.EventID
+		if _, ok := first[e.OrderID]; !ok {
+			first[e.OrderID] = i
+			orders = append(orders, e.OrderID)
 		}
 	}
-	if !first || exists {
-		return d, true, nil
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
+		ON CONFLICT DO NOTHING RETURNING event_id::text`, s.inbox.Consumer, ids).Query(func(rows pgx.Rows) error {
+		var id string
+		_, err := pgx.ForEachRow(rows, []any{&id}, func() error { fresh[id] = true; return nil })
+		return err
+	})
+	b.Queue(`SELECT order_id FROM deliveries WHERE order_id = ANY($1)`, orders).Query(func(rows pgx.Rows) error {
+		var o string
+		_, err := pgx.ForEachRow(rows, []any{&o}, func() error { exists[o] = true; return nil })
+		return err
+	})
+	picked := make([]bool, len(es))
+	queuePick := func(b *pgx.Batch, i int, lockMode string) {
+		b.Queue(fmt.Sprintf(pickDriver, lockMode), s.rules.Capacity, es[i].OrderID).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&res[i].delivery.DriverID, &res[i].delivery.DriverName)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil // the order has a delivery, or every driver with room is full or locked
+			}
+			picked[i] = err == nil
+			return err
+		})
 	}
-	// Least loaded first, ties by driver_id; SKIP LOCKED lets concurrent assignments (also on
-	// another replica) take different drivers instead of queueing on one row. The capacity
-	// condition is part of the locked update, so no driver ever exceeds it.
-	for _, lockMode := range modes {
-		// When every driver with room is locked by concurrent assignments, SKIP LOCKED finds none;
-		// the second pass waits for those locks instead of reporting a false "all full".
-		err = tx.QueryRow(ctx, `UPDATE drivers SET active_deliveries = active_deliveries + 1
-			WHERE driver_id = (SELECT driver_id FROM drivers WHERE active_deliveries < $1
-				ORDER BY active_deliveries, driver_id LIMIT 1 `+lockMode+`)
-			RETURNING driver_id, name`, s.rules.Capacity).Scan(&d.DriverID, &d.DriverName)
-		if !errors.Is(err, pgx.ErrNoRows) {
-			break
+	for _, o := range orders {
+		queuePick(b, first[o], "FOR UPDATE SKIP LOCKED")
+	}
+	if err := p.SendBatch(ctx, b).Close(); err != nil {
+		return nil, nil, fmt.Errorf("pick drivers: %w", err)
+	}
+	var waiting []int
+	for i, e := range es {
+		switch {
+		case first[e.OrderID] != i, !fresh[e.EventID], exists[e.OrderID]:
+			res[i].duplicate = true
+		case !picked[i]:
+			waiting = append(waiting, i)
 		}
 	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		return d, false, ErrNoDriver
+	if len(waiting) > 0 && wait {
+		b := &pgx.Batch{}
+		for _, i := range waiting {
+			queuePick(b, i, "FOR UPDATE")
+		}
+		if err := p.SendBatch(ctx, b).Close(); err != nil {
+			return nil, nil, fmt.Errorf("pick drivers: %w", err)
+		}
+		waiting = slices.DeleteFunc(waiting, func(i int) bool { return picked[i] })
 	}
-	if err != nil {
-		return d, false, fmt.Errorf("pick driver: %w", err)
+	if len(waiting) > 0 {
+		return nil, nil, ErrNoDriver
+	}
+	for i := range es {
+		if res[i].duplicate {
+			if picked[i] {
+				giveBack = append(giveBack, res[i].delivery.DriverID)
+			}
+			res[i].delivery = Delivery{}
+		}
+	}
+	return res, giveBack, nil
+}
+
+// writeDeliveries returns the batch of writes for the events pick assigned.
+func (s *store) writeDeliveries(es []event.Envelope, res []assigned, giveBack []int) (*pgx.Batch, error) {
+	b := &pgx.Batch{}
+	for _, id := range giveBack {
+		b.Queue(`UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id = $1`, id)
 	}
 	now := s.now().UTC().Truncate(time.Millisecond)
-	d.DeliveryID, d.OrderID, d.Zone, d.Status = newDeliveryID(), e.OrderID, zoneOf(e.OrderID), StatusAssigned
-	d.AssignedAt, d.ETA = now, s.rules.InitialETA(now, e.OrderID)
-	p := event.DeliveryPayload{OrderID: d.OrderID, DeliveryID: d.DeliveryID, DriverName: d.DriverName,
-		Status: StatusAssigned, EstimatedDeliveryTime: d.ETA}
-	assigned, err := s.factory.Caused(e, event.DeliveryAssigned, p)
-	if err != nil {
-		return d, false, err
+	var events []event.Envelope
+	for i, e := range es {
+		if res[i].duplicate {
+			continue
+		}
+		d := &res[i].delivery
+		d.DeliveryID, d.OrderID, d.Zone, d.Status = newDeliveryID(), e.OrderID, zoneOf(e.OrderID), StatusAssigned
+		d.AssignedAt, d.ETA = now, s.rules.InitialETA(now, e.OrderID)
+		p := event.DeliveryPayload{OrderID: d.OrderID, DeliveryID: d.DeliveryID, DriverName: d.DriverName,
+			Status: StatusAssigned, EstimatedDeliveryTime: d.ETA}
+		as, err := s.factory.Caused(e, event.DeliveryAssigned, p)
+		if err != nil {
+			return nil, err
+		}
+		eta, err := s.factory.Caused(e, event.ETAUpdated, p)
+		if err != nil {
+			return nil, err
+		}
+		as.OccurredAt, eta.OccurredAt = now, now
+		events = append(events, as, eta)
+		b.Queue(`INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now)
 	}
-	eta, err := s.factory.Caused(e, event.ETAUpdated, p)
-	if err != nil {
-		return d, false, err
-	}
-	assigned.OccurredAt, eta.OccurredAt = now, now
-	// The delivery and its events in one round trip: the driver row stays locked until the commit.
-	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now)
-	if err := outbox.Queue(b, assigned, eta); err != nil {
-		return d, false, err
-	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return d, false, fmt.Errorf("insert delivery and its events: %w", err)
-	}
-	return d, false, nil
+	// The deliveries and their events with the COMMIT: the driver rows stay locked until then.
+	return b, outbox.Queue(b, events...)
 }
 
 // tickResult summarises one scheduler pass.

@@ -13,15 +13,20 @@ import (
 	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
-// applyBatch is the set-based form of reserveTx/releaseTx for a whole partition batch: a handful of
-// statements per batch instead of several per event. Decisions are made in Go, in event order,
-// against the locked stock rows, so the result equals applying the events one by one.
+// applyBatch is the set-based form of reserveTx/releaseTx for a whole partition batch, in two round
+// trips whatever the batch holds: the inbox records, the lookups and the locks go out with the BEGIN,
+// the writes and the events with the COMMIT. Decisions are made in Go, in event order, against the
+// locked stock rows, so the result equals applying the events one by one. A batch of events that
+// inventory ignores touches nothing (like handle).
 func (s *store) applyBatch(ctx context.Context, es []event.Envelope, created map[int]event.OrderCreatedPayload) ([]outcome, error) {
 	var outs []outcome
-	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		outs, err = s.applyBatchTx(ctx, tx, es, created)
-		return err
+	err := pg.InPipe(ctx, s.pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+		var (
+			w   *pgx.Batch
+			err error
+		)
+		outs, w, err = s.applyBatchTx(ctx, p, es, created)
+		return w, err
 	})
 	return outs, err
 }
@@ -31,104 +36,125 @@ type heldItem struct {
 	qty  int
 }
 
-func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope, created map[int]event.OrderCreatedPayload) ([]outcome, error) {
-	outs := make([]outcome, len(es))
-	// 1. Inbox: which events are new (a duplicate inside the batch counts once).
-	ids := make([]string, 0, len(es))
-	for _, e := range es {
-		ids = append(ids, e.EventID)
-	}
-	rows, err := tx.Query(ctx, `INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
-		ON CONFLICT DO NOTHING RETURNING event_id::text`, s.inbox.Consumer, ids)
-	if err != nil {
-		return nil, fmt.Errorf("inbox: %w", err)
-	}
-	fresh, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("inbox: %w", err)
-	}
-	isFresh := map[string]bool{}
-	for _, id := range fresh {
-		isFresh[id] = true
-	}
-	// 2. Orders already decided, and the live reservations that payment.failed events release.
-	var orders, failed []string
+// live is a reservation holding stock, which a payment.failed releases.
+type live struct {
+	resID string
+	items []heldItem
+}
+
+// batchReads is what the first round trip of a batch learns, everything under lock.
+type batchReads struct {
+	fresh      map[string]bool  // event ids recorded now (not processed before)
+	decided    map[string]bool  // orders that already have a reservation
+	releasable map[string]*live // live reservations of the payment.failed orders
+	avail      map[string]int   // locked stock rows
+}
+
+// readBatch records the relevant events in the inbox and reads and locks what deciding them needs:
+// the reservations of the orders (and the live ones of payment.failed orders, locked), then every
+// stock row they may touch in item order (no deadlocks between batches). The lookups cover
+// duplicates too; deciding ignores those.
+func readBatch(ctx context.Context, p *pg.Pipe, consumer string, es []event.Envelope, created map[int]event.OrderCreatedPayload) (batchReads, error) {
+	r := batchReads{fresh: map[string]bool{}, decided: map[string]bool{}, releasable: map[string]*live{}, avail: map[string]int{}}
+	var ids, orders, failed, items []string
 	for i, e := range es {
-		switch {
-		case !isFresh[e.EventID]:
-		case e.EventType == event.OrderCreated:
-			orders = append(orders, es[i].OrderID)
-		case e.EventType == event.PaymentFailed:
-			failed = append(failed, e.OrderID)
-		}
-	}
-	decided := map[string]bool{}
-	if len(orders) > 0 {
-		rows, err := tx.Query(ctx, `SELECT order_id FROM reservations WHERE order_id = ANY($1)`, orders)
-		if err != nil {
-			return nil, fmt.Errorf("look up reservations: %w", err)
-		}
-		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return nil, fmt.Errorf("look up reservations: %w", err)
-		}
-		for _, o := range got {
-			decided[o] = true
-		}
-	}
-	type live struct {
-		resID string
-		items []heldItem
-	}
-	releasable := map[string]*live{}
-	if len(failed) > 0 {
-		rows, err := tx.Query(ctx, `SELECT r.order_id, r.reservation_id::text, ri.item_id, ri.quantity FROM reservations r
-			JOIN reservation_items ri USING (reservation_id) WHERE r.order_id = ANY($1) AND r.status = 'RESERVED'
-			ORDER BY r.reservation_id FOR UPDATE OF r`, failed)
-		if err != nil {
-			return nil, fmt.Errorf("look up live reservations: %w", err)
-		}
-		var o, rid, item string
-		var q int
-		_, err = pgx.ForEachRow(rows, []any{&o, &rid, &item, &q}, func() error {
-			if releasable[o] == nil {
-				releasable[o] = &live{resID: rid}
-			}
-			releasable[o].items = append(releasable[o].items, heldItem{item, q})
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("look up live reservations: %w", err)
-		}
-	}
-	// 3. Lock every stock row the batch may touch, in item order (no deadlocks between batches).
-	var items []string
-	for i, e := range es {
-		if e.EventType == event.OrderCreated && isFresh[e.EventID] {
+		switch e.EventType {
+		case event.OrderCreated:
+			orders = append(orders, e.OrderID)
 			for _, it := range created[i].Items {
 				items = append(items, it.ItemID)
 			}
+		case event.PaymentFailed:
+			failed = append(failed, e.OrderID)
+		default:
+			continue
 		}
-	}
-	for _, l := range releasable {
-		for _, h := range l.items {
-			items = append(items, h.item)
-		}
+		ids = append(ids, e.EventID)
 	}
 	slices.Sort(items)
 	items = slices.Compact(items)
-	avail := map[string]int{}
-	if len(items) > 0 {
-		rows, err := tx.Query(ctx, `SELECT item_id, available FROM stock WHERE item_id = ANY($1) ORDER BY item_id FOR UPDATE`, items)
-		if err != nil {
-			return nil, fmt.Errorf("lock stock: %w", err)
-		}
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
+		ON CONFLICT DO NOTHING RETURNING event_id::text`, consumer, ids).Query(func(rows pgx.Rows) error {
 		var id string
-		var a int
-		if _, err := pgx.ForEachRow(rows, []any{&id, &a}, func() error { avail[id] = a; return nil }); err != nil {
-			return nil, fmt.Errorf("lock stock: %w", err)
+		_, err := pgx.ForEachRow(rows, []any{&id}, func() error { r.fresh[id] = true; return nil })
+		if err != nil {
+			return fmt.Errorf("inbox: %w", err)
+		}
+		return nil
+	})
+	if len(orders) > 0 {
+		b.Queue(`SELECT order_id FROM reservations WHERE order_id = ANY($1)`, orders).Query(func(rows pgx.Rows) error {
+			var o string
+			_, err := pgx.ForEachRow(rows, []any{&o}, func() error { r.decided[o] = true; return nil })
+			if err != nil {
+				return fmt.Errorf("look up reservations: %w", err)
+			}
+			return nil
+		})
+	}
+	if len(failed) > 0 {
+		b.Queue(`SELECT r.order_id, r.reservation_id::text, ri.item_id, ri.quantity FROM reservations r
+			JOIN reservation_items ri USING (reservation_id) WHERE r.order_id = ANY($1) AND r.status = 'RESERVED'
+			ORDER BY r.reservation_id FOR UPDATE OF r`, failed).Query(func(rows pgx.Rows) error {
+			var o, rid, item string
+			var q int
+			_, err := pgx.ForEachRow(rows, []any{&o, &rid, &item, &q}, func() error {
+				if r.releasable[o] == nil {
+					r.releasable[o] = &live{resID: rid}
+				}
+				r.releasable[o].items = append(r.releasable[o].items, heldItem{item, q})
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("look up live reservations: %w", err)
+			}
+			return nil
+		})
+	}
+	if len(items) > 0 || len(failed) > 0 {
+		b.Queue(`SELECT item_id, available FROM stock WHERE item_id = ANY($1) OR item_id IN (
+				SELECT ri.item_id FROM reservations r JOIN reservation_items ri USING (reservation_id)
+				WHERE r.order_id = ANY($2) AND r.status = 'RESERVED')
+			ORDER BY item_id FOR UPDATE`, items, unmarkedNil(failed)).Query(func(rows pgx.Rows) error {
+			var id string
+			var a int
+			if _, err := pgx.ForEachRow(rows, []any{&id, &a}, func() error { r.avail[id] = a; return nil }); err != nil {
+				return fmt.Errorf("lock stock: %w", err)
+			}
+			return nil
+		})
+	}
+	return r, p.SendBatch(ctx, b).Close()
+}
+
+// unmarkedNil turns a nil slice into an empty one: pgx sends nil as NULL, and = ANY(NULL) is never
+// true — harmless here, but an empty array says what is meant.
+func unmarkedNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (s *store) applyBatchTx(ctx context.Context, p *pg.Pipe, es []event.Envelope, created map[int]event.OrderCreatedPayload) ([]outcome, *pgx.Batch, error) {
+	outs := make([]outcome, len(es))
+	relevant := false
+	for i, e := range es {
+		if e.EventType == event.OrderCreated || e.EventType == event.PaymentFailed {
+			relevant = true
+		} else {
+			outs[i] = outcome{result: "ignored:" + string(e.EventType)}
 		}
 	}
+	if !relevant {
+		return outs, nil, nil
+	}
+	r, err := readBatch(ctx, p, s.inbox.Consumer, es, created)
+	if err != nil {
+		return nil, nil, err
+	}
+	isFresh, decided, releasable, avail := r.fresh, r.decided, r.releasable, r.avail
 	// 4. Decide in event order.
 	now := s.now().UTC()
 	delta := map[string]int{} // item → units moved from available to reserved (negative: released)
@@ -141,6 +167,9 @@ func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope
 	)
 	seenOrder := map[string]bool{}
 	for i, e := range es {
+		if e.EventType != event.OrderCreated && e.EventType != event.PaymentFailed {
+			continue // outs[i] says ignored
+		}
 		if !isFresh[e.EventID] {
 			outs[i] = outcome{duplicate: true}
 			continue
@@ -170,7 +199,7 @@ func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope
 			resIDs, resOrders, resStatus, resReason = append(resIDs, resID), append(resOrders, e.OrderID), append(resStatus, status), append(resReason, reason)
 			out, err := s.factory.Caused(e, typ, payload)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			outEvents = append(outEvents, out)
 			outs[i] = outcome{result: "reserved", reason: reason}
@@ -191,12 +220,10 @@ func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope
 			released = append(released, l.resID)
 			out, err := s.factory.Caused(e, event.InventoryReleased, event.InventoryReleasedPayload{OrderID: e.OrderID, ReservationID: l.resID, Reason: "PAYMENT_FAILED"})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			outEvents = append(outEvents, out)
 			outs[i] = outcome{result: "released"}
-		default:
-			outs[i] = outcome{result: "ignored:" + string(e.EventType)}
 		}
 	}
 	// 5. Write everything, events included, in one pipelined round trip.
@@ -224,15 +251,10 @@ func (s *store) applyBatchTx(ctx context.Context, tx pgx.Tx, es []event.Envelope
 	if len(released) > 0 {
 		b.Queue(`UPDATE reservations SET status = 'RELEASED', released_at = $2 WHERE reservation_id = ANY($1::uuid[])`, released, now)
 	}
-	// The outbox rows ride in the same round trip: the stock rows stay locked until the commit, so
-	// every round trip here lengthens the other partition workers' wait.
+	// The outbox rows ride in the same round trip, with the COMMIT: the stock rows stay locked until
+	// then, so every round trip here would lengthen the other partition workers' wait.
 	if err := outbox.Queue(b, outEvents...); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if b.Len() > 0 {
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return nil, fmt.Errorf("write batch: %w", err)
-		}
-	}
-	return outs, nil
+	return outs, b, nil
 }

@@ -408,6 +408,14 @@ func TestBatchEqualsOneByOne(t *testing.T) {
 			fmt.Fprintf(&out, "%s %s\n", k, types)
 		}
 		rows.Close()
+		// The same events recorded as processed (events inventory ignores are not).
+		rows, _ = s.pool.Query(ctx, `SELECT event_id::text FROM processed_events ORDER BY event_id`)
+		for rows.Next() {
+			var id string
+			_ = rows.Scan(&id)
+			fmt.Fprintf(&out, "inbox %s\n", id)
+		}
+		rows.Close()
 		return out.String()
 	}
 	a, b := snapshot(one), snapshot(batched)

@@ -22,10 +22,10 @@ type charge struct {
 	dup bool // a unique constraint already held this charge: nothing written, nothing published
 }
 
-// handleBatch is the consumer's batch handler: the same three layers as handle, with one round trip
-// per step for the whole batch instead of per event — one Redis pipeline takes the locks, one checks
-// the dedup cache, one transaction writes every payment and its event, then one pipeline marks the
-// events and one releases the locks. Events whose lock another instance holds right now, and a second
+// handleBatch is the consumer's batch handler: the same three layers as handle, with four round
+// trips for the whole batch instead of several per event — one Redis pipeline takes the locks and
+// checks the dedup cache, a two-round-trip transaction writes every payment and its event, then one
+// pipeline marks the events and releases the locks. Events whose lock another instance holds right now, and a second
 // event for an order already in the batch, take the single-event path afterwards (it waits for the
 // lock), so nothing is decided twice. Any error fails the batch; the runner then handles its events
 // one by one, and whatever this call committed is recognised there as a duplicate.
@@ -71,72 +71,66 @@ func (p *processor) handleBatch(ctx context.Context, es []event.Envelope) error 
 }
 
 // chargeBatch runs the layers for events of distinct orders and returns the events whose lock was
-// taken by someone else.
+// taken by someone else. Redis sees two round trips: the locks with the dedup check, then the dedup
+// marks with the releases.
 func (p *processor) chargeBatch(ctx context.Context, batch []*charge) ([]event.Envelope, error) {
 	ids := make([]string, len(batch))
+	eventIDs := make([]string, len(batch))
 	for i, c := range batch {
-		ids[i] = c.e.OrderID
+		ids[i], eventIDs[i] = c.e.OrderID, c.e.EventID
 	}
-	// Layer 1, without waiting: a lock held elsewhere sends its event to the single-event path.
-	locks, err := p.locker.TryAcquireMany(ctx, ids)
+	// Layer 1 without waiting (a lock held elsewhere sends its event to the single-event path) and
+	// layer 2, read after the locks were taken, so an event another instance finished meanwhile is seen.
+	locks, seen, err := redislock.TryAcquireAndCheck(ctx, p.locker, ids, p.dedup, eventIDs)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		p.degrade("lock", err, p.log) // Redis down: layer 3 alone still prevents a double charge
-		locks = make([]*redislock.Lock, len(batch))
+		// Redis down: layer 3 alone still prevents a double charge.
+		p.degrade("lock", err, p.log)
+		p.degrade("dedup_check", err, p.log)
+		locks, seen = make([]*redislock.Lock, len(batch)), make([]bool, len(batch))
 	}
 	start := time.Now()
 	var contended []event.Envelope
-	held := batch[:0:0]
+	todo := batch[:0:0]
+	held := 0
 	for i, c := range batch {
 		switch {
-		case locks[i] != nil, err != nil: // without Redis, go ahead on the database layer
-			held = append(held, c)
-		default:
+		case locks[i] == nil && err == nil: // without Redis, go ahead on the database layer
 			contended = append(contended, c.e)
+		case seen[i]:
+			held++
+			p.countRedisHit()
+		default:
+			held++
+			todo = append(todo, c)
 		}
 	}
+	var done []string
 	defer func() {
-		if err := p.locker.ReleaseMany(context.WithoutCancel(ctx), locks); err != nil {
-			p.degrade("unlock", err, p.log)
+		// After commit, the Redis marks go before the locks (a crash before them is caught by layer 3).
+		if err := redislock.MarkAndRelease(context.WithoutCancel(ctx), p.dedup, done, p.locker, locks); err != nil {
+			op := "unlock"
+			if len(done) > 0 {
+				op = "dedup_mark"
+			}
+			p.degrade(op, err, p.log)
 		}
 		for range held {
 			p.metrics.duration.Observe(time.Since(start).Seconds())
 		}
 	}()
-	// Layer 2, checked under the locks, so an event another instance finished meanwhile is seen.
-	eventIDs := make([]string, len(held))
-	for i, c := range held {
-		eventIDs[i] = c.e.EventID
-	}
-	todo := held[:0:0]
-	if seen, err := p.dedup.SeenMany(ctx, eventIDs); err != nil {
-		p.degrade("dedup_check", err, p.log)
-		todo = held
-	} else {
-		for i, c := range held {
-			if seen[i] {
-				p.countRedisHit()
-				continue
-			}
-			todo = append(todo, c)
-		}
-	}
 	if len(todo) == 0 {
 		return contended, nil
 	}
 	if err := p.record(ctx, todo); err != nil {
 		return nil, err
 	}
-	// After commit: counters, then the Redis marks (a crash before them is caught by layer 3).
-	done := make([]string, len(todo))
+	done = make([]string, len(todo))
 	for i, c := range todo {
 		done[i] = c.e.EventID
 		p.countRecorded(c)
-	}
-	if err := p.dedup.MarkMany(ctx, done); err != nil {
-		p.degrade("dedup_mark", err, p.log)
 	}
 	return contended, nil
 }
@@ -157,27 +151,26 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 			c.pay.Status, c.pay.FailureReason = event.PaymentStatusFailed, &reason
 		}
 	}
-	return pg.InTx(ctx, p.pool, func(tx pgx.Tx) error {
+	// Two round trips: the inserts with the BEGIN, the events of the rows inserted with the COMMIT.
+	return pg.InPipe(ctx, p.pool, func(tx *pg.Pipe) (*pgx.Batch, error) {
 		b := &pgx.Batch{}
 		for _, c := range todo {
-			b.Queue(insertPayment, c.pay.OrderID, c.pay.IdempotencyKey, c.pay.CustomerID, c.pay.Amount.Decimal,
-				c.pay.Currency, c.pay.Status, c.pay.FailureReason, c.pay.CreatedAt)
-		}
-		res := tx.SendBatch(ctx, b)
-		for _, c := range todo {
 			c.dup = false
-			err := res.QueryRow().Scan(&c.pay.PaymentID)
-			if errors.Is(err, pgx.ErrNoRows) {
-				c.dup = true // a unique constraint already holds this charge
-				continue
-			}
-			if err != nil {
-				_ = res.Close()
-				return fmt.Errorf("insert payment: %w", err)
-			}
+			b.Queue(insertPayment, c.pay.OrderID, c.pay.IdempotencyKey, c.pay.CustomerID, c.pay.Amount.Decimal,
+				c.pay.Currency, c.pay.Status, c.pay.FailureReason, c.pay.CreatedAt).QueryRow(func(row pgx.Row) error {
+				err := row.Scan(&c.pay.PaymentID)
+				if errors.Is(err, pgx.ErrNoRows) {
+					c.dup = true // a unique constraint already holds this charge
+					return nil
+				}
+				if err != nil {
+					return fmt.Errorf("insert payment: %w", err)
+				}
+				return nil
+			})
 		}
-		if err := res.Close(); err != nil {
-			return fmt.Errorf("insert payments: %w", err)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return nil, fmt.Errorf("insert payments: %w", err)
 		}
 		var outs []event.Envelope
 		for _, c := range todo {
@@ -186,10 +179,11 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 			}
 			out, err := p.factory.Caused(c.e, paymentEventType(c.pay), paymentPayload(c.pay))
 			if err != nil {
-				return err
+				return nil, err
 			}
 			outs = append(outs, out)
 		}
-		return outbox.Add(ctx, tx, outs...)
+		w := &pgx.Batch{}
+		return w, outbox.Queue(w, outs...)
 	})
 }

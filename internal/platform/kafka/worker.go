@@ -114,10 +114,11 @@ func (w *worker) run() {
 }
 
 // processAll handles records in order: runs of decodable records go to the Batch handler when
-// there is one (falling back to one by one on error), undecodable ones to the DLQ.
+// there is one (falling back to one by one on error), undecodable ones to the DLQ. A single record
+// goes to Batch too: the batch forms are the ones written for fewer round trips.
 func (w *worker) processAll(recs []*kgo.Record) bool {
 	cfg := &w.r.cfg
-	if cfg.Batch == nil || len(recs) == 1 {
+	if cfg.Batch == nil {
 		for _, r := range recs {
 			if !w.process(r) {
 				return false

@@ -151,30 +151,51 @@ func (d *Dedup) ttl() time.Duration {
 // TryAcquireMany tries once, in one round trip, to take the lock of every id; locks[i] is nil where
 // another owner holds id's lock. On a Redis error no lock is held (any taken are released).
 func (l *Locker) TryAcquireMany(ctx context.Context, ids []string) ([]*Lock, error) {
-	locks := make([]*Lock, len(ids))
-	cmds := make([]*redis.BoolCmd, len(ids))
+	locks, _, err := TryAcquireAndCheck(ctx, l, ids, nil, nil)
+	return locks, err
+}
+
+// TryAcquireAndCheck is TryAcquireMany for lockIDs and, in the same round trip, SeenMany for
+// eventIDs (d may be nil). Redis runs a pipeline in order, so the marks are read after the locks
+// were taken: for the events whose lock was taken the answer is as fresh as a check under the lock.
+func TryAcquireAndCheck(ctx context.Context, l *Locker, lockIDs []string, d *Dedup, eventIDs []string) ([]*Lock, []bool, error) {
+	locks := make([]*Lock, len(lockIDs))
+	taken := make([]*redis.BoolCmd, len(lockIDs))
+	var marks []*redis.IntCmd
 	_, err := l.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
+		for i, id := range lockIDs {
 			locks[i] = l.newLock(id)
-			cmds[i] = p.SetNX(ctx, locks[i].key, locks[i].token, l.ttl())
+			taken[i] = p.SetNX(ctx, locks[i].key, locks[i].token, l.ttl())
+		}
+		if d != nil {
+			marks = d.queueSeen(ctx, p, eventIDs)
 		}
 		return nil
 	})
 	if err != nil {
 		_ = l.ReleaseMany(context.WithoutCancel(ctx), locks)
-		return nil, fmt.Errorf("acquire %d locks: %w", len(ids), err)
+		return nil, nil, fmt.Errorf("acquire %d locks: %w", len(lockIDs), err)
 	}
-	for i, c := range cmds {
+	for i, c := range taken {
 		if !c.Val() {
 			locks[i] = nil
 		}
 	}
-	return locks, nil
+	return locks, seenOf(marks), nil
 }
 
 // ReleaseMany releases the non-nil locks (each only if still ours) in one round trip.
 func (l *Locker) ReleaseMany(ctx context.Context, locks []*Lock) error {
+	return MarkAndRelease(ctx, nil, nil, l, locks)
+}
+
+// MarkAndRelease is MarkMany for ids (d may be nil) and then ReleaseMany for locks, in one round
+// trip: the marks are written before the locks go.
+func MarkAndRelease(ctx context.Context, d *Dedup, ids []string, l *Locker, locks []*Lock) error {
 	_, err := l.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if d != nil {
+			d.queueMark(ctx, p, ids)
+		}
 		for _, lk := range locks {
 			if lk != nil {
 				releaseScript.Eval(ctx, p, []string{lk.key}, lk.token) // EVALSHA cannot fall back inside a pipeline
@@ -183,37 +204,29 @@ func (l *Locker) ReleaseMany(ctx context.Context, locks []*Lock) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("release locks: %w", err)
+		return fmt.Errorf("mark %d events and release locks: %w", len(ids), err)
 	}
 	return nil
 }
 
-// SeenMany reports, in one round trip, which ids were marked.
-func (d *Dedup) SeenMany(ctx context.Context, ids []string) ([]bool, error) {
+func (d *Dedup) queueSeen(ctx context.Context, p redis.Pipeliner, ids []string) []*redis.IntCmd {
 	cmds := make([]*redis.IntCmd, len(ids))
-	_, err := d.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = p.Exists(ctx, d.Prefix+id)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	for i, id := range ids {
+		cmds[i] = p.Exists(ctx, d.Prefix+id)
 	}
-	seen := make([]bool, len(ids))
+	return cmds
+}
+
+func seenOf(cmds []*redis.IntCmd) []bool {
+	seen := make([]bool, len(cmds))
 	for i, c := range cmds {
 		seen[i] = c.Val() == 1
 	}
-	return seen, nil
+	return seen
 }
 
-// MarkMany records every id for TTL in one round trip. Call it only after the effects committed.
-func (d *Dedup) MarkMany(ctx context.Context, ids []string) error {
-	_, err := d.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, id := range ids {
-			p.Set(ctx, d.Prefix+id, "1", d.ttl())
-		}
-		return nil
-	})
-	return err
+func (d *Dedup) queueMark(ctx context.Context, p redis.Pipeliner, ids []string) {
+	for _, id := range ids {
+		p.Set(ctx, d.Prefix+id, "1", d.ttl())
+	}
 }

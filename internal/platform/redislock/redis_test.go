@@ -1,9 +1,13 @@
 package redislock_test
 
 import (
+	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/orderflow/orderflow/internal/platform/redislock"
 	"github.com/orderflow/orderflow/internal/testkit"
@@ -70,46 +74,72 @@ func TestDedupMarksWithTTL(t *testing.T) {
 	}
 }
 
-// The pipelined forms: TryAcquireMany takes the free locks and reports the held one as nil without
-// waiting, ReleaseMany frees only its own, SeenMany/MarkMany agree with Seen/Mark.
+// pipelines counts the round trips a client makes.
+type pipelines struct{ n atomic.Int32 }
+
+func (*pipelines) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *pipelines) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h *pipelines) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+// The pipelined forms, one round trip each: TryAcquireAndCheck takes the free locks, reports the
+// held one as nil without waiting and reads the marks; MarkAndRelease writes marks that Seen agrees
+// with and frees only its own locks.
 func TestManyAtOnce(t *testing.T) {
 	testkit.Integration(t)
 	ctx := testkit.Context(t, 30*time.Second)
 	c := testkit.Redis(t)
 	l := &redislock.Locker{Client: c, Prefix: testkit.Name("lock") + ":", TTL: time.Minute}
+	d := &redislock.Dedup{Client: c, Prefix: testkit.Name("dedup") + ":", TTL: time.Minute}
 	foreign, err := l.Acquire(ctx, "b")
 	if err != nil {
 		t.Fatal(err)
 	}
-	locks, err := l.TryAcquireMany(ctx, []string{"a", "b", "c"})
+	trips := &pipelines{}
+	c.AddHook(trips)
+	if err := redislock.MarkAndRelease(ctx, d, []string{"e1", "e3"}, l, nil); err != nil {
+		t.Fatal(err)
+	}
+	locks, seen, err := redislock.TryAcquireAndCheck(ctx, l, []string{"a", "b", "c"}, d, []string{"e1", "e2", "e3"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if locks[0] == nil || locks[1] != nil || locks[2] == nil {
 		t.Fatalf("locks %v: want a and c taken, b (held elsewhere) nil", locks)
 	}
+	if !seen[0] || seen[1] || !seen[2] {
+		t.Fatalf("seen %v; want e1 and e3", seen)
+	}
 	if ttl := c.PTTL(ctx, l.Prefix+"a").Val(); ttl <= 0 || ttl > time.Minute {
 		t.Fatalf("lock ttl %v", ttl)
 	}
-	if err := l.ReleaseMany(ctx, locks); err != nil {
+	if ttl := c.PTTL(ctx, d.Prefix+"e1").Val(); ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("mark ttl %v", ttl)
+	}
+	trips.n.Store(0)
+	if err := redislock.MarkAndRelease(ctx, d, []string{"e2"}, l, locks); err != nil {
 		t.Fatal(err)
+	}
+	if n := trips.n.Load(); n != 1 {
+		t.Fatalf("MarkAndRelease took %d round trips", n)
 	}
 	if n := c.Exists(ctx, l.Prefix+"a", l.Prefix+"c").Val(); n != 0 {
-		t.Fatalf("%d of our locks left after ReleaseMany", n)
+		t.Fatalf("%d of our locks left after MarkAndRelease", n)
+	}
+	if one, _ := d.Seen(ctx, "e2"); !one {
+		t.Fatal("Seen disagrees with MarkAndRelease")
 	}
 	if ok, _ := foreign.Release(ctx); !ok {
-		t.Fatal("ReleaseMany freed a lock it did not own")
+		t.Fatal("MarkAndRelease freed a lock it did not own")
 	}
-
-	d := &redislock.Dedup{Client: c, Prefix: testkit.Name("dedup") + ":", TTL: time.Minute}
-	if err := d.MarkMany(ctx, []string{"e1", "e3"}); err != nil {
+	trips.n.Store(0)
+	if _, _, err := redislock.TryAcquireAndCheck(ctx, l, []string{"x"}, d, []string{"e9"}); err != nil {
 		t.Fatal(err)
 	}
-	seen, err := d.SeenMany(ctx, []string{"e1", "e2", "e3"})
-	if err != nil || !seen[0] || seen[1] || !seen[2] {
-		t.Fatalf("seen %v, %v; want e1 and e3", seen, err)
-	}
-	if one, _ := d.Seen(ctx, "e3"); !one {
-		t.Fatal("Seen disagrees with MarkMany")
+	if n := trips.n.Load(); n != 1 {
+		t.Fatalf("TryAcquireAndCheck took %d round trips", n)
 	}
 }
