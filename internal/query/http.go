@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -54,19 +55,91 @@ func (a *api) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 	httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the read model is unavailable; retry later"))
 }
 
+// maxWait bounds a long-poll read (?wait=).
+const maxWait = 10 * time.Second
+
+// statuses are the view's statuses, in saga order.
+var statuses = []string{StatusCreated, StatusInventoryReserved, StatusInventoryRejected, StatusPaymentAuthorized,
+	StatusPaymentFailed, StatusDeliveryAssigned, StatusDelivered}
+
+// waitParams reads ?waitFor=STATUS[,STATUS...]&wait=DURATION: the read may be held until the view
+// shows one of the statuses, for at most wait.
+func waitParams(r *http.Request) (want map[string]bool, wait time.Duration, p *httpx.Problem) {
+	q := r.URL.Query()
+	wf, ws := q.Get("waitFor"), q.Get("wait")
+	if wf == "" && ws == "" {
+		return nil, 0, nil
+	}
+	if wf == "" || ws == "" {
+		return nil, 0, httpx.NewProblem(http.StatusBadRequest, "waitFor and wait go together")
+	}
+	want = map[string]bool{}
+	for _, st := range strings.Split(wf, ",") {
+		if !slices.Contains(statuses, st) {
+			return nil, 0, httpx.NewProblem(http.StatusBadRequest, "waitFor: unknown status "+strconv.Quote(st)+"; one of "+strings.Join(statuses, ", "))
+		}
+		want[st] = true
+	}
+	wait, err := time.ParseDuration(ws)
+	if err != nil || wait <= 0 || wait > maxWait {
+		return nil, 0, httpx.NewProblem(http.StatusBadRequest, "wait must be a duration above 0 and at most "+maxWait.String()+", e.g. 2s")
+	}
+	return want, wait, nil
+}
+
+// get answers the view. With waitFor and wait (a long poll) it answers as soon as the view shows one
+// of the statuses, or with the view as it is when wait runs out; an unknown order answers 404 at once.
+// This replica's projection wakes the read the moment it has written the order; events applied by
+// another replica are found by re-reading (at most 100 ms apart).
 func (a *api) get(w http.ResponseWriter, r *http.Request) {
 	id, ok := orderID(w, r)
 	if !ok {
 		return
 	}
-	v, err := a.store.Get(r.Context(), id)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "no order "+id+" (yet): events reach the read model within moments of the POST"))
-	case err != nil:
-		a.unavailable(w, r, err)
-	default:
-		httpx.WriteJSON(w, http.StatusOK, v)
+	want, wait, prob := waitParams(r)
+	if prob != nil {
+		httpx.WriteProblem(w, r, prob)
+		return
+	}
+	var (
+		wake  <-chan time.Time
+		until <-chan time.Time
+		poll  = 10 * time.Millisecond
+	)
+	if want != nil {
+		var cancel func()
+		wake, cancel = a.hub.Watch(id) // before the first read: a write in between still wakes us
+		defer cancel()
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		until = t.C
+	}
+	for {
+		v, err := a.store.Get(r.Context(), id)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "no order "+id+" (yet): events reach the read model within moments of the POST"))
+			return
+		case err != nil:
+			a.unavailable(w, r, err)
+			return
+		case want == nil || want[v.Status]:
+			httpx.WriteJSON(w, http.StatusOK, v)
+			return
+		}
+		select {
+		case <-wake:
+		case <-time.After(poll):
+			poll = min(2*poll, 100*time.Millisecond)
+		case <-until:
+			httpx.WriteJSON(w, http.StatusOK, v)
+			return
+		case <-a.closing:
+			httpx.WriteJSON(w, http.StatusOK, v)
+			return
+		case <-r.Context().Done():
+			return
+		}
 	}
 }
 

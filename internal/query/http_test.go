@@ -240,3 +240,116 @@ func TestSSEStreamsChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestLongPollRead: GET with waitFor and wait answers when the view reaches a wanted status, woken
+// by the projection (or by re-reading when another replica applied the event); when wait runs out it
+// answers the view as it is; an unknown order is a 404 at once; bad parameters are a 400.
+func TestLongPollRead(t *testing.T) {
+	st := NewMemory()
+	srv, p := testServer(t, st)
+	ctx := context.Background()
+	id := uuid.NewString()
+	evs := withID(saga(t, uuid.NewString()), id)
+	if err := p.Handle(ctx, evs[0]); err != nil {
+		t.Fatal(err)
+	}
+	url := srv.URL + "/api/orders/" + id
+	type answer struct {
+		code   int
+		status string
+	}
+	poll := func(query string) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			var v View
+			code := getJSON(t, url+"?"+query, &v)
+			ch <- answer{code, v.Status}
+		}()
+		return ch
+	}
+	got := poll("waitFor=DELIVERY_ASSIGNED,INVENTORY_REJECTED,PAYMENT_FAILED&wait=10s")
+	time.Sleep(50 * time.Millisecond) // let the read start waiting
+	for _, e := range evs[1:3] {
+		if err := p.Handle(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case a := <-got:
+		t.Fatalf("answered %+v before the view was assigned", a)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := p.Handle(ctx, evs[3]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.code != 200 || a.status != StatusDeliveryAssigned {
+			t.Fatalf("answer %+v", a)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the long poll did not answer when the view was assigned")
+	}
+
+	// Applied by another replica (no notification here): found by re-reading.
+	other := NewProjector(st, prometheus.NewRegistry())
+	done, _ := event.Factory{Producer: "delivery-service"}.New(event.DeliveryCompleted, id, event.DeliveryPayload{OrderID: id,
+		DeliveryID: "DEL-000000000001", DriverName: "Ada Lovelace", Status: event.DeliveryStatusDelivered, EstimatedDeliveryTime: time.Now()})
+	got = poll("waitFor=DELIVERED&wait=10s")
+	time.Sleep(50 * time.Millisecond)
+	if err := other.Handle(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.code != 200 || a.status != StatusDelivered {
+			t.Fatalf("answer %+v", a)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a change applied elsewhere was not found by re-reading")
+	}
+
+	// Wait runs out: the view as it is.
+	if a := <-poll("waitFor=PAYMENT_FAILED&wait=200ms"); a.code != 200 || a.status != StatusDelivered {
+		t.Fatalf("after the wait: %+v", a)
+	}
+	// An unknown order does not wait (the client would time out after 5 s of a 10 s wait).
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(srv.URL + "/api/orders/" + uuid.NewString() + "?waitFor=DELIVERED&wait=10s")
+	if err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown order: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for _, q := range []string{"waitFor=NOPE&wait=1s", "waitFor=DELIVERED&wait=soon", "waitFor=DELIVERED&wait=11s",
+		"waitFor=DELIVERED&wait=0s", "waitFor=DELIVERED", "wait=1s", "waitFor=DELIVERED,&wait=1s"} {
+		var prob map[string]any
+		if code := getJSON(t, url+"?"+q, &prob); code != http.StatusBadRequest || prob["detail"] == nil {
+			t.Errorf("%s: %d %v", q, code, prob)
+		}
+	}
+}
+
+// TestWatchDoesNotStartTheBroadcast: long-poll reads wake on local projections only; SSE streams
+// start the broadcast consumer.
+func TestWatchDoesNotStartTheBroadcast(t *testing.T) {
+	h := NewHub()
+	ch, cancel := h.Watch("o1")
+	h.Publish("o1", time.Now())
+	select {
+	case <-ch:
+	default:
+		t.Fatal("a watcher was not woken")
+	}
+	if len(h.wanted) != 0 || !h.idleSince(0) {
+		t.Fatal("a watcher asked for the broadcast consumer")
+	}
+	cancel()
+	_, stop := h.Subscribe("o1")
+	if len(h.wanted) != 1 || h.idleSince(0) {
+		t.Fatal("a stream did not ask for the broadcast consumer")
+	}
+	stop()
+	if !h.idleSince(0) {
+		t.Fatal("the hub is not idle after the last stream left")
+	}
+}

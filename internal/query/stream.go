@@ -23,8 +23,9 @@ type Hub struct {
 	subs map[string]map[chan time.Time]struct{}
 	// wanted receives a signal when a subscriber arrives, lastSub is when the last one left; the
 	// broadcast consumer runs only while streams are open (plus Idle), so a replica nobody watches
-	// does not read every event twice.
+	// does not read every event twice. Watchers (long-poll reads) do not count.
 	wanted    chan struct{}
+	streams   int
 	lastSub   time.Time
 	consuming bool
 	// Idle is how long the broadcast consumer outlives the last subscriber (default 30s).
@@ -37,8 +38,28 @@ func NewHub() *Hub {
 }
 
 // Subscribe returns a channel receiving the occurredAt of events for orderID (coalesced), and a
-// cancel function.
+// cancel function. It starts the broadcast consumer if it is not running.
 func (h *Hub) Subscribe(orderID string) (<-chan time.Time, func()) {
+	ch, cancel := h.Watch(orderID)
+	h.mu.Lock()
+	h.streams++
+	h.mu.Unlock()
+	select {
+	case h.wanted <- struct{}{}:
+	default:
+	}
+	return ch, func() {
+		cancel()
+		h.mu.Lock()
+		h.streams--
+		h.lastSub = time.Now()
+		h.mu.Unlock()
+	}
+}
+
+// Watch is Subscribe without the broadcast consumer: only this replica's projection wakes the
+// channel (long-poll reads, which re-read anyway, use it).
+func (h *Hub) Watch(orderID string) (<-chan time.Time, func()) {
 	ch := make(chan time.Time, 1)
 	h.mu.Lock()
 	if h.subs[orderID] == nil {
@@ -46,17 +67,12 @@ func (h *Hub) Subscribe(orderID string) (<-chan time.Time, func()) {
 	}
 	h.subs[orderID][ch] = struct{}{}
 	h.mu.Unlock()
-	select {
-	case h.wanted <- struct{}{}:
-	default:
-	}
 	return ch, func() {
 		h.mu.Lock()
 		delete(h.subs[orderID], ch)
 		if len(h.subs[orderID]) == 0 {
 			delete(h.subs, orderID)
 		}
-		h.lastSub = time.Now()
 		h.mu.Unlock()
 	}
 }
@@ -65,7 +81,7 @@ func (h *Hub) Subscribe(orderID string) (<-chan time.Time, func()) {
 func (h *Hub) idleSince(d time.Duration) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.subs) == 0 && time.Since(h.lastSub) > d
+	return h.streams == 0 && time.Since(h.lastSub) > d
 }
 
 // Consuming reports whether the broadcast consumer is running.
