@@ -267,6 +267,17 @@ func TestLongPollRead(t *testing.T) {
 		}()
 		return ch
 	}
+	expect := func(got <-chan answer, status, missing string) {
+		t.Helper()
+		select {
+		case a := <-got:
+			if a.code != 200 || a.status != status {
+				t.Fatalf("answer %+v, want 200 %s", a, status)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal(missing)
+		}
+	}
 	got := poll("waitFor=DELIVERY_ASSIGNED,INVENTORY_REJECTED,PAYMENT_FAILED&wait=10s")
 	time.Sleep(50 * time.Millisecond) // let the read start waiting
 	for _, e := range evs[1:3] {
@@ -282,14 +293,7 @@ func TestLongPollRead(t *testing.T) {
 	if err := p.Handle(ctx, evs[3]); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case a := <-got:
-		if a.code != 200 || a.status != StatusDeliveryAssigned {
-			t.Fatalf("answer %+v", a)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the long poll did not answer when the view was assigned")
-	}
+	expect(got, StatusDeliveryAssigned, "the long poll did not answer when the view was assigned")
 
 	// Applied by another replica (no notification here): found by re-reading.
 	other := NewProjector(st, prometheus.NewRegistry())
@@ -300,14 +304,7 @@ func TestLongPollRead(t *testing.T) {
 	if err := other.Handle(ctx, done); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case a := <-got:
-		if a.code != 200 || a.status != StatusDelivered {
-			t.Fatalf("answer %+v", a)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a change applied elsewhere was not found by re-reading")
-	}
+	expect(got, StatusDelivered, "a change applied elsewhere was not found by re-reading")
 
 	// Wait runs out: the view as it is.
 	if a := <-poll("waitFor=PAYMENT_FAILED&wait=200ms"); a.code != 200 || a.status != StatusDelivered {
