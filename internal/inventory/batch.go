@@ -113,10 +113,11 @@ func readBatch(ctx context.Context, p *pg.Pipe, consumer string, es []event.Enve
 		})
 	}
 	if len(items) > 0 || len(failed) > 0 {
+		// Either list may be nil, sent as NULL: = ANY(NULL) matches nothing, as an empty array would.
 		b.Queue(`SELECT item_id, available FROM stock WHERE item_id = ANY($1) OR item_id IN (
 				SELECT ri.item_id FROM reservations r JOIN reservation_items ri USING (reservation_id)
 				WHERE r.order_id = ANY($2) AND r.status = 'RESERVED')
-			ORDER BY item_id FOR UPDATE`, items, unmarkedNil(failed)).Query(func(rows pgx.Rows) error {
+			ORDER BY item_id FOR UPDATE`, items, failed).Query(func(rows pgx.Rows) error {
 			var id string
 			var a int
 			if _, err := pgx.ForEachRow(rows, []any{&id, &a}, func() error { r.avail[id] = a; return nil }); err != nil {
@@ -126,15 +127,6 @@ func readBatch(ctx context.Context, p *pg.Pipe, consumer string, es []event.Enve
 		})
 	}
 	return r, p.SendBatch(ctx, b).Close()
-}
-
-// unmarkedNil turns a nil slice into an empty one: pgx sends nil as NULL, and = ANY(NULL) is never
-// true — harmless here, but an empty array says what is meant.
-func unmarkedNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
 
 func (s *store) applyBatchTx(ctx context.Context, p *pg.Pipe, es []event.Envelope, created map[int]event.OrderCreatedPayload) ([]outcome, *pgx.Batch, error) {
