@@ -155,7 +155,7 @@ func (l *Locker) TryAcquireMany(ctx context.Context, ids []string) ([]*Lock, err
 	return locks, err
 }
 
-// TryAcquireAndCheck is TryAcquireMany for lockIDs and, in the same round trip, SeenMany for
+// TryAcquireAndCheck is TryAcquireMany for lockIDs and, in the same round trip, Seen for each of
 // eventIDs (d may be nil). Redis runs a pipeline in order, so the marks are read after the locks
 // were taken: for the events whose lock was taken the answer is as fresh as a check under the lock.
 func TryAcquireAndCheck(ctx context.Context, l *Locker, lockIDs []string, d *Dedup, eventIDs []string) ([]*Lock, []bool, error) {
@@ -189,8 +189,8 @@ func (l *Locker) ReleaseMany(ctx context.Context, locks []*Lock) error {
 	return MarkAndRelease(ctx, nil, nil, l, locks)
 }
 
-// MarkAndRelease is MarkMany for ids (d may be nil) and then ReleaseMany for locks, in one round
-// trip: the marks are written before the locks go.
+// MarkAndRelease is Mark for each of ids (d may be nil; call it only after the effects committed)
+// and then ReleaseMany for locks, in one round trip: the marks are written before the locks go.
 func MarkAndRelease(ctx context.Context, d *Dedup, ids []string, l *Locker, locks []*Lock) error {
 	_, err := l.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		if d != nil {
