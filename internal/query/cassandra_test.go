@@ -105,6 +105,42 @@ func TestBatcherCoalescesConcurrentOrders(t *testing.T) {
 	}
 }
 
+// The standby flushers stay out of one write at a time and join a burst; every write lands.
+func TestBatcherStandbyFlushersOnlyUnderLoad(t *testing.T) {
+	b := newBatcher(t, 8, 4)
+	ctx := testkit.Context(t, time.Minute)
+	proj := NewProjector(b, prometheus.NewRegistry())
+	for _, e := range withID(saga(t, uuid.NewString()), uuid.NewString()) {
+		if err := proj.Handle(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := b.standbyWrites.Load(); n != 0 {
+		t.Fatalf("standby flushers sent %d requests for writes made one at a time", n)
+	}
+	ref := saga(t, uuid.NewString())
+	ids := make([]string, 40)
+	var wg sync.WaitGroup
+	for i := range ids {
+		evs := withID(ref, uuid.NewString())
+		ids[i] = evs[0].OrderID
+		wg.Go(func() {
+			if err := proj.HandleBatch(ctx, evs); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if b.standbyWrites.Load() == 0 {
+		t.Fatal("standby flushers never joined a burst of 40 orders")
+	}
+	for _, id := range ids {
+		if v, err := b.Get(ctx, id); err != nil || v.Status != StatusDeliveryAssigned {
+			t.Fatalf("order %s: %+v, %v", id, v, err)
+		}
+	}
+}
+
 // A write Cassandra refuses fails alone: the other writes of its batch still land.
 func TestBatcherIsolatesARefusedWrite(t *testing.T) {
 	b := newBatcher(t, 32, 1)

@@ -33,7 +33,7 @@ func Configure(e *config.Env) Config {
 	c.OrderAPI = e.String("QUERY_ORDER_API_URL", "http://127.0.0.1:8081", "order-service base URL the tracking page (served at /) sends new orders to; order-service must allow this page's origin (ORDER_CORS_ORIGINS).")
 	c.Catalog = e.String("QUERY_CATALOG_FILE", "", "Catalog whose items the tracking page offers: the same file as INVENTORY_CATALOG_FILE (empty: the built-in catalog inventory-service seeds by default).")
 	c.WriteBatch = e.Int("QUERY_WRITE_BATCH", 32, "Most events the projection sends to Cassandra in one request (an unlogged batch across orders, formed only from writes already waiting, never by delaying one). 1 sends each event alone: use it on a large cluster, where a batch spanning many partitions loads its coordinator.")
-	c.WriteConcurrency = e.Int("QUERY_WRITE_CONCURRENCY", 4, "Write requests to Cassandra in flight at once; fewer means larger batches, more keeps the projection up under heavy load (at 300 orders/s on 2 cores, 2 fell behind).")
+	c.WriteConcurrency = e.Int("QUERY_WRITE_CONCURRENCY", 4, "Write requests to Cassandra in flight at most. Two take queued writes at once; the others join only while writes queue up (half a batch waiting), so light load makes larger batches and heavy load still keeps the projection up (at 300 orders/s on 2 cores, 2 in all fell behind).")
 	e.Check(c.WriteBatch >= 1 && c.WriteBatch <= 256, "QUERY_WRITE_BATCH must be between 1 and 256")
 	e.Check(c.WriteConcurrency >= 1 && c.WriteConcurrency <= 64, "QUERY_WRITE_CONCURRENCY must be between 1 and 64")
 	return c
