@@ -27,6 +27,7 @@ func Binary(t testing.TB) string {
 	buildOnce.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
+		removeStaleBinaries()
 		dir, err := os.MkdirTemp("", "orderflow-bin")
 		if err != nil {
 			buildErr = err
@@ -43,6 +44,17 @@ func Binary(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// removeStaleBinaries deletes the binaries earlier test processes built (each is ~40 MB and lives as
+// long as its process; none runs for hours — the longest suite's timeout is 60 minutes).
+func removeStaleBinaries() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "orderflow-bin*"))
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() && time.Since(fi.ModTime()) > 3*time.Hour {
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 // FreeAddr returns a free 127.0.0.1 port.
