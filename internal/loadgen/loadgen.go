@@ -130,7 +130,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 		// order is late, not lost. Between polls that end without it, pause briefly, then gently.
 		seen := time.Now()
 		for delay := 2 * time.Millisecond; wctx.Err() == nil; delay = min(delay*2, pollCap(time.Since(seen))) {
-			resp, err := client.Get(cfg.QueryURL + "/api/orders/" + id + "?waitFor=" + terminalStatuses + "&wait=2s")
+			resp, err := client.Get(cfg.QueryURL + "/api/orders/" + id + "?waitFor=" + strings.Join(terminal, ",") + "&wait=2s")
 			if err == nil {
 				var v struct{ Status string }
 				_ = json.NewDecoder(resp.Body).Decode(&v)
@@ -309,12 +309,10 @@ func pollCap(waited time.Duration) time.Duration {
 	return time.Second
 }
 
-// terminalStatuses are the view statuses that end an order's run (isTerminal), as a waitFor list.
-const terminalStatuses = "INVENTORY_REJECTED,PAYMENT_FAILED,DELIVERY_ASSIGNED,DELIVERED"
+// terminal are the view statuses that end an order's run.
+var terminal = []string{"INVENTORY_REJECTED", "PAYMENT_FAILED", "DELIVERY_ASSIGNED", "DELIVERED"}
 
-func isTerminal(s string) bool {
-	return slices.Contains(strings.Split(terminalStatuses, ","), s)
-}
+func isTerminal(s string) bool { return slices.Contains(terminal, s) }
 
 func expected(k Kind, status string) bool {
 	switch k {
