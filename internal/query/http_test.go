@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,9 +245,30 @@ func TestSSEStreamsChanges(t *testing.T) {
 // TestLongPollRead: GET with waitFor and wait answers when the view reaches a wanted status, woken
 // by the projection (or by re-reading when another replica applied the event); when wait runs out it
 // answers the view as it is; an unknown order is a 404 at once; bad parameters are a 400.
+// countingStore counts the view reads, so a test can wait until a long poll has read once.
+type countingStore struct {
+	Store
+	gets atomic.Int32
+}
+
+func (c *countingStore) Get(ctx context.Context, id string) (View, error) {
+	c.gets.Add(1)
+	return c.Store.Get(ctx, id)
+}
+
 func TestLongPollRead(t *testing.T) {
-	st := NewMemory()
+	st := &countingStore{Store: NewMemory()}
 	srv, p := testServer(t, st)
+	// readOnce waits until the poll started after reads had been made has read the view once (it is
+	// then waiting: what is applied next must wake it or be found by re-reading).
+	readOnce := func(reads int32) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); st.gets.Load() <= reads; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the long poll never read the view")
+			}
+		}
+	}
 	ctx := context.Background()
 	id := uuid.NewString()
 	evs := withID(saga(t, uuid.NewString()), id)
@@ -278,8 +300,9 @@ func TestLongPollRead(t *testing.T) {
 			t.Fatal(missing)
 		}
 	}
+	reads := st.gets.Load()
 	got := poll("waitFor=DELIVERY_ASSIGNED,INVENTORY_REJECTED,PAYMENT_FAILED&wait=10s")
-	time.Sleep(50 * time.Millisecond) // let the read start waiting
+	readOnce(reads)
 	for _, e := range evs[1:3] {
 		if err := p.Handle(ctx, e); err != nil {
 			t.Fatal(err)
@@ -299,8 +322,9 @@ func TestLongPollRead(t *testing.T) {
 	other := NewProjector(st, prometheus.NewRegistry())
 	done, _ := event.Factory{Producer: "delivery-service"}.New(event.DeliveryCompleted, id, event.DeliveryPayload{OrderID: id,
 		DeliveryID: "DEL-000000000001", DriverName: "Ada Lovelace", Status: event.DeliveryStatusDelivered, EstimatedDeliveryTime: time.Now()})
+	reads = st.gets.Load()
 	got = poll("waitFor=DELIVERED&wait=10s")
-	time.Sleep(50 * time.Millisecond)
+	readOnce(reads)
 	if err := other.Handle(ctx, done); err != nil {
 		t.Fatal(err)
 	}
