@@ -143,7 +143,7 @@ func (s *store) pick(ctx context.Context, p *pg.Pipe, es []event.Envelope, wait 
 		}
 	}
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
+	b.Queue(`INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[]::uuid[])
 		ON CONFLICT DO NOTHING RETURNING event_id::text`, s.inbox.Consumer, ids).Query(func(rows pgx.Rows) error {
 		var id string
 		_, err := pgx.ForEachRow(rows, []any{&id}, func() error { fresh[id] = true; return nil })

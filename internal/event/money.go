@@ -3,8 +3,10 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/shopspring/decimal"
 )
 
@@ -70,5 +72,25 @@ func (m *Money) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("invalid amount: %w", err)
 	}
 	m.Decimal = d
+	return nil
+}
+
+// NumericValue lets pgx send an amount to a numeric column in binary. Without it pgx falls back to
+// the embedded Decimal's driver.Valuer: a string it fails to encode (building an error each time),
+// re-parses as text and only then encodes — measured at 2–4 % of the services' CPU.
+func (m Money) NumericValue() (pgtype.Numeric, error) {
+	return pgtype.Numeric{Int: m.Coefficient(), Exp: m.Exponent(), Valid: true}, nil
+}
+
+// ScanNumeric reads a numeric column without a text round trip. NULL, NaN and infinities are not
+// amounts.
+func (m *Money) ScanNumeric(n pgtype.Numeric) error {
+	switch {
+	case !n.Valid:
+		return errors.New("amount is NULL")
+	case n.NaN || n.InfinityModifier != pgtype.Finite:
+		return errors.New("amount is not a finite number")
+	}
+	m.Decimal = decimal.NewFromBigInt(n.Int, n.Exp)
 	return nil
 }

@@ -74,7 +74,7 @@ func readBatch(ctx context.Context, p *pg.Pipe, consumer string, es []event.Enve
 	slices.Sort(items)
 	items = slices.Compact(items)
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
+	b.Queue(`INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[]::uuid[])
 		ON CONFLICT DO NOTHING RETURNING event_id::text`, consumer, ids).Query(func(rows pgx.Rows) error {
 		var id string
 		_, err := pgx.ForEachRow(rows, []any{&id}, func() error { r.fresh[id] = true; return nil })
@@ -233,15 +233,15 @@ func (s *store) applyBatchTx(ctx context.Context, p *pg.Pipe, es []event.Envelop
 	}
 	if len(resIDs) > 0 {
 		b.Queue(`INSERT INTO reservations (reservation_id, order_id, status, reason, created_at)
-			SELECT r, o, s, NULLIF(x, ''), $5 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS u(r, o, s, x)`,
+			SELECT r, o, s, NULLIF(x, ''), $5 FROM unnest($1::text[]::uuid[], $2::text[], $3::text[], $4::text[]) AS u(r, o, s, x)`,
 			resIDs, resOrders, resStatus, resReason, now)
 	}
 	if len(itemRes) > 0 {
-		b.Queue(`INSERT INTO reservation_items (reservation_id, item_id, quantity) SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[])`,
+		b.Queue(`INSERT INTO reservation_items (reservation_id, item_id, quantity) SELECT * FROM unnest($1::text[]::uuid[], $2::text[], $3::int[])`,
 			itemRes, itemIDs, itemQty)
 	}
 	if len(released) > 0 {
-		b.Queue(`UPDATE reservations SET status = 'RELEASED', released_at = $2 WHERE reservation_id = ANY($1::uuid[])`, released, now)
+		b.Queue(`UPDATE reservations SET status = 'RELEASED', released_at = $2 WHERE reservation_id = ANY($1::text[]::uuid[])`, released, now)
 	}
 	// The outbox rows ride in the same round trip, with the COMMIT: the stock rows stay locked until
 	// then, so every round trip here would lengthen the other partition workers' wait.

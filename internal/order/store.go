@@ -130,7 +130,7 @@ func (s *store) get(ctx context.Context, id string) (Order, error) {
 func getTx(ctx context.Context, tx pgx.Tx, id string) (Order, error) {
 	var o Order
 	err := tx.QueryRow(ctx, `SELECT order_id::text, customer_id, currency, total_amount, status, created_at FROM orders WHERE order_id = $1`, id).
-		Scan(&o.OrderID, &o.CustomerID, &o.Currency, &o.TotalAmount.Decimal, &o.Status, &o.CreatedAt)
+		Scan(&o.OrderID, &o.CustomerID, &o.Currency, &o.TotalAmount, &o.Status, &o.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return o, ErrNotFound
 	}
@@ -144,7 +144,7 @@ func getTx(ctx context.Context, tx pgx.Tx, id string) (Order, error) {
 	}
 	o.Items, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (event.Item, error) {
 		var it event.Item
-		return it, r.Scan(&it.ItemID, &it.Quantity, &it.UnitPrice.Decimal)
+		return it, r.Scan(&it.ItemID, &it.Quantity, &it.UnitPrice)
 	})
 	return o, err
 }

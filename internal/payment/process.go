@@ -191,7 +191,7 @@ func (p *processor) get(ctx context.Context, orderID string) (Payment, error) {
 	var pay Payment
 	err := p.pool.QueryRow(ctx, `SELECT payment_id, order_id, idempotency_key, customer_id, amount, currency, status, failure_reason, created_at
 		FROM payments WHERE order_id = $1`, orderID).Scan(&pay.PaymentID, &pay.OrderID, &pay.IdempotencyKey, &pay.CustomerID,
-		&pay.Amount.Decimal, &pay.Currency, &pay.Status, &pay.FailureReason, &pay.CreatedAt)
+		&pay.Amount, &pay.Currency, &pay.Status, &pay.FailureReason, &pay.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return pay, ErrNotFound
 	}

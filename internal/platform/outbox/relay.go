@@ -296,8 +296,8 @@ func (r *Relay) handle(ctx context.Context, st *leaderState, notes []*pgconn.Not
 // a read returns less than a full batch.
 func (r *Relay) readTable(ctx context.Context, st *leaderState) error {
 	for {
-		rows, err := r.pool.Query(ctx, `WITH marked AS (UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::uuid[]))
-			SELECT value FROM outbox WHERE sent_at IS NULL AND NOT (event_id = ANY($1::uuid[])) ORDER BY id LIMIT $2`,
+		rows, err := r.pool.Query(ctx, `WITH marked AS (UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[]::uuid[]))
+			SELECT value FROM outbox WHERE sent_at IS NULL AND NOT (event_id = ANY($1::text[]::uuid[])) ORDER BY id LIMIT $2`,
 			st.unmarkedOrEmpty(), r.cfg.BatchSize)
 		if err != nil {
 			return fmt.Errorf("read outbox: %w", err)
@@ -339,7 +339,7 @@ func (r *Relay) mark(ctx context.Context, st *leaderState) error {
 	if len(st.unmarked) == 0 {
 		return nil
 	}
-	if _, err := r.pool.Exec(ctx, `UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::uuid[])`, st.unmarked); err != nil {
+	if _, err := r.pool.Exec(ctx, `UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[]::uuid[])`, st.unmarked); err != nil {
 		return fmt.Errorf("mark outbox rows sent: %w", err)
 	}
 	st.unmarked = nil
