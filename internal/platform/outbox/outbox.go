@@ -5,7 +5,9 @@
 // The transaction also sends a NOTIFY that carries the encoded events themselves (up to Postgres's
 // 8000-byte payload limit), so the active relay, which listens, publishes them without reading them
 // back; the table is read at start, after a NOTIFY without rows (events too large to carry) and
-// once per poll interval as a safety net.
+// once per poll interval as a safety net. Each event travels with its routing fields next to it
+// (see appendFrame), so the relay neither decodes nor re-encodes the envelope's JSON: it appends
+// producedAt to the encoded envelope, which Queue writes without one.
 //
 // Guarantees: nothing is published for a rolled-back transaction (its NOTIFY is never delivered);
 // nothing committed is lost when Kafka, the relay or the process fails (a row stays unsent until
@@ -19,7 +21,11 @@ package outbox
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -64,13 +70,14 @@ func Queue(b *pgx.Batch, envs ...event.Envelope) error {
 		if topic == "" {
 			return fmt.Errorf("outbox: event type %q has no topic", e.EventType)
 		}
+		e.ProducedAt = time.Time{} // the relay appends it when it hands the event to Kafka
 		v, err := e.Encode()
 		if err != nil {
 			return fmt.Errorf("outbox: encode %s: %w", e.EventType, err)
 		}
 		b.Queue(`INSERT INTO outbox (event_id, event_type, topic, record_key, value) VALUES ($1, $2, $3, $4, $5)`,
 			e.EventID, string(e.EventType), topic, e.OrderID, v)
-		n.add(v)
+		n.add(appendFrame(nil, e, v))
 	}
 	for _, p := range n.payloads() {
 		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, p)
@@ -81,42 +88,113 @@ func Queue(b *pgx.Batch, envs ...event.Envelope) error {
 // maxNotifyPayload stays under Postgres's limit (payloads must be shorter than 8000 bytes).
 const maxNotifyPayload = 7900
 
-// notes packs encoded envelopes into NOTIFY payloads, each a JSON array of envelopes. Once one
-// envelope does not fit in a payload of its own, it and every later one of the transaction are left
-// to the table read, announced by an empty payload: the relay handles notifications in order, so
-// the events still go out in the order they were written.
+// notes packs frames into NOTIFY payloads. Once one frame does not fit in a payload of its own, it
+// and every later one of the transaction are left to the table read, announced by an empty payload:
+// the relay handles notifications in order, so the events still go out in the order they were
+// written.
 type notes struct {
 	done     []string
 	cur      []byte
 	overflow bool
 }
 
-func (n *notes) add(v []byte) {
+func (n *notes) add(frame []byte) {
 	switch {
 	case n.overflow:
-	case len(v)+2 > maxNotifyPayload:
+	case len(frame) > maxNotifyPayload:
 		n.overflow = true
 	default:
-		if len(n.cur)+len(v)+2 > maxNotifyPayload {
-			n.done = append(n.done, string(append(n.cur, ']')))
+		if len(n.cur)+len(frame) > maxNotifyPayload {
+			n.done = append(n.done, string(n.cur))
 			n.cur = nil
 		}
-		if n.cur == nil {
-			n.cur = append(make([]byte, 0, 1024), '[')
-		} else {
-			n.cur = append(n.cur, ',')
-		}
-		n.cur = append(n.cur, v...)
+		n.cur = append(n.cur, frame...)
 	}
 }
 
 func (n *notes) payloads() []string {
 	out := n.done
 	if n.cur != nil {
-		out = append(out, string(append(n.cur, ']')))
+		out = append(out, string(n.cur))
 	}
 	if n.overflow {
 		out = append(out, "")
 	}
 	return out
+}
+
+// A frame is six netstring-like fields, each `<decimal length>:<bytes>`: event id, event type,
+// order id (the record key), correlation id, occurredAt (RFC 3339) and the encoded envelope. Lengths
+// make any byte in a field safe, and reading them costs nothing next to decoding JSON.
+const frameFields = 6
+
+func appendFrame(b []byte, e event.Envelope, value []byte) []byte {
+	for _, f := range [frameFields - 1]string{e.EventID, string(e.EventType), e.OrderID, e.CorrelationID,
+		e.OccurredAt.Format(time.RFC3339Nano)} {
+		b = appendField(b, f)
+	}
+	return appendField(b, string(value))
+}
+
+func appendField(b []byte, f string) []byte {
+	b = strconv.AppendInt(b, int64(len(f)), 10)
+	return append(append(b, ':'), f...)
+}
+
+// notified is one event as the relay publishes it.
+type notified struct {
+	id, typ, key, correlation string
+	occurredAt                time.Time
+	value                     []byte // the encoded envelope, without producedAt
+}
+
+var errFrame = errors.New("malformed outbox notification")
+
+// parseFrames reads a payload written by Queue. Any error means the payload was not (and it is
+// handled like an event too large to carry: by reading the table).
+func parseFrames(p string) ([]notified, error) {
+	var out []notified
+	for p != "" {
+		var f [frameFields]string
+		for i := range f {
+			colon := strings.IndexByte(p, ':')
+			if colon < 1 || colon > 7 {
+				return nil, errFrame
+			}
+			n, err := strconv.Atoi(p[:colon])
+			if err != nil || n < 0 || n > len(p)-colon-1 {
+				return nil, errFrame
+			}
+			f[i], p = p[colon+1:colon+1+n], p[colon+1+n:]
+		}
+		at, err := time.Parse(time.RFC3339Nano, f[4])
+		if err != nil || f[0] == "" || len(f[5]) < 2 || f[5][0] != '{' || f[5][len(f[5])-1] != '}' {
+			return nil, errFrame
+		}
+		out = append(out, notified{id: f[0], typ: f[1], key: f[2], correlation: f[3], occurredAt: at, value: []byte(f[5])})
+	}
+	if out == nil {
+		return nil, errFrame
+	}
+	return out, nil
+}
+
+// fromEnvelope is the table read's way to the same form.
+func fromEnvelope(e event.Envelope) (notified, error) {
+	e.ProducedAt = time.Time{}
+	v, err := e.Encode()
+	if err != nil {
+		return notified{}, err
+	}
+	return notified{id: e.EventID, typ: string(e.EventType), key: e.OrderID, correlation: e.CorrelationID,
+		occurredAt: e.OccurredAt, value: v}, nil
+}
+
+// stamp returns the encoded envelope with producedAt appended as its last field.
+func stamp(value []byte, at time.Time) []byte {
+	out := make([]byte, 0, len(value)+48)
+	out = append(out, value[:len(value)-1]...)
+	out = append(out, `,"producedAt":"`...)
+	out = at.AppendFormat(out, time.RFC3339Nano)
+	return append(out, `"}`...)
 }

@@ -260,20 +260,20 @@ func (st *leaderState) forget(before time.Time) {
 }
 
 // handle publishes the events carried by notes, in order; an empty payload (events too large to
-// carry) or one it cannot decode reads the table at that point.
+// carry) or one it cannot parse reads the table at that point.
 func (r *Relay) handle(ctx context.Context, st *leaderState, notes []*pgconn.Notification) error {
-	var pending []event.Envelope
+	var pending []notified
 	for _, n := range notes {
-		var envs []event.Envelope
+		var evs []notified
 		if n.Payload != "" {
-			if err := json.Unmarshal([]byte(n.Payload), &envs); err != nil {
-				// Not written by Queue: its rows (if any) are in the table, read right here like an
-				// empty payload's, so they still go out before the events of later notifications.
+			var err error
+			if evs, err = parseFrames(n.Payload); err != nil {
+				// Not written by Queue (or by an older version): its rows (if any) are in the table, read
+				// right here like an empty payload's, so they still go out before later notifications' events.
 				r.log.Warn("outbox notification without readable events; reading the table", "err", err)
-				envs = nil
 			}
 		}
-		if envs == nil {
+		if evs == nil {
 			if err := r.publish(ctx, st, pending); err != nil {
 				return err
 			}
@@ -283,8 +283,8 @@ func (r *Relay) handle(ctx context.Context, st *leaderState, notes []*pgconn.Not
 			}
 			continue
 		}
-		for _, e := range envs {
-			if _, dup := st.recent[e.EventID]; !dup {
+		for _, e := range evs {
+			if _, dup := st.recent[e.id]; !dup {
 				pending = append(pending, e)
 			}
 		}
@@ -308,17 +308,21 @@ func (r *Relay) readTable(ctx context.Context, st *leaderState) error {
 		}
 		r.m.reads.Inc()
 		st.unmarked, st.lastRead = nil, time.Now()
-		envs := make([]event.Envelope, len(values))
+		evs := make([]notified, len(values))
 		for i, v := range values {
-			if err := json.Unmarshal(v, &envs[i]); err != nil {
+			var e event.Envelope
+			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("outbox row holds an undecodable envelope: %w", err)
+			}
+			if evs[i], err = fromEnvelope(e); err != nil {
+				return fmt.Errorf("outbox row %s: %w", e.EventID, err)
 			}
 		}
 		now := time.Now()
-		for _, e := range envs {
-			st.recent[e.EventID] = now
+		for _, e := range evs {
+			st.recent[e.id] = now
 		}
-		if err := r.publish(ctx, st, envs); err != nil {
+		if err := r.publish(ctx, st, evs); err != nil {
 			return err
 		}
 		if len(values) < r.cfg.BatchSize {
@@ -346,15 +350,15 @@ func (r *Relay) mark(ctx context.Context, st *leaderState) error {
 	return nil
 }
 
-// publish produces envs in order and waits for Kafka. The acknowledged prefix (up to the first
+// publish produces evs in order and waits for Kafka. The acknowledged prefix (up to the first
 // failure, so a later event of an order is never marked before an earlier one) becomes unmarked.
-func (r *Relay) publish(ctx context.Context, st *leaderState, envs []event.Envelope) error {
-	if len(envs) == 0 {
+func (r *Relay) publish(ctx context.Context, st *leaderState, evs []notified) error {
+	if len(evs) == 0 {
 		return nil
 	}
-	recs := make([]*kgo.Record, len(envs))
-	for i := range envs {
-		rec, err := r.record(&envs[i])
+	recs := make([]*kgo.Record, len(evs))
+	for i := range evs {
+		rec, err := r.record(&evs[i])
 		if err != nil {
 			return err
 		}
@@ -363,18 +367,18 @@ func (r *Relay) publish(ctx context.Context, st *leaderState, envs []event.Envel
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	results := r.producer.ProduceSync(pctx, recs...)
 	cancel()
-	ids := make([]string, 0, len(envs))
+	ids := make([]string, 0, len(evs))
 	var firstErr error
 	for i, res := range results {
 		if res.Err != nil {
 			firstErr = res.Err
 			break
 		}
-		ids = append(ids, envs[i].EventID)
+		ids = append(ids, evs[i].id)
 	}
 	now := time.Now()
-	for _, e := range envs[:len(ids)] {
-		r.m.latency.Observe(now.Sub(e.OccurredAt).Seconds())
+	for _, e := range evs[:len(ids)] {
+		r.m.latency.Observe(now.Sub(e.occurredAt).Seconds())
 	}
 	r.m.published.Add(float64(len(ids)))
 	st.acked(ids)
@@ -384,25 +388,20 @@ func (r *Relay) publish(ctx context.Context, st *leaderState, envs []event.Envel
 	return nil
 }
 
-// record sets producedAt in the envelope and adds the routing headers.
-func (r *Relay) record(e *event.Envelope) (*kgo.Record, error) {
-	topic := e.EventType.Topic()
+// record stamps producedAt into the envelope and adds the routing headers.
+func (r *Relay) record(e *notified) (*kgo.Record, error) {
+	topic := event.Type(e.typ).Topic()
 	if topic == "" {
-		return nil, fmt.Errorf("outbox event %s has type %q, which has no topic", e.EventID, e.EventType)
+		return nil, fmt.Errorf("outbox event %s has type %q, which has no topic", e.id, e.typ)
 	}
 	now := r.cfg.Now().UTC().Truncate(time.Microsecond)
-	if now.Before(e.OccurredAt) {
-		now = e.OccurredAt // producedAt >= occurredAt even with clock skew between writers
+	if now.Before(e.occurredAt) {
+		now = e.occurredAt.UTC() // producedAt >= occurredAt even with clock skew between writers
 	}
-	e.ProducedAt = now
-	v, err := e.Encode()
-	if err != nil {
-		return nil, err
-	}
-	return &kgo.Record{Topic: topic, Key: []byte(e.OrderID), Value: v, Headers: []kgo.RecordHeader{
-		{Key: "eventType", Value: []byte(e.EventType)},
-		{Key: "eventId", Value: []byte(e.EventID)},
-		{Key: "correlationId", Value: []byte(e.CorrelationID)},
+	return &kgo.Record{Topic: topic, Key: []byte(e.key), Value: stamp(e.value, now), Headers: []kgo.RecordHeader{
+		{Key: "eventType", Value: []byte(e.typ)},
+		{Key: "eventId", Value: []byte(e.id)},
+		{Key: "correlationId", Value: []byte(e.correlation)},
 	}}, nil
 }
 
