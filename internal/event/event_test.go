@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -275,5 +276,26 @@ func BenchmarkMoneyEncode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Ids come out in creation order (as strings and as Postgres's uuid order, which compares bytes), so
+// index inserts append instead of landing on random pages.
+func TestNewIDIsTimeOrdered(t *testing.T) {
+	prev := ""
+	for range 2000 {
+		id := NewID()
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 7 {
+			t.Fatalf("%s: version %d, %v", id, u.Version(), err)
+		}
+		if id <= prev {
+			t.Fatalf("%s came after %s", id, prev)
+		}
+		prev = id
+	}
+	e, err := Factory{Producer: "test"}.New(OrderCreated, "o", OrderCreatedPayload{})
+	if err != nil || e.EventID <= prev {
+		t.Fatalf("factory id %s not after %s (%v)", e.EventID, prev, err)
 	}
 }

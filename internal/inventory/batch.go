@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -175,7 +174,7 @@ func (s *store) applyBatchTx(ctx context.Context, p *pg.Pipe, es []event.Envelop
 			seenOrder[e.OrderID] = true
 			p := created[i]
 			lines := aggregate(p.Items)
-			resID := uuid.NewString()
+			resID := event.NewID()
 			d := decide(e.OrderID, p, lines, avail, resID)
 			typ, status, reason, payload := d.typ, d.status, d.reason, d.payload
 			if status == StatusReserved {

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -159,7 +158,7 @@ func (s *store) reserveTx(ctx context.Context, tx pgx.Tx, e event.Envelope, p ev
 	if err != nil {
 		return out, fmt.Errorf("lock stock: %w", err)
 	}
-	resID := uuid.NewString()
+	resID := event.NewID()
 	now := s.now().UTC()
 	d := decide(e.OrderID, p, lines, avail, resID)
 	typ, status, reason, payload := d.typ, d.status, d.reason, d.payload
