@@ -56,9 +56,10 @@ func TestUnknownCommandAndBadConfig(t *testing.T) {
 	if !strings.Contains(out.String(), "order-service") {
 		t.Fatalf("usage does not list services: %s", out.String())
 	}
-	env := map[string]string{"POSTGRES_PORT": "abc", "SHUTDOWN_TIMEOUT": "soon"}
+	env := map[string]string{"POSTGRES_PORT": "abc", "SHUTDOWN_TIMEOUT": "soon", "KAFKA_COMPRESSION": "brotli"}
 	err := Run(context.Background(), []string{"order-service"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "POSTGRES_PORT") || !strings.Contains(err.Error(), "SHUTDOWN_TIMEOUT") {
+	if err == nil || !strings.Contains(err.Error(), "POSTGRES_PORT") || !strings.Contains(err.Error(), "SHUTDOWN_TIMEOUT") ||
+		!strings.Contains(err.Error(), "KAFKA_COMPRESSION") {
 		t.Fatalf("bad config not reported clearly: %v", err)
 	}
 }

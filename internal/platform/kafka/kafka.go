@@ -24,6 +24,24 @@ type Config struct {
 	ClientID          string
 	TLS               *tls.Config    // nil: plaintext
 	SASL              sasl.Mechanism // nil: no authentication
+	Compression       string         // producer batch codec: none (default), snappy, lz4, zstd or gzip
+}
+
+// Codec returns the producer compression codec named by Compression, or an error naming the choices.
+func (c Config) Codec() (kgo.CompressionCodec, error) {
+	switch c.Compression {
+	case "", "none":
+		return kgo.NoCompression(), nil
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "lz4":
+		return kgo.Lz4Compression(), nil
+	case "zstd":
+		return kgo.ZstdCompression(), nil
+	case "gzip":
+		return kgo.GzipCompression(), nil
+	}
+	return kgo.NoCompression(), fmt.Errorf("unknown Kafka compression %q (want none, snappy, lz4, zstd or gzip)", c.Compression)
 }
 
 // Options returns the franz-go options every client of the service shares. Callers append role
@@ -37,6 +55,12 @@ func (c Config) Options(extra ...kgo.Opt) []kgo.Opt {
 		kgo.RetryBackoffFn(func(tries int) time.Duration {
 			return min(time.Duration(tries)*100*time.Millisecond, 2*time.Second)
 		}),
+	}
+	// No compression by default (franz-go's is snappy): at linger 0 a batch is usually one small
+	// envelope, and a compressed batch costs the producer, every consumer and the broker, which
+	// decompresses it to validate it, for little space saved. Config checks the name at start-up.
+	if codec, err := c.Codec(); err == nil {
+		opts = append(opts, kgo.ProducerBatchCompression(codec))
 	}
 	if c.TLS != nil {
 		opts = append(opts, kgo.DialTLSConfig(c.TLS.Clone()))

@@ -42,6 +42,7 @@ func LoadCommon(e *config.Env) Common {
 			ReplicationFactor: int16(e.Int("KAFKA_REPLICATION_FACTOR", 1, "Replication factor of each topic created at start-up.")), //nolint:gosec // checked below: 1..10
 			TLS:               clientTLS(e, "KAFKA", "the Kafka brokers"),
 			SASL:              kafkaSASL(e),
+			Compression:       e.String("KAFKA_COMPRESSION", "none", "Compression of produced record batches: none, snappy, lz4, zstd or gzip (none suits small records on a fast network)."),
 		},
 		Postgres: pg.Config{
 			Host:        e.String("POSTGRES_HOST", "127.0.0.1", "Postgres host."),
@@ -81,6 +82,8 @@ func LoadCommon(e *config.Env) Common {
 	e.Check(len(c.Kafka.Brokers) > 0, "KAFKA_BROKERS must name at least one broker")
 	e.Check(c.Kafka.Partitions > 0 && c.Kafka.Partitions <= 10000, "KAFKA_TOPIC_PARTITIONS must be from 1 to 10000")
 	e.Check(c.Kafka.ReplicationFactor > 0 && c.Kafka.ReplicationFactor <= 10, "KAFKA_REPLICATION_FACTOR must be from 1 to 10")
+	_, codecErr := c.Kafka.Codec()
+	e.Check(codecErr == nil, "KAFKA_COMPRESSION must be none, snappy, lz4, zstd or gzip")
 	e.Check(c.Postgres.Port > 0 && c.Postgres.Port < 65536, "POSTGRES_PORT must be a TCP port")
 	e.Check(c.Postgres.MaxConns > 0, "POSTGRES_MAX_CONNS must be positive")
 	e.Check(identifier.MatchString(c.Cassandra.Keyspace), "CASSANDRA_KEYSPACE must be a CQL identifier")
