@@ -36,6 +36,10 @@ func (c Config) cluster(keyspace string) *gocql.ClusterConfig {
 		cl.Timeout = 5 * time.Second
 	}
 	cl.ConnectTimeout = cl.Timeout
+	// The driver's write coalescing hands every request to a flusher goroutine that waits 200 µs for
+	// more: two extra wake-ups, a timer and 200 µs per request. The projection batches its writes
+	// itself, so requests are written at once.
+	cl.WriteCoalesceWaitTime = 0
 	cl.Consistency = c.Consistency
 	if cl.Consistency == 0 {
 		cl.Consistency = gocql.LocalQuorum
