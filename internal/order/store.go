@@ -104,10 +104,10 @@ func (s *store) insert(ctx context.Context, tx pgx.Tx, ord Order) error {
 // queueInsert appends the order, its items and order.created to b.
 func (s *store) queueInsert(b *pgx.Batch, ord Order) error {
 	b.Queue(`INSERT INTO orders (order_id, customer_id, currency, total_amount, created_at) VALUES ($1, $2, $3, $4, $5)`,
-		ord.OrderID, ord.CustomerID, ord.Currency, ord.TotalAmount.Decimal, ord.CreatedAt)
+		ord.OrderID, ord.CustomerID, ord.Currency, ord.TotalAmount, ord.CreatedAt)
 	for i, it := range ord.Items {
 		b.Queue(`INSERT INTO order_items (order_id, line_no, item_id, quantity, unit_price) VALUES ($1, $2, $3, $4, $5)`,
-			ord.OrderID, i+1, it.ItemID, it.Quantity, it.UnitPrice.Decimal)
+			ord.OrderID, i+1, it.ItemID, it.Quantity, it.UnitPrice)
 	}
 	e, err := s.factory.New(event.OrderCreated, ord.OrderID, event.OrderCreatedPayload{
 		CustomerID: ord.CustomerID, TotalAmount: ord.TotalAmount, Currency: ord.Currency, Items: ord.Items})

@@ -156,7 +156,7 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 		b := &pgx.Batch{}
 		for _, c := range todo {
 			c.dup = false
-			b.Queue(insertPayment, c.pay.OrderID, c.pay.IdempotencyKey, c.pay.CustomerID, c.pay.Amount.Decimal,
+			b.Queue(insertPayment, c.pay.OrderID, c.pay.IdempotencyKey, c.pay.CustomerID, c.pay.Amount,
 				c.pay.Currency, c.pay.Status, c.pay.FailureReason, c.pay.CreatedAt).QueryRow(func(row pgx.Row) error {
 				err := row.Scan(&c.pay.PaymentID)
 				if errors.Is(err, pgx.ErrNoRows) {
