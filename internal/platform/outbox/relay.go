@@ -31,8 +31,9 @@ type RelayConfig struct {
 	PublishTimeout time.Duration
 	// Coalesce is how long the relay waits for another notification after one arrived, so rows
 	// committed at nearly the same moment go out in one request (default 200µs; negative disables).
-	// It waits only during a burst (the previous notification came less than 10 × Coalesce before):
-	// a lone notification goes out at once instead of paying a timer and a wake-up for nothing.
+	// It waits only during a burst (the notification came less than 10 × Coalesce after the relay
+	// went idle, e.g. it queued while the previous batch was being published): a lone notification
+	// goes out at once instead of paying a timer and a wake-up for nothing.
 	Coalesce time.Duration
 	// LockKey names the advisory lock electing the active relay (default "orderflow-outbox-relay").
 	LockKey string
@@ -180,13 +181,14 @@ func (r *Relay) lead(ctx context.Context) error {
 		if len(st.unmarked) > 0 {
 			wait = min(wait, time.Until(st.markDue))
 		}
+		idle := time.Now()
 		n, err := waitNotification(ctx, conn, max(wait, 0))
 		if err != nil {
 			return err
 		}
 		if n != nil {
 			notes := []*pgconn.Notification{n}
-			burst := st.noted(time.Now()) < 10*r.cfg.Coalesce
+			burst := time.Since(idle) < 10*r.cfg.Coalesce
 			for burst && r.cfg.Coalesce > 0 && len(notes) < r.cfg.BatchSize { // what arrives meanwhile goes out in the same request
 				m, err := waitNotification(ctx, conn, r.cfg.Coalesce)
 				if err != nil {
@@ -195,7 +197,6 @@ func (r *Relay) lead(ctx context.Context) error {
 				if m == nil {
 					break
 				}
-				st.noted(time.Now())
 				notes = append(notes, m)
 			}
 			if err := r.handle(ctx, st, notes); err != nil {
@@ -246,14 +247,6 @@ type leaderState struct {
 	markDue  time.Time            // when the oldest of them must be marked
 	recent   map[string]time.Time // event ids published from a table read
 	lastRead time.Time
-	lastNote time.Time // when the latest notification arrived
-}
-
-// noted records a notification's arrival and returns the time since the one before.
-func (st *leaderState) noted(at time.Time) time.Duration {
-	gap := at.Sub(st.lastNote)
-	st.lastNote = at
-	return gap
 }
 
 func (st *leaderState) acked(ids []string) {
