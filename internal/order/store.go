@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -41,12 +40,8 @@ type store struct {
 // create stores the order, its items and order.created in one transaction. With an idempotency key
 // it returns the original order instead when the key was seen with the same request (replayed=true).
 func (s *store) create(ctx context.Context, o newOrder, idemKey string) (ord Order, replayed bool, err error) {
-	id, err := uuid.NewV7() // time-ordered: inserts stay at the right edge of the primary key index
-	if err != nil {
-		return Order{}, false, err
-	}
 	now := s.now().UTC().Truncate(time.Microsecond)
-	ord = Order{OrderID: id.String(), CustomerID: o.CustomerID, TotalAmount: o.Total, Currency: o.Currency,
+	ord = Order{OrderID: event.NewID(), CustomerID: o.CustomerID, TotalAmount: o.Total, Currency: o.Currency,
 		Status: "CREATED", CreatedAt: now, Items: o.Items}
 	if idemKey == "" {
 		// Order, items and event in one round trip: a batch sent outside a transaction runs as one

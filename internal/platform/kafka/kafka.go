@@ -58,10 +58,10 @@ func (c Config) Options(extra ...kgo.Opt) []kgo.Opt {
 	}
 	// No compression by default (franz-go's is snappy): at linger 0 a batch is usually one small
 	// envelope, and a compressed batch costs the producer, every consumer and the broker, which
-	// decompresses it to validate it, for little space saved. Config checks the name at start-up.
-	if codec, err := c.Codec(); err == nil {
-		opts = append(opts, kgo.ProducerBatchCompression(codec))
-	}
+	// decompresses it to validate it, for little space saved. The service config refuses an unknown
+	// name at start-up; here it means none.
+	codec, _ := c.Codec()
+	opts = append(opts, kgo.ProducerBatchCompression(codec))
 	if c.TLS != nil {
 		opts = append(opts, kgo.DialTLSConfig(c.TLS.Clone()))
 	}
