@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -121,10 +122,12 @@ func TestParseFramesRejectsWhatQueueDidNotWrite(t *testing.T) {
 		"missing fields":   "1:a1:b",
 		"bad time":         strings.Replace(good, e.OccurredAt.Format(time.RFC3339Nano), strings.Repeat("x", len(e.OccurredAt.Format(time.RFC3339Nano))), 1),
 		"value not object": string(appendFrame(nil, e, []byte(`"str"`))),
+		"empty object":     string(appendFrame(nil, e, []byte(`{}`))),
+		"long length":      "00000001:a" + good,
 		"trailing garbage": good + "x",
 	} {
-		if evs, err := parseFrames(p); err == nil {
-			t.Errorf("%s: parsed as %+v", name, evs)
+		if evs, err := parseFrames(p); !errors.Is(err, errFrame) {
+			t.Errorf("%s: parsed as %+v (err %v)", name, evs, err)
 		}
 	}
 }
@@ -142,7 +145,7 @@ func FuzzParseFrames(f *testing.F) {
 		}
 		var again []byte
 		for _, ev := range evs {
-			if ev.id == "" || ev.value[0] != '{' || ev.value[len(ev.value)-1] != '}' {
+			if ev.id == "" || !strings.HasPrefix(string(ev.value), `{"`) || ev.value[len(ev.value)-1] != '}' {
 				t.Fatalf("accepted %+v", ev)
 			}
 			again = appendFrame(again, event.Envelope{EventID: ev.id, EventType: event.Type(ev.typ), OrderID: ev.key,

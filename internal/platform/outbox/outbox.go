@@ -131,14 +131,9 @@ const frameFields = 6
 func appendFrame(b []byte, e event.Envelope, value []byte) []byte {
 	for _, f := range [frameFields - 1]string{e.EventID, string(e.EventType), e.OrderID, e.CorrelationID,
 		e.OccurredAt.Format(time.RFC3339Nano)} {
-		b = appendField(b, f)
+		b = append(append(strconv.AppendInt(b, int64(len(f)), 10), ':'), f...)
 	}
-	return appendField(b, string(value))
-}
-
-func appendField(b []byte, f string) []byte {
-	b = strconv.AppendInt(b, int64(len(f)), 10)
-	return append(append(b, ':'), f...)
+	return append(append(strconv.AppendInt(b, int64(len(value)), 10), ':'), value...)
 }
 
 // notified is one event as the relay publishes it.
@@ -150,31 +145,40 @@ type notified struct {
 
 var errFrame = errors.New("malformed outbox notification")
 
+// maxLengthDigits bounds a field's length prefix; payloads are shorter than 8000 bytes.
+const maxLengthDigits = 4
+
 // parseFrames reads a payload written by Queue. Any error means the payload was not (and it is
-// handled like an event too large to carry: by reading the table).
+// handled like an event too large to carry: by reading the table); it says where parsing stopped.
 func parseFrames(p string) ([]notified, error) {
 	var out []notified
 	for p != "" {
 		var f [frameFields]string
 		for i := range f {
 			colon := strings.IndexByte(p, ':')
-			if colon < 1 || colon > 7 {
-				return nil, errFrame
+			if colon < 1 || colon > maxLengthDigits {
+				return nil, fmt.Errorf("%w: event %d, field %d has no length", errFrame, len(out)+1, i+1)
 			}
 			n, err := strconv.Atoi(p[:colon])
 			if err != nil || n < 0 || n > len(p)-colon-1 {
-				return nil, errFrame
+				return nil, fmt.Errorf("%w: event %d, field %d has a bad length %q", errFrame, len(out)+1, i+1, p[:colon])
 			}
 			f[i], p = p[colon+1:colon+1+n], p[colon+1+n:]
 		}
 		at, err := time.Parse(time.RFC3339Nano, f[4])
-		if err != nil || f[0] == "" || len(f[5]) < 2 || f[5][0] != '{' || f[5][len(f[5])-1] != '}' {
-			return nil, errFrame
+		switch {
+		case f[0] == "":
+			return nil, fmt.Errorf("%w: event %d has no id", errFrame, len(out)+1)
+		case err != nil:
+			return nil, fmt.Errorf("%w: event %s: occurredAt: %w", errFrame, f[0], err)
+		case !strings.HasPrefix(f[5], `{"`) || !strings.HasSuffix(f[5], "}"):
+			// stamp appends producedAt inside the object, which needs a non-empty JSON object.
+			return nil, fmt.Errorf("%w: event %s: the envelope is not an encoded object", errFrame, f[0])
 		}
 		out = append(out, notified{id: f[0], typ: f[1], key: f[2], correlation: f[3], occurredAt: at, value: []byte(f[5])})
 	}
 	if out == nil {
-		return nil, errFrame
+		return nil, fmt.Errorf("%w: empty", errFrame)
 	}
 	return out, nil
 }
