@@ -70,6 +70,7 @@ type Result struct {
 	PostLatency   Summary          `json:"postLatency"`
 	EndToEnd      Summary          `json:"endToEndLatency"`
 	MaxSchedLagMs float64          `json:"maxSchedulerLagMs"`
+	CPUSeconds    float64          `json:"loadGeneratorCpuSeconds"` // this process's own CPU time during the run
 	Stages        []Stage          `json:"stages"`
 	StagesMissing int              `json:"stagesMissing"` // completed orders whose path was not fully seen
 }
@@ -84,6 +85,7 @@ type tracked struct {
 // Run executes the load and prints progress and the summary to out.
 func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	res := Result{Config: cfg, Errors: map[string]int64{}, ByStatus: map[string]int64{}}
+	cpu0 := processCPU()
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)) //nolint:gosec // a seeded, reproducible order mix
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 90 * time.Second,
@@ -275,6 +277,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	res.CompletedRate = float64(res.Completed) / elapsed
 	res.PostLatency, res.EndToEnd = post.Summary(), e2e.Summary()
 	res.MaxSchedLagMs = float64(maxLag.Microseconds()) / 1e3
+	res.CPUSeconds = (processCPU() - cpu0).Seconds()
 	errs.Range(func(k, v any) bool { res.Errors[k.(string)] = v.(*atomic.Int64).Load(); return true })
 	done := map[string]*tracked{}
 	mu.Lock()
@@ -374,6 +377,9 @@ func printResult(w io.Writer, r Result) {
 	fmt.Fprintf(w, "\n=== load run: %.0f orders/s target for %s ===\n", r.Config.Rate, r.Config.Duration)
 	fmt.Fprintf(w, "sent %d, accepted %d, completed %d, unfinished %d, unexpected outcome %d\n", r.Sent, r.Accepted, r.Completed, r.Unfinished, r.Unexpected)
 	fmt.Fprintf(w, "achieved %.1f orders/s accepted (%.1f completed/s), max scheduler lag %.1f ms\n", r.Throughput, r.CompletedRate, r.MaxSchedLagMs)
+	if r.CPUSeconds > 0 && r.SendSeconds > 0 {
+		fmt.Fprintf(w, "load generator CPU %.1f s (%.1f%% of a core over the sending time; it shares the machine)\n", r.CPUSeconds, r.CPUSeconds/r.SendSeconds*100)
+	}
 	p := func(name string, s Summary) {
 		fmt.Fprintf(w, "%-22s n=%-6d p50 %8.1f  p90 %8.1f  p99 %8.1f  p99.9 %8.1f  max %8.1f ms\n", name, s.Count, s.P50, s.P90, s.P99, s.P999, s.Max)
 	}

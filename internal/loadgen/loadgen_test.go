@@ -70,3 +70,15 @@ func TestBuildOrderMixIsReproducible(t *testing.T) {
 		t.Fatalf("mix %v", counts)
 	}
 }
+
+// The run reports the load generator's own CPU: spinning must show up in it.
+func TestProcessCPUCountsOwnWork(t *testing.T) {
+	before := processCPU()
+	n := 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); n++ {
+		if processCPU()-before >= 20*time.Millisecond {
+			return
+		}
+	}
+	t.Fatalf("processCPU grew by %v after %d spins (10 s)", processCPU()-before, n)
+}

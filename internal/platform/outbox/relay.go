@@ -269,9 +269,11 @@ func waitNotification(ctx context.Context, conn *pgx.Conn, wait time.Duration) (
 	return nil, fmt.Errorf("wait for notification: %w", err)
 }
 
-// markDelay bounds how long published rows wait to be marked sent; marks are batched because a
-// lost mark only means the row is published again.
-const markDelay = 50 * time.Millisecond
+// markDelay bounds how long published rows wait to be marked sent. A lost mark only means the row
+// is published again (consumers drop the duplicate), so marks are batched for up to a second: with
+// the default poll interval the safety-net read, which marks in the same statement, usually does it,
+// and a mark costs no commit of its own (about one Postgres commit in five per order otherwise).
+const markDelay = time.Second
 
 // markTimeout bounds one mark, which runs on its own context so that shutdown does not cut it short.
 const markTimeout = 5 * time.Second
