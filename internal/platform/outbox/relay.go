@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -129,7 +127,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // lead holds a dedicated connection that owns the advisory lock and listens for NOTIFY. It returns
 // nil when another relay is leader (try again later) and an error when the connection failed.
-func (r *Relay) lead(ctx context.Context) (err error) {
+func (r *Relay) lead(ctx context.Context) error {
 	pc, err := r.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("acquire connection: %w", err)
@@ -161,34 +159,17 @@ func (r *Relay) lead(ctx context.Context) (err error) {
 	}
 	r.m.leader.Set(1)
 	r.log.Info("outbox relay active")
-	// The first failed publish cancels lctx: nothing more is handed to the producer and the term ends.
-	lctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	st := &leaderState{recent: map[string]time.Time{}, flight: &flight{inFlight: map[string]struct{}{}, fail: cancel}}
-	defer func() { r.leave(st, err == nil) }()
-	err = r.serve(lctx, conn, st)
-	if ferr := st.flight.failure(); ferr != nil && ctx.Err() == nil {
-		return ferr
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
-// serve publishes what is notified (and, as a safety net, what the table holds) until ctx ends or
-// something fails. Publishing is pipelined: events go to the producer as their notifications arrive
-// and acknowledgements are collected on the way round, so no batch waits for the previous one's
-// round trip, and marks run beside it, so a slow commit does not hold up publishing.
-func (r *Relay) serve(ctx context.Context, conn *pgx.Conn, st *leaderState) error {
+	st := &leaderState{recent: map[string]time.Time{}}
+	defer func() { // leaving: mark what was published (else it is published again, harmlessly)
+		mctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.mark(mctx, st)
+	}()
 	lastPurge := time.Time{}
 	if err := r.readTable(ctx, st); err != nil {
 		return err
 	}
 	for ctx.Err() == nil {
-		if err := st.markSettled(false); err != nil {
-			return err
-		}
 		if time.Since(lastPurge) > time.Minute {
 			if err := r.purge(ctx); err != nil {
 				r.log.Warn("outbox purge failed", "err", err)
@@ -196,13 +177,9 @@ func (r *Relay) serve(ctx context.Context, conn *pgx.Conn, st *leaderState) erro
 			st.forget(time.Now().Add(-recentFor))
 			lastPurge = time.Now()
 		}
-		st.collect()
 		wait := r.cfg.PollInterval - time.Since(st.lastRead)
 		if len(st.unmarked) > 0 {
 			wait = min(wait, time.Until(st.markDue))
-		}
-		if st.flight.busy() { // come back for the acknowledgements, to mark them
-			wait = min(wait, markDelay)
 		}
 		idle := time.Now()
 		n, err := waitNotification(ctx, conn, max(wait, 0))
@@ -231,26 +208,13 @@ func (r *Relay) serve(ctx context.Context, conn *pgx.Conn, st *leaderState) erro
 				return err
 			}
 		}
-		st.collect()
-		due := len(st.unmarked) >= r.cfg.BatchSize || (len(st.unmarked) > 0 && !time.Now().Before(st.markDue))
-		if due && st.markDone == nil {
-			r.startMark(st)
+		if len(st.unmarked) >= r.cfg.BatchSize || (len(st.unmarked) > 0 && !time.Now().Before(st.markDue)) {
+			if err := r.mark(ctx, st); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
-}
-
-// leave ends a term: what was acknowledged is marked sent (else it is published again, harmlessly).
-// After a clean end (shutdown) the records in flight are given a moment to be acknowledged first.
-func (r *Relay) leave(st *leaderState, clean bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), markTimeout)
-	defer cancel()
-	if clean {
-		_ = r.producer.Flush(ctx)
-	}
-	_ = st.markSettled(true)
-	st.collect()
-	_ = r.mark(ctx, st.unmarked)
 }
 
 // waitNotification returns the next notification, or nil when none arrives within wait.
@@ -269,14 +233,9 @@ func waitNotification(ctx context.Context, conn *pgx.Conn, wait time.Duration) (
 	return nil, fmt.Errorf("wait for notification: %w", err)
 }
 
-// markDelay bounds how long published rows wait to be marked sent. A lost mark only means the row
-// is published again (consumers drop the duplicate), so marks are batched for up to a second: with
-// the default poll interval the safety-net read, which marks in the same statement, usually does it,
-// and a mark costs no commit of its own (about one Postgres commit in five per order otherwise).
-const markDelay = time.Second
-
-// markTimeout bounds one mark, which runs on its own context so that shutdown does not cut it short.
-const markTimeout = 5 * time.Second
+// markDelay bounds how long published rows wait to be marked sent; marks are batched because a
+// lost mark only means the row is published again.
+const markDelay = 50 * time.Millisecond
 
 // recentFor is how long the event ids of rows published from a table read are remembered, to skip
 // their notifications (which arrive at once, having been queued before the read finished).
@@ -284,18 +243,13 @@ const recentFor = time.Minute
 
 // leaderState is what the active relay tracks between rounds.
 type leaderState struct {
-	flight   *flight
 	unmarked []string             // event ids Kafka acknowledged and not yet marked sent
 	markDue  time.Time            // when the oldest of them must be marked
-	marking  []string             // event ids being marked by the running mark
-	markDone chan error           // the running mark's outcome; nil when none runs
 	recent   map[string]time.Time // event ids published from a table read
 	lastRead time.Time
 }
 
-// collect moves the acknowledgements that arrived since the last call to unmarked.
-func (st *leaderState) collect() {
-	ids := st.flight.take()
+func (st *leaderState) acked(ids []string) {
 	if len(st.unmarked) == 0 && len(ids) > 0 {
 		st.markDue = time.Now().Add(markDelay)
 	}
@@ -308,107 +262,6 @@ func (st *leaderState) forget(before time.Time) {
 			delete(st.recent, id)
 		}
 	}
-}
-
-// startMark marks the unmarked rows sent in a goroutine; one mark runs at a time.
-func (r *Relay) startMark(st *leaderState) {
-	ids, done := st.unmarked, make(chan error, 1)
-	st.unmarked, st.marking, st.markDone = nil, ids, done
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), markTimeout)
-		defer cancel()
-		done <- r.mark(ctx, ids)
-	}()
-}
-
-// markSettled reports the outcome of the running mark once it finished (wait: block until then).
-func (st *leaderState) markSettled(wait bool) error {
-	if st.markDone == nil {
-		return nil
-	}
-	var err error
-	if wait {
-		err = <-st.markDone
-	} else {
-		select {
-		case err = <-st.markDone:
-		default:
-			return nil
-		}
-	}
-	st.marking, st.markDone = nil, nil
-	return err
-}
-
-// flight is what this term handed to the producer: the events whose outcome is not known yet and
-// the acknowledgements the loop has not collected. Promises update it from franz-go's goroutine.
-type flight struct {
-	mu       sync.Mutex
-	inFlight map[string]struct{}
-	acked    []string
-	err      error
-	fail     context.CancelCauseFunc
-}
-
-func (f *flight) add(evs []notified) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for i := range evs {
-		f.inFlight[evs[i].id] = struct{}{}
-	}
-}
-
-// settle records an event's outcome and reports whether it counts as acknowledged. Franz-go calls
-// promises one at a time, in order within a partition, and fails every record buffered behind a
-// failed one in its partition; so once anything failed, no later acknowledgement is collected, and
-// a later event of an order is never marked sent while an earlier one is not.
-func (f *flight) settle(id string, err error) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.inFlight, id)
-	if err != nil && f.err == nil {
-		f.err = fmt.Errorf("publish event %s: %w", id, err)
-		f.fail(f.err)
-	}
-	if f.err != nil {
-		return false
-	}
-	f.acked = append(f.acked, id)
-	return true
-}
-
-// take returns the acknowledgements since the last call.
-func (f *flight) take() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ids := f.acked
-	f.acked = nil
-	return ids
-}
-
-// held returns the events in flight or acknowledged and not yet collected, in one snapshot (an
-// event leaves the first set only for the second).
-func (f *flight) held() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ids := make([]string, 0, len(f.inFlight)+len(f.acked))
-	for id := range f.inFlight {
-		ids = append(ids, id)
-	}
-	return append(ids, f.acked...)
-}
-
-// busy reports whether acknowledgements are outstanding or waiting to be collected.
-func (f *flight) busy() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.inFlight) > 0 || len(f.acked) > 0
-}
-
-func (f *flight) failure() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.err
 }
 
 // handle publishes the events carried by notes, in order; an empty payload (events too large to
@@ -444,16 +297,13 @@ func (r *Relay) handle(ctx context.Context, st *leaderState, notes []*pgconn.Not
 	return r.publish(ctx, st, pending)
 }
 
-// readTable marks what was acknowledged and reads the unsent rows in id order, except those in
-// flight or being marked, publishing them, until a read returns less than a full batch. Rows handed
-// to the producer earlier are ahead of these in their partitions, so commit order per order holds.
+// readTable marks what was published and reads the unsent rows in id order, publishing them, until
+// a read returns less than a full batch.
 func (r *Relay) readTable(ctx context.Context, st *leaderState) error {
 	for {
-		st.collect()
-		skip := append(append(st.flight.held(), st.marking...), st.unmarked...)
 		rows, err := r.pool.Query(ctx, `WITH marked AS (UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[]::uuid[]))
-			SELECT value FROM outbox WHERE sent_at IS NULL AND NOT (event_id = ANY($2::text[]::uuid[])) ORDER BY id LIMIT $3`,
-			orEmpty(st.unmarked), skip, r.cfg.BatchSize)
+			SELECT value FROM outbox WHERE sent_at IS NULL AND NOT (event_id = ANY($1::text[]::uuid[])) ORDER BY id LIMIT $2`,
+			st.unmarkedOrEmpty(), r.cfg.BatchSize)
 		if err != nil {
 			return fmt.Errorf("read outbox: %w", err)
 		}
@@ -486,27 +336,29 @@ func (r *Relay) readTable(ctx context.Context, st *leaderState) error {
 	}
 }
 
-func orEmpty(ids []string) []string {
-	if ids == nil {
+func (st *leaderState) unmarkedOrEmpty() []string {
+	if st.unmarked == nil {
 		return []string{}
 	}
-	return ids
+	return st.unmarked
 }
 
 // mark records the acknowledged rows as sent.
-func (r *Relay) mark(ctx context.Context, ids []string) error {
-	if len(ids) == 0 {
+func (r *Relay) mark(ctx context.Context, st *leaderState) error {
+	if len(st.unmarked) == 0 {
 		return nil
 	}
-	if _, err := r.pool.Exec(ctx, `UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[]::uuid[])`, ids); err != nil {
+	if _, err := r.pool.Exec(ctx, `UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[]::uuid[])`, st.unmarked); err != nil {
 		return fmt.Errorf("mark outbox rows sent: %w", err)
 	}
+	st.unmarked = nil
 	return nil
 }
 
-// publish hands evs to the producer in order without waiting for Kafka; their outcomes reach
-// st.flight. A batch not acknowledged within PublishTimeout fails (its unsent records are dropped
-// by franz-go), which ends the term.
+// publish produces evs in order and waits for Kafka. The acknowledged prefix (up to the first
+// failure, so a later event of an order is never marked before an earlier one) becomes unmarked.
+// Waiting is what batches: notifications queue meanwhile and go out in the next request, so batches
+// grow with the load (producing without waiting was slower at 300 orders/s: docs/benchmarks.md).
 func (r *Relay) publish(ctx context.Context, st *leaderState, evs []notified) error {
 	if len(evs) == 0 {
 		return nil
@@ -520,32 +372,27 @@ func (r *Relay) publish(ctx context.Context, st *leaderState, evs []notified) er
 		recs[i] = rec
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-	b := &batch{done: cancel}
-	b.left.Store(int64(len(recs)))
-	st.flight.add(evs)
-	for i, rec := range recs {
-		id, at := evs[i].id, evs[i].occurredAt
-		r.producer.Produce(pctx, rec, func(_ *kgo.Record, err error) {
-			if st.flight.settle(id, err) {
-				r.m.latency.Observe(time.Since(at).Seconds())
-				r.m.published.Inc()
-			}
-			b.settled()
-		})
+	results := r.producer.ProduceSync(pctx, recs...)
+	cancel()
+	ids := make([]string, 0, len(evs))
+	var firstErr error
+	for i, res := range results {
+		if res.Err != nil {
+			firstErr = res.Err
+			break
+		}
+		ids = append(ids, evs[i].id)
+	}
+	now := time.Now()
+	for _, e := range evs[:len(ids)] {
+		r.m.latency.Observe(now.Sub(e.occurredAt).Seconds())
+	}
+	r.m.published.Add(float64(len(ids)))
+	st.acked(ids)
+	if firstErr != nil {
+		return fmt.Errorf("publish: %w", firstErr)
 	}
 	return nil
-}
-
-// batch releases one publish's timeout once all its records have an outcome.
-type batch struct {
-	left atomic.Int64
-	done context.CancelFunc
-}
-
-func (b *batch) settled() {
-	if b.left.Add(-1) == 0 {
-		b.done()
-	}
 }
 
 // record stamps producedAt into the envelope and adds the routing headers.
