@@ -15,7 +15,8 @@
 // order are published in commit order, because only one relay per database is active (a Postgres
 // advisory lock elects it), it handles notifications in commit order and reads the table in id
 // order, and a service writes the events of one order in transactions that follow each other
-// causally (each is triggered by an event published after the previous commit).
+// causally (each is triggered by an event published after the previous commit). The first event of
+// an order may notify after its COMMIT instead (QueueRows): nothing of its order precedes it.
 package outbox
 
 import (
@@ -64,25 +65,51 @@ func Add(ctx context.Context, tx pgx.Tx, envs ...event.Envelope) error {
 // events in one batch (sent in one round trip, as one implicit transaction when b is sent outside an
 // explicit one).
 func Queue(b *pgx.Batch, envs ...event.Envelope) error {
+	n, err := QueueRows(b, envs...)
+	if err != nil {
+		return err
+	}
+	n.Queue(b)
+	return nil
+}
+
+// Notice is the NOTIFY that carries a transaction's events to the relay.
+type Notice []string
+
+// Queue appends the NOTIFY to b.
+func (n Notice) Queue(b *pgx.Batch) {
+	for _, p := range n {
+		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, p)
+	}
+}
+
+// QueueRows appends the outbox rows of envs to b and returns their NOTIFY, which the caller queues
+// after its COMMIT in the same batch: `BEGIN; …rows…; COMMIT; NOTIFY`. The server runs a failed
+// batch's statements only up to the failure, so a NOTIFY follows only a COMMIT that succeeded; and a
+// NOTIFY outside the writing transaction keeps that transaction out of the cluster-wide lock
+// Postgres holds from a notifying transaction's commit until its WAL flush is over, which at 300
+// orders/s queued most commits of the system behind one another (docs/benchmarks.md, session 7).
+//
+// Notifications are then in the order of the NOTIFYs, not of the commits. Use it only for events
+// that no other transaction's event can have to follow: the first events of an order (order
+// created), which every later event of that order is caused by. Other writers use Queue or Add.
+func QueueRows(b *pgx.Batch, envs ...event.Envelope) (Notice, error) {
 	var n notes
 	for _, e := range envs {
 		topic := e.EventType.Topic()
 		if topic == "" {
-			return fmt.Errorf("outbox: event type %q has no topic", e.EventType)
+			return nil, fmt.Errorf("outbox: event type %q has no topic", e.EventType)
 		}
 		e.ProducedAt = time.Time{} // the relay appends it when it hands the event to Kafka
 		v, err := e.Encode()
 		if err != nil {
-			return fmt.Errorf("outbox: encode %s: %w", e.EventType, err)
+			return nil, fmt.Errorf("outbox: encode %s: %w", e.EventType, err)
 		}
 		b.Queue(`INSERT INTO outbox (event_id, event_type, topic, record_key, value) VALUES ($1, $2, $3, $4, $5)`,
 			e.EventID, string(e.EventType), topic, e.OrderID, v)
 		n.add(appendFrame(nil, e, v))
 	}
-	for _, p := range n.payloads() {
-		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, p)
-	}
-	return nil
+	return n.payloads(), nil
 }
 
 // maxNotifyPayload stays under Postgres's limit (payloads must be shorter than 8000 bytes).

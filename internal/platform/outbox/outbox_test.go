@@ -366,3 +366,67 @@ func TestUndecodableNotificationReadsTheTable(t *testing.T) {
 		t.Fatal("the table was not read for the undecodable notification")
 	}
 }
+
+// A NOTIFY queued after the COMMIT (QueueRows) reaches the listener only for a batch that committed,
+// and when it arrives the rows are already visible; a batch that fails before its COMMIT sends none.
+func TestNoticeAfterCommitOnlyForCommittedRows(t *testing.T) {
+	testkit.Integration(t)
+	pool := openDB(t)
+	ctx := testkit.Context(t, 60*time.Second)
+	listener, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Release()
+	if _, err := listener.Exec(ctx, "LISTEN "+pgx.Identifier{outbox.NotifyChannel}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	send := func(id string, fail bool) error {
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		n, err := outbox.QueueRows(b, envelope(t, id, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fail {
+			b.Queue("SELECT 1 / 0")
+		}
+		b.Queue("COMMIT")
+		n.Queue(b)
+		return pool.SendBatch(ctx, b).Close()
+	}
+	rows := func(id string) (n int) {
+		if err := listener.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE record_key = $1`, id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	failed, committed := testkit.Name("failed"), testkit.Name("committed")
+	if err := send(failed, true); err == nil {
+		t.Fatal("a batch with a failing statement succeeded")
+	}
+	if err := send(committed, false); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	note, err := listener.Conn().WaitForNotification(wctx)
+	if err != nil {
+		t.Fatalf("no notification for the committed batch: %v", err)
+	}
+	if !strings.Contains(note.Payload, committed) || strings.Contains(note.Payload, failed) {
+		t.Fatalf("first notification is not the committed batch's: %.200q", note.Payload)
+	}
+	if rows(committed) != 1 {
+		t.Fatal("notified before the row was visible")
+	}
+	qctx, cancel2 := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel2()
+	if extra, err := listener.Conn().WaitForNotification(qctx); err == nil {
+		t.Fatalf("a second notification arrived: %.200q", extra.Payload)
+	}
+	if rows(failed) != 0 {
+		t.Fatal("the failed batch left a row")
+	}
+}
