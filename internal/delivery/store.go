@@ -115,7 +115,7 @@ func (s *store) assignAll(ctx context.Context, es []event.Envelope, wait bool) (
 		if err != nil {
 			return nil, err
 		}
-		return s.writeDeliveries(es, res, giveBack)
+		return s.writeDeliveries(p, es, res, giveBack)
 	})
 	return res, err
 }
@@ -205,7 +205,7 @@ func (s *store) pick(ctx context.Context, p *pg.Pipe, es []event.Envelope, wait 
 }
 
 // writeDeliveries returns the batch of writes for the events pick assigned.
-func (s *store) writeDeliveries(es []event.Envelope, res []assigned, giveBack []int) (*pgx.Batch, error) {
+func (s *store) writeDeliveries(p *pg.Pipe, es []event.Envelope, res []assigned, giveBack []int) (*pgx.Batch, error) {
 	b := &pgx.Batch{}
 	for _, id := range giveBack {
 		b.Queue(`UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id = $1`, id)
@@ -234,8 +234,10 @@ func (s *store) writeDeliveries(es []event.Envelope, res []assigned, giveBack []
 		b.Queue(`INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now)
 	}
-	// The deliveries and their events with the COMMIT: the driver rows stay locked until then.
-	return b, outbox.Queue(b, events...)
+	// The deliveries and their events with the COMMIT: the driver rows stay locked until then. Their
+	// NOTIFY follows the COMMIT: the assignment is caused by payment.authorized, and the scheduler's
+	// later events of the order are announced through the table (outbox.AddViaTable).
+	return b, outbox.QueueAfterCommit(p, b, events...)
 }
 
 // tickResult summarises one scheduler pass.
@@ -307,7 +309,9 @@ func (s *store) tick(ctx context.Context, interval time.Duration, batch int) (ti
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("update deliveries: %w", err)
 		}
-		return outbox.Add(ctx, tx, events...)
+		// Written on a timer, not caused by the order's previous event: the relay publishes them from
+		// the table, after anything committed earlier for the same orders (outbox.AddViaTable).
+		return outbox.AddViaTable(ctx, tx, events...)
 	})
 	return res, err
 }

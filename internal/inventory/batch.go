@@ -243,8 +243,9 @@ func (s *store) applyBatchTx(ctx context.Context, p *pg.Pipe, es []event.Envelop
 		b.Queue(`UPDATE reservations SET status = 'RELEASED', released_at = $2 WHERE reservation_id = ANY($1::text[]::uuid[])`, released, now)
 	}
 	// The outbox rows ride in the same round trip, with the COMMIT: the stock rows stay locked until
-	// then, so every round trip here would lengthen the other partition workers' wait.
-	if err := outbox.Queue(b, outEvents...); err != nil {
+	// then, so every round trip here would lengthen the other partition workers' wait. Their NOTIFY
+	// follows the COMMIT (inventory's events are each caused by the previous event of their order).
+	if err := outbox.QueueAfterCommit(p, b, outEvents...); err != nil {
 		return nil, nil, err
 	}
 	return outs, b, nil

@@ -184,6 +184,7 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 			outs = append(outs, out)
 		}
 		w := &pgx.Batch{}
-		return w, outbox.Queue(w, outs...)
+		// NOTIFY after the COMMIT: a payment event is caused by its order's inventory.reserved.
+		return w, outbox.QueueAfterCommit(tx, w, outs...)
 	})
 }

@@ -61,6 +61,27 @@ func Add(ctx context.Context, tx pgx.Tx, envs ...event.Envelope) error {
 	return nil
 }
 
+// AddViaTable stores envelopes in the caller's transaction like Add, but its NOTIFY carries no
+// events: it makes the relay read the table, which publishes every unsent row in id order. That is
+// for writers that are not caused by the previous event of their orders (a timer's): whatever an
+// earlier transaction wrote for the same order has a lower id (it committed before this one could
+// see its rows) and goes out first, even if that transaction's own NOTIFY, sent after its COMMIT
+// (QueueRows), has not arrived yet.
+func AddViaTable(ctx context.Context, tx pgx.Tx, envs ...event.Envelope) error {
+	if len(envs) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	if _, err := QueueRows(b, envs...); err != nil {
+		return err
+	}
+	Notice{""}.Queue(b)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("outbox: insert: %w", err)
+	}
+	return nil
+}
+
 // Queue appends the statements of Add to b, for callers that write their state change and its
 // events in one batch (sent in one round trip, as one implicit transaction when b is sent outside an
 // explicit one).
@@ -84,15 +105,19 @@ func (n Notice) Queue(b *pgx.Batch) {
 }
 
 // QueueRows appends the outbox rows of envs to b and returns their NOTIFY, which the caller queues
-// after its COMMIT in the same batch: `BEGIN; …rows…; COMMIT; NOTIFY`. The server runs a failed
-// batch's statements only up to the failure, so a NOTIFY follows only a COMMIT that succeeded; and a
-// NOTIFY outside the writing transaction keeps that transaction out of the cluster-wide lock
-// Postgres holds from a notifying transaction's commit until its WAL flush is over, which at 300
-// orders/s queued most commits of the system behind one another (docs/benchmarks.md, session 7).
+// after its COMMIT in the same batch: `BEGIN; …rows…; COMMIT; NOTIFY` (QueueAfterCommit does that for
+// a pg.Pipe). The server runs a failed batch's statements only up to the failure, so a NOTIFY follows
+// only a COMMIT that succeeded; and a NOTIFY outside the writing transaction keeps that transaction
+// out of the cluster-wide lock Postgres holds from a notifying transaction's commit until its WAL
+// flush is over, which at 300 orders/s queued most commits of the system behind one another
+// (docs/benchmarks.md, session 7).
 //
-// Notifications are then in the order of the NOTIFYs, not of the commits. Use it only for events
-// that no other transaction's event can have to follow: the first events of an order (order
-// created), which every later event of that order is caused by. Other writers use Queue or Add.
+// Notifications are then in the order of the NOTIFYs, not of the commits. Each order's events still
+// go out in commit order when every transaction that writes a later event of the same order either
+// starts after these events were published, because it reacts to them directly or further down the
+// saga (the POST and the inventory, payment and delivery handlers), so this NOTIFY was sent by then
+// or the relay read the rows from the table and skips the late notification; or announces its events
+// with AddViaTable (delivery-service's scheduler, which writes on a timer).
 func QueueRows(b *pgx.Batch, envs ...event.Envelope) (Notice, error) {
 	var n notes
 	for _, e := range envs {
@@ -110,6 +135,19 @@ func QueueRows(b *pgx.Batch, envs ...event.Envelope) (Notice, error) {
 		n.add(appendFrame(nil, e, v))
 	}
 	return n.payloads(), nil
+}
+
+// QueueAfterCommit appends the outbox rows of envs to b, the writes p commits, and has p send their
+// NOTIFY right after the COMMIT. Only for causal writers (see QueueRows).
+func QueueAfterCommit(p *pg.Pipe, b *pgx.Batch, envs ...event.Envelope) error {
+	n, err := QueueRows(b, envs...)
+	if err != nil {
+		return err
+	}
+	if len(n) > 0 {
+		p.AfterCommit(n.Queue)
+	}
+	return nil
 }
 
 // maxNotifyPayload stays under Postgres's limit (payloads must be shorter than 8000 bytes).

@@ -292,6 +292,52 @@ func TestNotificationsCarryTheEvents(t *testing.T) {
 	}
 }
 
+// A transaction whose NOTIFY follows its COMMIT (QueueRows) may be notified after a later one. A
+// writer not caused by the earlier event (delivery's scheduler) uses AddViaTable, whose notification
+// makes the relay read the table: the earlier row still goes out first, and its late notification
+// publishes nothing again.
+func TestTableNoticeGoesAfterALateNotice(t *testing.T) {
+	id := testkit.Name("late")
+	pool, tl, reads := quietRelay(t, id)
+	ctx := testkit.Context(t, 60*time.Second)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	late, err := outbox.QueueRows(b, envelope(t, id, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Queue("COMMIT") // committed; its NOTIFY is held back below
+	if err := pool.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.AddViaTable(ctx, tx, envelope(t, id, 1)) }); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 20*time.Second, "both events published", func() bool { return len(tl.snapshot()) >= 2 })
+	if got := seqs(tl.snapshot())[id]; !slices.Equal(got, []int{0, 1}) {
+		t.Fatalf("order %v, want [0 1]", got)
+	}
+	if n := reads(); n < 1 {
+		t.Fatal("the table was not read for the notification without events")
+	}
+	// The held-back NOTIFY arrives now, then a regular transaction's: once that one is published, the
+	// late one has been handled (notifications are handled in order) and skipped.
+	lb := &pgx.Batch{}
+	late.Queue(lb)
+	if err := pool.SendBatch(ctx, lb).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, envelope(t, id, 2)) }); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 20*time.Second, "third event published and all marked", func() bool {
+		return len(seqs(tl.snapshot())[id]) >= 3 && unsent(t, pool) == 0
+	})
+	if got := seqs(tl.snapshot())[id]; !slices.Equal(got, []int{0, 1, 2}) || len(tl.snapshot()) != 3 {
+		t.Fatalf("order %v in %d records, want 0, 1, 2 once each", got, len(tl.snapshot()))
+	}
+}
+
 // An event too large for a NOTIFY payload is read from the table; it and the events around it (in
 // the same transaction and in later ones) still go out in commit order.
 func TestOversizedEventsKeepCommitOrder(t *testing.T) {
@@ -353,7 +399,7 @@ func TestUndecodableNotificationReadsTheTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, envelope(t, id, 1)) }); err != nil {
+	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.AddViaTable(ctx, tx, envelope(t, id, 1)) }); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 20*time.Second, "2 events published and marked", func() bool {
@@ -367,63 +413,86 @@ func TestUndecodableNotificationReadsTheTable(t *testing.T) {
 	}
 }
 
-// A NOTIFY queued after the COMMIT (QueueRows) reaches the listener only for a batch that committed,
-// and when it arrives the rows are already visible; a batch that fails before its COMMIT sends none.
+// A NOTIFY queued after the COMMIT (QueueRows by hand, as the POST does, or QueueAfterCommit in a
+// pg.Pipe, as the causal event handlers do) reaches the listener only for a batch that committed, and
+// when it arrives the rows are already visible; a batch that fails before its COMMIT sends none.
 func TestNoticeAfterCommitOnlyForCommittedRows(t *testing.T) {
 	testkit.Integration(t)
 	pool := openDB(t)
-	ctx := testkit.Context(t, 60*time.Second)
-	listener, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
+	senders := map[string]func(ctx context.Context, e event.Envelope, fail bool) error{
+		"batch": func(ctx context.Context, e event.Envelope, fail bool) error {
+			b := &pgx.Batch{}
+			b.Queue("BEGIN")
+			n, err := outbox.QueueRows(b, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fail {
+				b.Queue("SELECT 1 / 0")
+			}
+			b.Queue("COMMIT")
+			n.Queue(b)
+			return pool.SendBatch(ctx, b).Close()
+		},
+		"pipe": func(ctx context.Context, e event.Envelope, fail bool) error {
+			return pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+				if err := p.SendBatch(ctx, &pgx.Batch{QueuedQueries: []*pgx.QueuedQuery{{SQL: "SELECT 1"}}}).Close(); err != nil {
+					return nil, err
+				}
+				w := &pgx.Batch{}
+				if err := outbox.QueueAfterCommit(p, w, e); err != nil {
+					t.Fatal(err)
+				}
+				if fail {
+					w.Queue("SELECT 1 / 0")
+				}
+				return w, nil
+			})
+		},
 	}
-	defer listener.Release()
-	if _, err := listener.Exec(ctx, "LISTEN "+pgx.Identifier{outbox.NotifyChannel}.Sanitize()); err != nil {
-		t.Fatal(err)
-	}
-	send := func(id string, fail bool) error {
-		b := &pgx.Batch{}
-		b.Queue("BEGIN")
-		n, err := outbox.QueueRows(b, envelope(t, id, 1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fail {
-			b.Queue("SELECT 1 / 0")
-		}
-		b.Queue("COMMIT")
-		n.Queue(b)
-		return pool.SendBatch(ctx, b).Close()
-	}
-	rows := func(id string) (n int) {
-		if err := listener.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE record_key = $1`, id).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	for name, send := range senders {
+		t.Run(name, func(t *testing.T) {
+			ctx := testkit.Context(t, 60*time.Second)
+			listener, err := pool.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer listener.Release()
+			if _, err := listener.Exec(ctx, "LISTEN "+pgx.Identifier{outbox.NotifyChannel}.Sanitize()); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _, _ = listener.Exec(context.Background(), "UNLISTEN *") }()
+			rows := func(id string) (n int) {
+				if err := listener.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE record_key = $1`, id).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
 
-	failed, committed := testkit.Name("failed"), testkit.Name("committed")
-	if err := send(failed, true); err == nil {
-		t.Fatal("a batch with a failing statement succeeded")
-	}
-	if err := send(committed, false); err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	note, err := listener.Conn().WaitForNotification(wctx)
-	if err != nil {
-		t.Fatalf("no notification for the committed batch: %v", err)
-	}
-	// The failed batch had finished before the committed one was sent, so a NOTIFY of its would have
-	// been queued, and delivered, first.
-	if !strings.Contains(note.Payload, committed) || strings.Contains(note.Payload, failed) {
-		t.Fatalf("first notification is not the committed batch's: %.200q", note.Payload)
-	}
-	if rows(committed) != 1 {
-		t.Fatal("notified before the row was visible")
-	}
-	if rows(failed) != 0 {
-		t.Fatal("the failed batch left a row")
+			failed, committed := testkit.Name("failed"), testkit.Name("committed")
+			if err := send(ctx, envelope(t, failed, 1), true); err == nil {
+				t.Fatal("a batch with a failing statement succeeded")
+			}
+			if err := send(ctx, envelope(t, committed, 1), false); err != nil {
+				t.Fatal(err)
+			}
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			note, err := listener.Conn().WaitForNotification(wctx)
+			if err != nil {
+				t.Fatalf("no notification for the committed batch: %v", err)
+			}
+			// The failed batch had finished before the committed one was sent, so a NOTIFY of its would
+			// have been queued, and delivered, first.
+			if !strings.Contains(note.Payload, committed) || strings.Contains(note.Payload, failed) {
+				t.Fatalf("first notification is not the committed batch's: %.200q", note.Payload)
+			}
+			if rows(committed) != 1 {
+				t.Fatal("notified before the row was visible")
+			}
+			if rows(failed) != 0 {
+				t.Fatal("the failed batch left a row")
+			}
+		})
 	}
 }

@@ -18,6 +18,16 @@ import (
 type Pipe struct {
 	conn  *pgxpool.Conn
 	begun bool
+	after pgx.Batch
+}
+
+// AfterCommit has queue add statements that run right after the COMMIT, in the same round trip but
+// outside the transaction: the server skips everything after a failed statement, so they run only
+// if the transaction committed. They must not be needed for its outcome: once the COMMIT succeeded,
+// their errors are dropped (the transaction stands, and InPipe must not run fn again). The outbox
+// sends its NOTIFY there (outbox.QueueRows), keeping the commit out of Postgres's notify lock.
+func (p *Pipe) AfterCommit(queue func(*pgx.Batch)) {
+	queue(&p.after)
 }
 
 // SendBatch sends b inside the transaction; the first batch also begins it. The results are b's
@@ -42,22 +52,33 @@ func (p *Pipe) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 var errCommitRolledBack = errors.New("commit rolled back")
 
 // commit sends the writes with the COMMIT, or alone as one implicit transaction when nothing was
-// read (a batch outside an explicit transaction is atomic).
+// read and nothing follows the commit (a batch outside an explicit transaction is atomic).
 func (p *Pipe) commit(ctx context.Context, b *pgx.Batch) error {
 	if b == nil {
 		b = &pgx.Batch{}
 	}
+	if !p.begun && p.after.Len() > 0 {
+		b.QueuedQueries = append([]*pgx.QueuedQuery{{SQL: "BEGIN"}}, b.QueuedQueries...)
+		p.begun = true
+	}
+	committed := false
 	if p.begun {
 		b.Queue("COMMIT").Exec(func(ct pgconn.CommandTag) error {
 			if ct.String() == "ROLLBACK" {
 				return errCommitRolledBack
 			}
+			committed = true
 			return nil
 		})
 	} else if b.Len() == 0 {
 		return nil
 	}
-	return p.conn.SendBatch(ctx, b).Close()
+	b.QueuedQueries = append(b.QueuedQueries, p.after.QueuedQueries...)
+	err := p.conn.SendBatch(ctx, b).Close()
+	if committed {
+		return nil
+	}
+	return err
 }
 
 // InPipe runs fn on one connection of pool: fn sends its reads with p.SendBatch and returns the

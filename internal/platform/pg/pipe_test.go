@@ -189,3 +189,90 @@ func TestPipeWithoutReadsIsOneAtomicBatch(t *testing.T) {
 		t.Fatalf("nothing to do: %v", err)
 	}
 }
+
+// TestPipeAfterCommit: statements queued with AfterCommit ride in the COMMIT's round trip, run only
+// when the transaction committed, and run outside it: their failure neither undoes the commit nor
+// makes InPipe report an error (or run fn again).
+func TestPipeAfterCommit(t *testing.T) {
+	testkit.Integration(t)
+	ctx := testkit.Context(t, 30*time.Second)
+	pool, tr := pipePool(t)
+	withReads := func(write, after string) (calls int, err error) {
+		err = pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+			calls++
+			if err := p.SendBatch(ctx, &pgx.Batch{QueuedQueries: []*pgx.QueuedQuery{{SQL: `SELECT n FROM t WHERE k = 'a' FOR UPDATE`}}}).Close(); err != nil {
+				return nil, err
+			}
+			p.AfterCommit(func(b *pgx.Batch) { b.Queue(after) })
+			w := &pgx.Batch{}
+			w.Queue(write)
+			return w, nil
+		})
+		return calls, err
+	}
+
+	// Committed: the statement after the COMMIT runs, in the same two round trips.
+	if calls, err := withReads(`INSERT INTO t VALUES ('b', 2)`, `INSERT INTO t VALUES ('b-after', 1)`); err != nil || calls != 1 {
+		t.Fatalf("calls %d err %v", calls, err)
+	}
+	if got := tr.batches.Load(); got != 2 {
+		t.Fatalf("sent %d batches, want 2", got)
+	}
+	if b, after := value(t, pool, "b"), value(t, pool, "b-after"); b != 2 || after != 1 {
+		t.Fatalf("b=%d b-after=%d, want 2 and 1", b, after)
+	}
+
+	// The transaction fails: nothing after its COMMIT runs.
+	_, err := withReads(`UPDATE t SET n = -1 WHERE k = 'a'`, `INSERT INTO t VALUES ('c-after', 1)`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23514" {
+		t.Fatalf("failing write: err %v, want a check violation", err)
+	}
+	if after := value(t, pool, "c-after"); after != -1 {
+		t.Fatalf("statement after a failed transaction ran: c-after=%d", after)
+	}
+
+	// The statement after the COMMIT fails: the transaction stands, InPipe succeeds without a rerun.
+	calls, err := withReads(`INSERT INTO t VALUES ('d', 4)`, `UPDATE t SET n = -1 WHERE k = 'd'`)
+	if err != nil || calls != 1 {
+		t.Fatalf("failure after the commit: calls %d err %v, want 1 and nil", calls, err)
+	}
+	if d := value(t, pool, "d"); d != 4 {
+		t.Fatalf("d=%d, want 4 (committed before the failing statement)", d)
+	}
+
+	// Without reads the writes become an explicit transaction, still one batch and still atomic.
+	tr.batches.Store(0)
+	noReads := func(after string, writes ...string) error {
+		return pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+			p.AfterCommit(func(b *pgx.Batch) { b.Queue(after) })
+			w := &pgx.Batch{}
+			for _, s := range writes {
+				w.Queue(s)
+			}
+			return w, nil
+		})
+	}
+	if err := noReads(`INSERT INTO t VALUES ('e-after', 1)`, `INSERT INTO t VALUES ('e', 5)`); err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.batches.Load(); got != 1 {
+		t.Fatalf("sent %d batches without reads, want 1", got)
+	}
+	if e, after := value(t, pool, "e"), value(t, pool, "e-after"); e != 5 || after != 1 {
+		t.Fatalf("e=%d e-after=%d, want 5 and 1", e, after)
+	}
+	err = noReads(`INSERT INTO t VALUES ('f-after', 1)`, `INSERT INTO t VALUES ('f', 6)`, `INSERT INTO t VALUES ('a', 1)`)
+	if !pg.IsUniqueViolation(err, "") {
+		t.Fatalf("err %v, want a unique violation", err)
+	}
+	if f, after := value(t, pool, "f"), value(t, pool, "f-after"); f != -1 || after != -1 {
+		t.Fatalf("failed batch left f=%d f-after=%d, want neither", f, after)
+	}
+	// Every connection went back clean.
+	for range 5 {
+		if v := value(t, pool, "a"); v != 1 {
+			t.Fatalf("a=%d", v)
+		}
+	}
+}
