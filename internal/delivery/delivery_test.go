@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -316,5 +317,52 @@ func TestSchedulerPassPeriod(t *testing.T) {
 		if got := passEvery(c.interval); got != c.want {
 			t.Errorf("passEvery(%v) = %v, want %v", c.interval, got, c.want)
 		}
+	}
+}
+
+// The assignment is caused by payment.authorized, so its NOTIFY (sent after its COMMIT) carries its
+// events; the scheduler's writes are not caused by the order's previous event, so their NOTIFY
+// carries none and the relay reads the table in id order (outbox.AddViaTable): an assignment whose
+// notification is late still goes out first.
+func TestSchedulerAnnouncesThroughTheTable(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	s := newStore(t, 2, 5, clk)
+	ctx := testkit.Context(t, time.Minute)
+	listener, err := s.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Release()
+	if _, err := listener.Exec(ctx, "LISTEN "+outbox.NotifyChannel); err != nil {
+		t.Fatal(err)
+	}
+	next := func() string {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		n, err := listener.Conn().WaitForNotification(wctx)
+		if err != nil {
+			t.Fatalf("no notification: %v", err)
+		}
+		return n.Payload
+	}
+
+	e := authorized(t, uuid.NewString())
+	if _, _, err := s.assign(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	if p := next(); !strings.Contains(p, e.OrderID) || !strings.Contains(p, string(event.DeliveryAssigned)) {
+		t.Fatalf("assignment's notification does not carry its events: %.200q", p)
+	}
+	clk.advance(24 * time.Hour) // past any ETA: the next pass completes the delivery
+	res, err := s.tick(ctx, time.Minute, 500)
+	if err != nil || res.delivered != 1 {
+		t.Fatalf("tick: %+v, %v", res, err)
+	}
+	if p := next(); p != "" {
+		t.Fatalf("scheduler's notification carries events (%.200q); it must make the relay read the table", p)
+	}
+	if evs := s.events(t, e.OrderID); len(evs) != 3 || evs[2].EventType != event.DeliveryCompleted {
+		t.Fatalf("outbox rows of the order: %d, want assigned, eta.updated, completed", len(evs))
 	}
 }
