@@ -25,7 +25,7 @@ type Pipe struct {
 // outside the transaction: the server skips everything after a failed statement, so they run only
 // if the transaction committed. They must not be needed for its outcome: once the COMMIT succeeded,
 // their errors are dropped (the transaction stands, and InPipe must not run fn again). The outbox
-// sends its NOTIFY there (outbox.QueueRows), keeping the commit out of Postgres's notify lock.
+// sends its NOTIFY there (outbox.QueueAfterCommit), keeping the commit out of Postgres's notify lock.
 func (p *Pipe) AfterCommit(queue func(*pgx.Batch)) {
 	queue(&p.after)
 }
