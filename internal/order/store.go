@@ -47,15 +47,15 @@ func (s *store) create(ctx context.Context, o newOrder, idemKey string) (ord Ord
 		// Order, items and event in one round trip, with the relay's NOTIFY after the COMMIT: the
 		// commit does not queue for Postgres's notify lock, and order.created, the first event of its
 		// order, has no earlier event to keep its place behind (outbox.QueueRows).
-		b := &pgx.Batch{}
-		b.Queue("BEGIN")
-		n, err := s.queueInsert(b, ord)
+		err := pg.InPipe(ctx, s.pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+			b := &pgx.Batch{}
+			e, err := s.queueInsert(b, ord)
+			if err != nil {
+				return nil, err
+			}
+			return b, outbox.QueueAfterCommit(p, b, e)
+		})
 		if err != nil {
-			return Order{}, false, err
-		}
-		b.Queue("COMMIT")
-		n.Queue(b)
-		if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 			return Order{}, false, fmt.Errorf("insert order: %w", err)
 		}
 		return ord, false, nil
@@ -92,20 +92,22 @@ func (s *store) create(ctx context.Context, o newOrder, idemKey string) (ord Ord
 
 func (s *store) insert(ctx context.Context, tx pgx.Tx, ord Order) error {
 	b := &pgx.Batch{}
-	n, err := s.queueInsert(b, ord)
+	e, err := s.queueInsert(b, ord)
 	if err != nil {
 		return err
 	}
-	n.Queue(b) // inside the transaction: its COMMIT is the caller's
+	if err := outbox.Queue(b, e); err != nil { // NOTIFY inside the transaction: its COMMIT is the caller's
+		return err
+	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("insert order: %w", err)
 	}
 	return nil
 }
 
-// queueInsert appends the order, its items and order.created's outbox row to b and returns the
-// NOTIFY for the caller to queue.
-func (s *store) queueInsert(b *pgx.Batch, ord Order) (outbox.Notice, error) {
+// queueInsert appends the order and its items to b and returns order.created, whose outbox row the
+// caller queues after them.
+func (s *store) queueInsert(b *pgx.Batch, ord Order) (event.Envelope, error) {
 	b.Queue(`INSERT INTO orders (order_id, customer_id, currency, total_amount, created_at) VALUES ($1, $2, $3, $4, $5)`,
 		ord.OrderID, ord.CustomerID, ord.Currency, ord.TotalAmount, ord.CreatedAt)
 	for i, it := range ord.Items {
@@ -115,10 +117,10 @@ func (s *store) queueInsert(b *pgx.Batch, ord Order) (outbox.Notice, error) {
 	e, err := s.factory.New(event.OrderCreated, ord.OrderID, event.OrderCreatedPayload{
 		CustomerID: ord.CustomerID, TotalAmount: ord.TotalAmount, Currency: ord.Currency, Items: ord.Items})
 	if err != nil {
-		return nil, err
+		return event.Envelope{}, err
 	}
 	e.OccurredAt = ord.CreatedAt
-	return outbox.QueueRows(b, e)
+	return e, nil
 }
 
 func (s *store) get(ctx context.Context, id string) (Order, error) {
