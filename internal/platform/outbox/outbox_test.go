@@ -413,8 +413,8 @@ func TestUndecodableNotificationReadsTheTable(t *testing.T) {
 	}
 }
 
-// A NOTIFY queued after the COMMIT (QueueRows by hand, as the POST does, or QueueAfterCommit in a
-// pg.Pipe, as the causal event handlers do) reaches the listener only for a batch that committed, and
+// A NOTIFY queued after the COMMIT (QueueRows with a hand-built batch, or QueueAfterCommit in a
+// pg.Pipe, as every saga writer does) reaches the listener only for a batch that committed, and
 // when it arrives the rows are already visible; a batch that fails before its COMMIT sends none.
 func TestNoticeAfterCommitOnlyForCommittedRows(t *testing.T) {
 	testkit.Integration(t)
