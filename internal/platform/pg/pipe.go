@@ -24,8 +24,11 @@ type Pipe struct {
 // AfterCommit has queue add statements that run right after the COMMIT, in the same round trip but
 // outside the transaction: the server skips everything after a failed statement, so they run only
 // if the transaction committed. They must not be needed for its outcome: once the COMMIT succeeded,
-// their errors are dropped (the transaction stands, and InPipe must not run fn again). The outbox
-// sends its NOTIFY there (outbox.QueueAfterCommit), keeping the commit out of Postgres's notify lock.
+// their errors are dropped (the transaction stands, and InPipe must not run fn again); the server
+// logs them. The outbox sends its NOTIFY there (outbox.QueueAfterCommit), keeping the commit out of
+// Postgres's notify lock; a NOTIFY lost that way (say, the notification queue full behind a stalled
+// listener) only delays the rows until the relay's next table read, where one inside the transaction
+// would have failed the commit.
 func (p *Pipe) AfterCommit(queue func(*pgx.Batch)) {
 	queue(&p.after)
 }
