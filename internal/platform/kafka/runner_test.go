@@ -380,3 +380,118 @@ func TestBatchAndFallback(t *testing.T) {
 		t.Fatal("the failed batch was not counted")
 	}
 }
+
+// TestCombinedBatchesKeepPartitionOrder: with CombineBatches the partitions' batches that are ready
+// together reach Batch as one call, every record exactly once and each partition (here: each key) in
+// order, and a combined call that fails is retried batch by batch, so only the bad record's own
+// partition falls back to the per-record handler.
+func TestCombinedBatchesKeepPartitionOrder(t *testing.T) {
+	h := newHarness(t, 3)
+	ctx := testkit.Context(t, 90*time.Second)
+	const orders, perOrder = 9, 20
+	for i := 0; i < perOrder; i++ {
+		for o := 0; o < orders; o++ {
+			id := fmt.Sprintf("order-%d", o)
+			if o == 4 && i == 10 {
+				id = "bad"
+			}
+			h.produce(ctx, id, h.envelope(id, i))
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string][]int{}
+	var first atomic.Bool
+	record := func(e event.Envelope) {
+		var p struct{ Seq int }
+		_ = json.Unmarshal(e.Payload, &p)
+		seen[e.OrderID] = append(seen[e.OrderID], p.Seq)
+	}
+	r, err := kafka.NewRunner(testkit.KafkaConfig(), kafka.RunnerConfig{
+		Group: h.group, Topics: []string{h.src}, MaxAttempts: 1, BatchSize: 15, CombineBatches: true,
+		Backoff:  kafka.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		DLQTopic: func(string) string { return h.dlq },
+		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: h.metrics,
+		Batch: func(_ context.Context, es []event.Envelope) error {
+			if first.CompareAndSwap(false, true) {
+				// Hold the first call so the other partitions' workers queue behind it (they got their
+				// records from the same fetches).
+				time.Sleep(300 * time.Millisecond)
+			}
+			for _, e := range es {
+				if e.OrderID == "bad" {
+					return errors.New("batch contains a bad event")
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, e := range es {
+				record(e)
+			}
+			return nil
+		},
+		Handler: func(_ context.Context, e event.Envelope) error {
+			if e.OrderID == "bad" {
+				return kafka.Permanent(errors.New("bad"))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			record(e)
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Run(rctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	testkit.Eventually(t, 60*time.Second, "all committed", func() bool { return h.committed(ctx) == orders*perOrder })
+	mu.Lock()
+	defer mu.Unlock()
+	for o := 0; o < orders; o++ {
+		id := fmt.Sprintf("order-%d", o)
+		want := perOrder
+		if o == 4 {
+			want = perOrder - 1
+		}
+		s := seen[id]
+		if len(s) != want {
+			t.Fatalf("%s handled %d times, want %d: %v", id, len(s), want, s)
+		}
+		for i := 1; i < len(s); i++ {
+			if s[i] <= s[i-1] {
+				t.Fatalf("%s handled out of order: %v", id, s)
+			}
+		}
+	}
+	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_dlq_total")); n != 1 {
+		t.Fatalf("dead-lettered %v, want the bad event only", n)
+	}
+	// Only the bad record's own batch fell back; its neighbours in the combined call were retried alone.
+	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_batch_fallbacks_total")); n != 1 {
+		t.Fatalf("%v batches fell back to the handler, want 1", n)
+	}
+	calls, rounds := histogram(t, h.reg, "kafka_consumer_combined_batches")
+	if calls <= float64(rounds) {
+		t.Fatalf("%v partition batches in %v Batch calls: none was combined", calls, rounds)
+	}
+}
+
+// histogram returns the sum and count of the named histogram (all label sets).
+func histogram(t *testing.T, reg *prometheus.Registry, name string) (sum float64, count uint64) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
+				count += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return sum, count
+}
