@@ -84,6 +84,12 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	if err != nil {
 		return err
 	}
+	return rebuild(ctx, cfg, event.MainTopics(), stdout)
+}
+
+// rebuild is Rebuild from the given topics (tests replay topics of their own: the shared ones hold
+// whatever earlier runs left there).
+func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer) error {
 	log := obs.NewLogger(stdout, Name+"-rebuild", cfg.LogLevel)
 	sess, err := cass.Connect(ctx, cfg.Cassandra)
 	if err != nil {
@@ -97,7 +103,7 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	if err := st.Reset(ctx); err != nil {
 		return err
 	}
-	n, skipped, err := replayTopics(ctx, cfg.Kafka, func(ctx context.Context, e event.Envelope) error {
+	n, skipped, err := replayTopics(ctx, cfg.Kafka, topics, func(ctx context.Context, e event.Envelope) error {
 		m, err := Fold(e)
 		if err != nil {
 			return err
@@ -112,9 +118,9 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 	return nil
 }
 
-// replayTopics feeds every retained record of the main topics, up to the current end offsets, to
-// apply (several partitions concurrently, each in order).
-func replayTopics(ctx context.Context, kc kafka.Config, apply func(context.Context, event.Envelope) error) (applied, skipped int, err error) {
+// replayTopics feeds every retained record of topics, up to the current end offsets, to apply
+// (several partitions concurrently, each in order).
+func replayTopics(ctx context.Context, kc kafka.Config, topics []string, apply func(context.Context, event.Envelope) error) (applied, skipped int, err error) {
 	kc.ClientID = Name + "-rebuild"
 	admCl, err := kgo.NewClient(kc.Options()...)
 	if err != nil {
@@ -122,11 +128,11 @@ func replayTopics(ctx context.Context, kc kafka.Config, apply func(context.Conte
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
-	ends, err := adm.ListEndOffsets(ctx, event.MainTopics()...)
+	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return 0, 0, fmt.Errorf("end offsets: %w", err)
 	}
-	starts, err := adm.ListStartOffsets(ctx, event.MainTopics()...)
+	starts, err := adm.ListStartOffsets(ctx, topics...)
 	if err != nil {
 		return 0, 0, fmt.Errorf("start offsets: %w", err)
 	}
