@@ -64,9 +64,7 @@ func run(ctx context.Context, s *service.Service, cfg Config, catalog []CatalogI
 	s.Group.Add(lifecycle.Component{Name: "stock-gauge", Run: func(ctx context.Context) error { return c.reportStock(ctx, ids) }})
 	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{
 		Group: cfg.Group, Topics: []string{event.TopicOrders, event.TopicPayments}, Handler: c.handle,
-		// The partitions' batches lock the same stock rows, so separately they would only wait for each
-		// other's commits: one transaction for all of them.
-		Batch: c.handleBatch, CombineBatches: true,
+		Batch: c.handleBatch,
 	}); err != nil {
 		return err
 	}

@@ -30,12 +30,6 @@ type RunnerConfig struct {
 	// Batch must therefore give the same result as Handler applied in order.
 	Batch     func(ctx context.Context, es []event.Envelope) error
 	BatchSize int // default 100
-	// CombineBatches makes one Batch call of the batches that partition workers have ready at the same
-	// time (each partition's events in order, one after the other), e.g. one transaction instead of
-	// several that lock the same rows and would wait for each other's commits anyway. A call made while
-	// none runs starts at once. If a combined call fails, each batch is retried alone, so one bad batch
-	// cannot fail its neighbours. Batch must accept events of several partitions and topics.
-	CombineBatches bool
 	// MaxAttempts bounds the attempts for an ordinary error before dead-lettering (default 5).
 	// Unavailable errors are retried without limit; Permanent errors are not retried.
 	MaxAttempts int
@@ -77,7 +71,6 @@ type RunnerMetrics struct {
 	dlq      *prometheus.CounterVec
 	lag      *prometheus.GaugeVec
 	fallback *prometheus.CounterVec
-	combined *prometheus.HistogramVec
 }
 
 // NewRunnerMetrics registers the consumer metrics on reg.
@@ -96,11 +89,8 @@ func NewRunnerMetrics(reg prometheus.Registerer) *RunnerMetrics {
 			Help: "Records between the last processed offset and the partition's high watermark."}, []string{"group", "topic", "partition"}),
 		fallback: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kafka_consumer_batch_fallbacks_total",
 			Help: "Batches that failed and were handled record by record (a steady rate means the batch path is not paying off)."}, []string{"group", "topic"}),
-		combined: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kafka_consumer_combined_batches",
-			Help:    "Partition batches handled by one Batch call (RunnerConfig.CombineBatches).",
-			Buckets: []float64{1, 2, 3, 4, 6, 8, 12}}, []string{"group"}),
 	}
-	reg.MustRegister(m.consumed, m.duration, m.retries, m.dlq, m.lag, m.fallback, m.combined)
+	reg.MustRegister(m.consumed, m.duration, m.retries, m.dlq, m.lag, m.fallback)
 	return m
 }
 
@@ -143,10 +133,6 @@ func NewRunner(kcfg Config, cfg RunnerConfig) (*Runner, error) {
 	}
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = 10 * time.Second
-	}
-	if cfg.Batch != nil && cfg.CombineBatches {
-		calls := cfg.Metrics.combined.WithLabelValues(cfg.Group)
-		cfg.Batch = newCombiner(cfg.Batch, func(n int) { calls.Observe(float64(n)) }).do
 	}
 	r := &Runner{cfg: cfg, kcfg: kcfg, parts: map[tp]*worker{}}
 	if kcfg.ClientID == "" {
