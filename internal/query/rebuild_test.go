@@ -38,10 +38,10 @@ func TestRebuildEqualsLiveProjection(t *testing.T) {
 		}
 		all = append(all, evs...)
 	}
-	main := event.MainTopics()
-	own := testkit.NewTopics(t, 3, main...)
+	shared := event.MainTopics()
+	own := testkit.NewTopics(t, 3, shared...)
 	topicOf := map[string]string{}
-	for i, m := range main {
+	for i, m := range shared {
 		topicOf[m] = own[i]
 	}
 	var recs []*kgo.Record
