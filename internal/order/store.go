@@ -62,28 +62,26 @@ func (s *store) create(ctx context.Context, o newOrder, idemKey string) (ord Ord
 	}
 	err = pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 		replayed = false
-		if idemKey != "" {
-			// The key row is inserted first: a concurrent request with the same key waits here for this
-			// transaction and then sees the committed row.
-			tag, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (idem_key, request_hash, order_id)
-				VALUES ($1, $2, $3) ON CONFLICT (idem_key) DO NOTHING`, idemKey, o.hash(), ord.OrderID)
-			if err != nil {
-				return fmt.Errorf("idempotency key: %w", err)
+		// The key row is inserted first: a concurrent request with the same key waits here for this
+		// transaction and then sees the committed row.
+		tag, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (idem_key, request_hash, order_id)
+			VALUES ($1, $2, $3) ON CONFLICT (idem_key) DO NOTHING`, idemKey, o.hash(), ord.OrderID)
+		if err != nil {
+			return fmt.Errorf("idempotency key: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			var hash []byte
+			var existing string
+			if err := tx.QueryRow(ctx, `SELECT request_hash, order_id FROM idempotency_keys WHERE idem_key = $1`, idemKey).
+				Scan(&hash, &existing); err != nil {
+				return fmt.Errorf("idempotency key lookup: %w", err)
 			}
-			if tag.RowsAffected() == 0 {
-				var hash []byte
-				var existing string
-				if err := tx.QueryRow(ctx, `SELECT request_hash, order_id FROM idempotency_keys WHERE idem_key = $1`, idemKey).
-					Scan(&hash, &existing); err != nil {
-					return fmt.Errorf("idempotency key lookup: %w", err)
-				}
-				if string(hash) != string(o.hash()) {
-					return ErrIdempotencyMismatch
-				}
-				replayed = true
-				ord, err = getTx(ctx, tx, existing)
-				return err
+			if string(hash) != string(o.hash()) {
+				return ErrIdempotencyMismatch
 			}
+			replayed = true
+			ord, err = getTx(ctx, tx, existing)
+			return err
 		}
 		return s.insert(ctx, tx, ord) // the key's foreign key to orders is checked at commit (DEFERRABLE)
 	})
