@@ -37,7 +37,7 @@ var httpAddrVar = map[string]string{"query-api": "QUERY_HTTP_ADDR", "order-servi
 var servedPaths = []string{"/healthz", "/readyz", "/health", "/metrics", "/info"}
 
 func TestServedPathsAreServed(t *testing.T) {
-	mux := httpx.NewMux()
+	mux := httpx.NewMux(httpx.GuardConfig{})
 	httpx.Ops{Health: httpx.NewHealth(), Gatherer: prometheus.NewRegistry()}.Register(mux)
 	for _, p := range servedPaths {
 		w := httptest.NewRecorder()

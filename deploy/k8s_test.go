@@ -19,6 +19,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/orderflow/orderflow/internal/cli"
+	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/service"
 )
 
 // objects is one overlay built by kustomize and decoded strictly into the Kubernetes API types.
@@ -97,6 +99,11 @@ func TestKustomizeOverlays(t *testing.T) {
 			if !ok {
 				t.Fatal("no orderflow-config ConfigMap")
 			}
+			e := config.New(func(k string) string { return cfg.Data[k] })
+			service.LoadCommon(e)
+			if err := e.Err(); err != nil {
+				t.Errorf("orderflow-config fails the services' own validation: %v", err)
+			}
 			for name := range cli.Services {
 				d, ok := o.deployments[name]
 				if !ok {
@@ -141,9 +148,41 @@ func TestKustomizeOverlays(t *testing.T) {
 				if cfg.Data["KAFKA_REPLICATION_FACTOR"] == "1" || !strings.Contains(cfg.Data["CASSANDRA_REPLICATION"], "NetworkTopologyStrategy") {
 					t.Error("prod must replicate: KAFKA_REPLICATION_FACTOR above 1 and NetworkTopologyStrategy")
 				}
+				// Postgres over TLS that verifies the server, with the CA file mounted where the
+				// configuration says.
+				if cfg.Data["POSTGRES_SSLMODE"] != "verify-full" {
+					t.Errorf("prod POSTGRES_SSLMODE %q, want verify-full", cfg.Data["POSTGRES_SSLMODE"])
+				}
+				ca := cfg.Data["POSTGRES_SSLROOTCERT"]
+				pods := map[string]corev1.PodSpec{"orderflow-init": o.jobs["orderflow-init"].Spec.Template.Spec}
+				for name, d := range o.deployments {
+					pods[name] = d.Spec.Template.Spec
+				}
+				for name, pod := range pods {
+					if !mountsSecretFile(pod, ca) {
+						t.Errorf("%s: POSTGRES_SSLROOTCERT %s is not a file mounted from a Secret", name, ca)
+					}
+				}
 			}
 		})
 	}
+}
+
+// mountsSecretFile reports whether path is a file of a Secret volume mounted in pod's container.
+func mountsSecretFile(pod corev1.PodSpec, path string) bool {
+	for _, m := range pod.Containers[0].VolumeMounts {
+		for _, v := range pod.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			for _, it := range v.Secret.Items {
+				if filepath.Join(m.MountPath, it.Path) == path {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.ConfigMap) {

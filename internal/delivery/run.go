@@ -60,7 +60,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		Backoff: kafka.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}}); err != nil {
 		return err
 	}
-	s.Mux.HandleFunc("GET /api/deliveries/{orderId}", s.Guard.Admin(func(w http.ResponseWriter, r *http.Request) {
+	s.Mux.Operator("GET /api/deliveries/{orderId}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("orderId")
 		if !httpx.ValidID(id, event.MaxOrderIDLen) {
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "orderId must be 1 to 64 characters"))
@@ -71,20 +71,18 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		case errors.Is(err, ErrNotFound):
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "no delivery for order "+id))
 		case err != nil:
-			s.Log.Warn("read delivery failed", "err", err)
-			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the delivery store is unavailable; retry later"))
+			httpx.Unavailable(w, r, s.Log, "delivery store", err)
 		default:
 			httpx.WriteJSON(w, http.StatusOK, d)
 		}
-	}))
-	s.Mux.HandleFunc("GET /api/drivers", s.Guard.Admin(func(w http.ResponseWriter, r *http.Request) {
+	})
+	s.Mux.Operator("GET /api/drivers", func(w http.ResponseWriter, r *http.Request) {
 		ds, err := st.drivers(r.Context())
 		if err != nil {
-			s.Log.Warn("read drivers failed", "err", err)
-			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the delivery store is unavailable; retry later"))
+			httpx.Unavailable(w, r, s.Log, "delivery store", err)
 			return
 		}
 		httpx.WriteJSON(w, http.StatusOK, map[string]any{"drivers": ds, "capacity": cfg.Rules.Capacity})
-	}))
+	})
 	return nil
 }

@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -11,15 +10,15 @@ import (
 )
 
 type api struct {
-	store *store
-	log   *slog.Logger
-	guard *httpx.Guard
+	store  *store
+	log    *slog.Logger
+	tokens *httpx.PageTokens
 }
 
 func (a *api) routes(mux *httpx.Mux) {
-	mux.HandleFunc("GET /api/inventory", a.guard.Admin(a.list))
-	mux.HandleFunc("GET /api/inventory/{itemId}", a.guard.Admin(a.get))
-	mux.HandleFunc("PUT /api/inventory/{itemId}", a.guard.Admin(a.put))
+	mux.Operator("GET /api/inventory", a.list)
+	mux.Operator("GET /api/inventory/{itemId}", a.get)
+	mux.Operator("PUT /api/inventory/{itemId}", a.put)
 }
 
 // validItemID accepts what the catalog and the order API accept: 1 to 64 bytes of UTF-8 without
@@ -85,16 +84,12 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	var after string
-	if tok := r.URL.Query().Get("pageToken"); tok != "" {
-		b, err := base64.RawURLEncoding.DecodeString(tok)
-		if err != nil || (len(b) > 0 && !validItemID(string(b))) {
-			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "pageToken is invalid"))
-			return
-		}
-		after = string(b)
+	after, err := a.tokens.Open("inventory", r.URL.Query().Get("pageToken"))
+	if err != nil {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "pageToken is not one this listing issued: pass nextPageToken from the previous page unchanged"))
+		return
 	}
-	items, err := a.store.list(r.Context(), after, limit+1)
+	items, err := a.store.list(r.Context(), string(after), limit+1)
 	if err != nil {
 		a.unavailable(w, r, err)
 		return
@@ -102,7 +97,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 	p := page{Items: items}
 	if len(items) > limit {
 		p.Items = items[:limit]
-		p.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(items[limit-1].ItemID))
+		p.NextPageToken = a.tokens.Seal("inventory", []byte(items[limit-1].ItemID))
 	}
 	if p.Items == nil {
 		p.Items = []Item{}
@@ -111,6 +106,5 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) unavailable(w http.ResponseWriter, r *http.Request, err error) {
-	a.log.Warn("inventory store error", "err", err)
-	httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the inventory store is unavailable; retry later"))
+	httpx.Unavailable(w, r, a.log, "inventory store", err)
 }

@@ -68,6 +68,6 @@ func run(ctx context.Context, s *service.Service, cfg Config, catalog []CatalogI
 	}); err != nil {
 		return err
 	}
-	(&api{store: st, log: s.Log, guard: s.Guard}).routes(s.Mux)
+	(&api{store: st, log: s.Log, tokens: s.PageTokens}).routes(s.Mux)
 	return nil
 }

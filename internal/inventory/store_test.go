@@ -220,7 +220,7 @@ func TestAdminAPI(t *testing.T) {
 		catalog = append(catalog, CatalogItem{ItemID: fmt.Sprintf("I-%02d", i), Name: "n", Stock: i})
 	}
 	s := newStore(t, catalog...)
-	mux := httpx.NewMux()
+	mux := httpx.NewMux(httpx.GuardConfig{})
 	(&api{store: s, log: slog.New(slog.NewTextHandler(io.Discard, nil))}).routes(mux)
 	do := func(method, path, body string) (int, map[string]any) {
 		r := httptest.NewRequest(method, path, strings.NewReader(body))

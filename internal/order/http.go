@@ -23,14 +23,14 @@ type api struct {
 	limits Limits
 	log    *slog.Logger
 	cors   httpx.CORS
-	guard  *httpx.Guard
 }
 
 func (a *api) routes(mux *httpx.Mux) {
-	mux.HandleFunc("POST /api/orders", a.cors.Wrap(a.guard.Public(a.create)))
-	mux.HandleFunc("GET /api/orders/{orderId}", a.cors.Wrap(a.guard.Public(a.get)))
-	mux.HandleFunc("OPTIONS /api/orders", a.cors.Preflight)
-	mux.HandleFunc("OPTIONS /api/orders/{orderId}", a.cors.Preflight)
+	mux.CORS = &a.cors
+	mux.Customer("POST /api/orders", a.create)
+	mux.Customer("GET /api/orders/{orderId}", a.get)
+	mux.Customer("OPTIONS /api/orders", a.cors.Preflight)
+	mux.Customer("OPTIONS /api/orders/{orderId}", a.cors.Preflight)
 }
 
 func (a *api) create(w http.ResponseWriter, r *http.Request) {
@@ -62,8 +62,7 @@ func (a *api) create(w http.ResponseWriter, r *http.Request) {
 			"this Idempotency-Key was already used with a different request"))
 		return
 	case err != nil:
-		a.log.Error("create order failed", "err", err)
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the order could not be stored; retry later"))
+		httpx.Unavailable(w, r, a.log, "order store", err)
 		return
 	}
 	w.Header().Set("Location", "/api/orders/"+ord.OrderID)
@@ -88,8 +87,7 @@ func (a *api) get(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "no order "+id))
 	case err != nil:
 		// Never a 404 for an outage: the order may well exist.
-		a.log.Warn("read order failed", "err", err)
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the order store is unavailable; retry later"))
+		httpx.Unavailable(w, r, a.log, "order store", err)
 	default:
 		httpx.WriteJSON(w, http.StatusOK, o)
 	}

@@ -39,7 +39,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			return err
 		}
 		a := &api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}, limits: cfg.Limits, log: s.Log,
-			guard: s.Guard, cors: httpx.CORS{Origins: cfg.CORS, Methods: []string{"GET", "POST"}, Headers: []string{"Content-Type", "Idempotency-Key"}}}
+			cors: httpx.CORS{Origins: cfg.CORS, Methods: []string{"GET", "POST"}, Headers: []string{"Content-Type", "Idempotency-Key"}}}
 		a.routes(s.Mux)
 		return nil
 	})

@@ -29,7 +29,7 @@ func realAPI(t *testing.T) (http.Handler, *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	mux := httpx.NewMux()
+	mux := httpx.NewMux(httpx.GuardConfig{})
 	(&api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now},
 		limits: Limits{}.withDefaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}).routes(mux)
 	return mux, pool
@@ -134,7 +134,7 @@ func TestDatabaseOutageIs503NotNotFound(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	mux := httpx.NewMux()
+	mux := httpx.NewMux(httpx.GuardConfig{})
 	(&api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now},
 		limits: Limits{}.withDefaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}).routes(mux)
 	if w := do(mux, "GET", "/api/orders/0193a0e0-0000-7000-8000-000000000000", "", nil); w.Code != 503 {

@@ -23,7 +23,7 @@ func (fakeOrders) create(_ context.Context, o newOrder, _ string) (Order, bool, 
 func (fakeOrders) get(context.Context, string) (Order, error) { return Order{}, ErrNotFound }
 
 func testAPI() http.Handler {
-	mux := httpx.NewMux()
+	mux := httpx.NewMux(httpx.GuardConfig{})
 	(&api{store: fakeOrders{}, limits: Limits{MaxItems: 5}.withDefaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}).routes(mux)
 	return mux
 }
@@ -134,7 +134,7 @@ func FuzzCreateNeverFails500(f *testing.F) {
 }
 
 func TestCORSOnlyForConfiguredOrigins(t *testing.T) {
-	mux := httpx.NewMux()
+	mux := httpx.NewMux(httpx.GuardConfig{})
 	(&api{store: fakeOrders{}, limits: Limits{}.withDefaults(), log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		cors: httpx.CORS{Origins: []string{"http://127.0.0.1:8080"}, Methods: []string{"GET", "POST"}, Headers: []string{"Content-Type"}}}).routes(mux)
 	req := func(method, origin string) *httptest.ResponseRecorder {

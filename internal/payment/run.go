@@ -59,7 +59,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		Handler: p.handle, Batch: p.handleBatch}); err != nil {
 		return err
 	}
-	s.Mux.HandleFunc("GET /api/payments/{orderId}", s.Guard.Admin(getPayment(p, s.Log)))
+	s.Mux.Operator("GET /api/payments/{orderId}", getPayment(p, s.Log))
 	return nil
 }
 
@@ -75,8 +75,7 @@ func getPayment(p *processor, log *slog.Logger) http.HandlerFunc {
 		case errors.Is(err, ErrNotFound):
 			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusNotFound, "no payment for order "+id))
 		case err != nil:
-			log.Warn("read payment failed", "err", err)
-			httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the payment store is unavailable; retry later"))
+			httpx.Unavailable(w, r, log, "payment store", err)
 		default:
 			httpx.WriteJSON(w, http.StatusOK, pay)
 		}

@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"embed"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -212,30 +211,10 @@ func (c *Cassandra) History(ctx context.Context, id string) ([]HistoryEntry, err
 	return out, nil
 }
 
-func encodeToken(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
-
-// ErrBadToken: a page token that does not decode.
-var ErrBadToken = errors.New("invalid page token")
-
-func decodeToken(s string) ([]byte, error) {
-	if s == "" {
-		return nil, nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) > 1024 {
-		return nil, ErrBadToken
-	}
-	return b, nil
-}
-
-// ListByCustomer implements Store with Cassandra paging state as the token.
-func (c *Cassandra) ListByCustomer(ctx context.Context, customerID string, limit int, token string) ([]View, string, error) {
-	state, err := decodeToken(token)
-	if err != nil {
-		return nil, "", err
-	}
+// ListByCustomer implements Store with Cassandra's paging state as the cursor.
+func (c *Cassandra) ListByCustomer(ctx context.Context, customerID string, limit int, cursor []byte) ([]View, []byte, error) {
 	it := c.S.Query(`SELECT order_id FROM orders_by_customer WHERE customer_id = ?`, customerID).
-		PageSize(limit).PageState(state).IterContext(ctx)
+		PageSize(limit).PageState(cursor).IterContext(ctx)
 	var ids []string
 	var id string
 	for len(ids) < limit && it.Scan(&id) {
@@ -243,10 +222,10 @@ func (c *Cassandra) ListByCustomer(ctx context.Context, customerID string, limit
 	}
 	next := it.PageState()
 	if err := it.Close(); err != nil {
-		return nil, "", fmt.Errorf("read orders_by_customer: %w", err)
+		return nil, nil, fmt.Errorf("read orders_by_customer: %w", err)
 	}
 	views, err := c.getMany(ctx, ids)
-	return views, encodeToken(next), err
+	return views, next, err
 }
 
 func (c *Cassandra) getMany(ctx context.Context, ids []string) ([]View, error) {
@@ -270,12 +249,8 @@ func (c *Cassandra) getMany(ctx context.Context, ids []string) ([]View, error) {
 }
 
 // List implements Store: a token-ordered scan, one page per call.
-func (c *Cassandra) List(ctx context.Context, limit int, token string) ([]View, string, error) {
-	state, err := decodeToken(token)
-	if err != nil {
-		return nil, "", err
-	}
-	it := c.S.Query(selectView).PageSize(limit).PageState(state).IterContext(ctx)
+func (c *Cassandra) List(ctx context.Context, limit int, cursor []byte) ([]View, []byte, error) {
+	it := c.S.Query(selectView).PageSize(limit).PageState(cursor).IterContext(ctx)
 	var out []View
 	for len(out) < limit {
 		var v View
@@ -286,9 +261,9 @@ func (c *Cassandra) List(ctx context.Context, limit int, token string) ([]View, 
 	}
 	next := it.PageState()
 	if err := it.Close(); err != nil {
-		return nil, "", fmt.Errorf("scan order_view: %w", err)
+		return nil, nil, fmt.Errorf("scan order_view: %w", err)
 	}
-	return out, encodeToken(next), nil
+	return out, next, nil
 }
 
 // Reset implements Store.

@@ -1,6 +1,8 @@
 package query
 
 import (
+	"time"
+
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/service"
@@ -20,6 +22,7 @@ type Config struct {
 	// WriteBatch and WriteConcurrency shape the projection's Cassandra writes (see Batcher).
 	WriteBatch       int
 	WriteConcurrency int
+	Streams          StreamLimits
 }
 
 // Configure reads every variable of the service from e (which records them for the generated
@@ -34,6 +37,13 @@ func Configure(e *config.Env) Config {
 	c.Catalog = e.String("QUERY_CATALOG_FILE", "", "Catalog whose items the tracking page offers: the same file as INVENTORY_CATALOG_FILE (empty: the built-in catalog inventory-service seeds by default).")
 	c.WriteBatch = e.Int("QUERY_WRITE_BATCH", 32, "Most events the projection sends to Cassandra in one request (an unlogged batch across orders, formed only from writes already waiting, never by delaying one). 1 sends each event alone: use it on a large cluster, where a batch spanning many partitions loads its coordinator.")
 	c.WriteConcurrency = e.Int("QUERY_WRITE_CONCURRENCY", 4, "Write requests to Cassandra in flight at most. Two take queued writes at once; the others join only while writes queue up (half a batch waiting), so light load makes larger batches and heavy load still keeps the projection up (at 300 orders/s on 2 cores, 2 in all fell behind).")
+	c.Streams = StreamLimits{
+		PerClient: e.Int("QUERY_SSE_MAX_PER_CLIENT", 8, "Order streams (GET /api/orders/{id}/stream) one client address may hold open at once; beyond it 429."),
+		Total:     e.Int("QUERY_SSE_MAX_STREAMS", 1000, "Order streams open at once on this replica, all clients together; beyond it 429."),
+		Idle:      e.Duration("QUERY_SSE_IDLE_TIMEOUT", 5*time.Minute, "An order stream whose view did not change for this long is closed (an \"end\" event with reason idle)."),
+	}
+	e.Check(c.Streams.PerClient >= 1 && c.Streams.Total >= c.Streams.PerClient, "QUERY_SSE_MAX_PER_CLIENT must be at least 1 and at most QUERY_SSE_MAX_STREAMS")
+	e.Check(c.Streams.Idle > 0, "QUERY_SSE_IDLE_TIMEOUT must be positive")
 	e.Check(c.WriteBatch >= 1 && c.WriteBatch <= 256, "QUERY_WRITE_BATCH must be between 1 and 256")
 	e.Check(c.WriteConcurrency >= 1 && c.WriteConcurrency <= 64, "QUERY_WRITE_CONCURRENCY must be between 1 and 64")
 	return c

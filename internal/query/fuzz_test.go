@@ -2,9 +2,6 @@ package query
 
 import (
 	"context"
-	"github.com/orderflow/orderflow/internal/platform/httpx"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/platform/httpx"
 )
 
 // FuzzReadEndpoints sends arbitrary path parameters and query strings to the read API (in-memory
@@ -25,8 +24,8 @@ func FuzzReadEndpoints(f *testing.F) {
 			f.Fatal(err)
 		}
 	}
-	mux := httpx.NewMux()
-	(&api{store: st, hub: NewHub(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), closing: make(chan struct{})}).routes(mux)
+	mux := httpx.NewMux(httpx.GuardConfig{})
+	testAPI(st, NewHub()).routes(mux)
 	for _, s := range []struct{ id, q string }{{id, ""}, {"x", "limit=0"}, {"%00", "limit=101&pageToken=zz"},
 		{id, "customerId=cust-7&limit=5"}, {"ünï", "pageToken=" + url.QueryEscape("AAAA")}} {
 		f.Add(s.id, s.q)

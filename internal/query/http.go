@@ -26,17 +26,18 @@ type api struct {
 	closing   <-chan struct{} // closed when the server shuts down: streams end
 	orderAPI  string          // where the tracking page posts orders
 	catalog   []pageItem      // items the tracking page offers
-	guard     *httpx.Guard    // access policy: Admin for operators, Public for customers
+	tokens    *httpx.PageTokens
+	streams   *streamSlots
 }
 
 func (a *api) routes(mux *httpx.Mux) {
-	mux.HandleFunc("GET /api/orders", a.list)
-	mux.HandleFunc("GET /api/orders/{orderId}", a.get)
-	mux.HandleFunc("GET /api/orders/{orderId}/events", a.history)
-	mux.HandleFunc("GET /api/orders/{orderId}/stream", a.stream)
-	mux.HandleFunc("GET /api/dlq", a.dlqTopics)
-	mux.HandleFunc("GET /api/dlq/{topic}", a.dlqRecords)
-	mux.HandleFunc("POST /api/dlq/{topic}/replay", a.dlqReplay)
+	mux.Operator("GET /api/orders", a.list)
+	mux.Customer("GET /api/orders/{orderId}", a.get)
+	mux.Customer("GET /api/orders/{orderId}/events", a.history)
+	mux.Customer("GET /api/orders/{orderId}/stream", a.stream)
+	mux.Operator("GET /api/dlq", a.dlqTopics)
+	mux.Operator("GET /api/dlq/{topic}", a.dlqRecords)
+	mux.Operator("POST /api/dlq/{topic}/replay", a.dlqReplay)
 	a.pageRoutes(mux)
 }
 
@@ -51,8 +52,7 @@ func orderID(w http.ResponseWriter, r *http.Request) (string, bool) {
 
 // unavailable answers 503 for a read-model outage: never a 404, the order may well exist.
 func (a *api) unavailable(w http.ResponseWriter, r *http.Request, err error) {
-	a.log.Warn("read model unavailable", "err", err)
-	httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "the read model is unavailable; retry later"))
+	httpx.Unavailable(w, r, a.log, "read model", err)
 }
 
 // maxWait bounds a long-poll read (?wait=).
@@ -182,35 +182,43 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	customer := q.Get("customerId")
-	if len(customer) > 64 {
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "customerId is longer than 64 characters"))
+	if q.Has("customerId") && !httpx.ValidID(customer, 64) {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "customerId must be 1 to 64 characters of UTF-8 text"))
+		return
+	}
+	// A token belongs to one listing: all orders, or one customer's.
+	scope := "orders"
+	if customer != "" {
+		scope = "orders-of-customer\x00" + customer
+	}
+	cursor, err := a.tokens.Open(scope, q.Get("pageToken"))
+	if err != nil {
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest,
+			"pageToken is not one this listing issued: pass nextPageToken from the previous page unchanged, with the same customerId"))
 		return
 	}
 	var views []View
-	var next string
-	var err error
+	var next []byte
 	if customer != "" {
-		views, next, err = a.store.ListByCustomer(r.Context(), customer, limit, q.Get("pageToken"))
+		views, next, err = a.store.ListByCustomer(r.Context(), customer, limit, cursor)
 	} else {
-		views, next, err = a.store.List(r.Context(), limit, q.Get("pageToken"))
+		views, next, err = a.store.List(r.Context(), limit, cursor)
 	}
-	switch {
-	case errors.Is(err, ErrBadToken):
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "pageToken is invalid"))
-		return
-	case err != nil:
+	if err != nil {
 		a.unavailable(w, r, err)
 		return
 	}
 	if views == nil {
 		views = []View{}
 	}
-	httpx.WriteJSON(w, http.StatusOK, map[string]any{"orders": views, "nextPageToken": next})
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{"orders": views, "nextPageToken": a.tokens.Seal(scope, next)})
 }
 
 // stream serves Server-Sent Events: an "order" event with the view whenever it changes, a comment
-// heartbeat, until the client disconnects or the order reaches a final state (DELIVERED or a
-// failure) and the server has sent it.
+// heartbeat, until the client disconnects, the order reaches a final state (DELIVERED or a
+// failure) and the server has sent it, or nothing changed for the idle limit. The last two end
+// with an "end" event saying why, so a browser closes its EventSource instead of reconnecting.
+// Open streams are capped per client address and in total (429 beyond).
 func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 	id, ok := orderID(w, r)
 	if !ok {
@@ -221,6 +229,13 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusInternalServerError, "streaming unsupported"))
 		return
 	}
+	client := httpx.ClientKey(r)
+	if why := a.streams.acquire(client); why != "" {
+		w.Header().Set("Retry-After", "10")
+		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusTooManyRequests, why))
+		return
+	}
+	defer a.streams.release(client)
 	heartbeat, poll := a.heartbeat, a.poll
 	if heartbeat <= 0 {
 		heartbeat = 15 * time.Second
@@ -239,6 +254,12 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 
 	var last []byte
+	idle := time.NewTimer(a.streams.idle)
+	defer idle.Stop()
+	end := func(reason string) {
+		fmt.Fprintf(w, "event: end\ndata: {\"reason\":%q}\n\n", reason)
+		fl.Flush()
+	}
 	send := func() (final bool, err error) {
 		v, err := a.store.Get(r.Context(), id)
 		if errors.Is(err, ErrNotFound) {
@@ -254,8 +275,13 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 				return false, err
 			}
 			fl.Flush()
+			idle.Reset(a.streams.idle)
 		}
-		return v.Status == StatusDelivered || v.Status == StatusInventoryRejected || v.Status == StatusPaymentFailed, nil
+		final = v.Status == StatusDelivered || v.Status == StatusInventoryRejected || v.Status == StatusPaymentFailed
+		if final {
+			end("final")
+		}
+		return final, nil
 	}
 	// reflect re-reads until the view has caught up with an event seen on the broadcast (it may be
 	// applied by another replica a moment later), with short growing pauses.
@@ -302,6 +328,9 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 		case <-beat.C:
 			_, err = fmt.Fprintf(w, ": keep-alive\n\n")
 			fl.Flush()
+		case <-idle.C:
+			end("idle")
+			return
 		}
 		if err != nil || final {
 			return
@@ -312,7 +341,7 @@ func (a *api) stream(w http.ResponseWriter, r *http.Request) {
 func (a *api) dlqTopics(w http.ResponseWriter, r *http.Request) {
 	counts, err := kafka.DLQCounts(r.Context(), a.kafka, event.DLQTopics()...)
 	if err != nil {
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "Kafka is unavailable: "+err.Error()))
+		httpx.Unavailable(w, r, a.log, "Kafka cluster", err)
 		return
 	}
 	type topic struct {
@@ -351,7 +380,7 @@ func (a *api) dlqRecords(w http.ResponseWriter, r *http.Request) {
 	}
 	recs, err := kafka.ReadDLQ(r.Context(), a.kafka, t, limit)
 	if err != nil {
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "Kafka is unavailable: "+err.Error()))
+		httpx.Unavailable(w, r, a.log, "Kafka cluster", err)
 		return
 	}
 	if recs == nil {
@@ -379,14 +408,15 @@ func (a *api) dlqReplay(w http.ResponseWriter, r *http.Request) {
 	}
 	recs, err := kafka.ReadDLQ(r.Context(), a.kafka, t, 0)
 	if err != nil {
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "Kafka is unavailable: "+err.Error()))
+		httpx.Unavailable(w, r, a.log, "Kafka cluster", err)
 		return
 	}
 	n, err := kafka.Replay(r.Context(), a.kafka, recs, func(d kafka.DLQRecord) bool {
 		return body.All || slices.Contains(body.EventIDs, d.EventID)
 	})
 	if err != nil {
-		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusServiceUnavailable, "replay failed: "+err.Error()))
+		a.log.Warn("dlq replay stopped", "topic", t, "replayed", n)
+		httpx.Unavailable(w, r, a.log, "Kafka cluster", err)
 		return
 	}
 	a.log.Info("dlq replay", "topic", t, "records", n)

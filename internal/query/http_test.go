@@ -26,12 +26,19 @@ func testServer(t *testing.T, st Store) (*httptest.Server, *Projector) {
 	hub := NewHub()
 	p := NewProjector(st, prometheus.NewRegistry())
 	p.Notify = func(id string) { hub.Publish(id, time.Now()) }
-	mux := httpx.NewMux()
-	(&api{store: st, hub: hub, log: slog.New(slog.NewTextHandler(io.Discard, nil)), heartbeat: 50 * time.Millisecond,
-		poll: time.Hour, closing: make(chan struct{})}).routes(mux)
+	a := testAPI(st, hub)
+	a.heartbeat, a.poll = 50*time.Millisecond, time.Hour
+	mux := httpx.NewMux(httpx.GuardConfig{})
+	a.routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv, p
+}
+
+// testAPI is query-api's HTTP layer over st with the default limits.
+func testAPI(st Store, hub *Hub) *api {
+	return &api{store: st, hub: hub, log: slog.New(slog.NewTextHandler(io.Discard, nil)), closing: make(chan struct{}),
+		tokens: httpx.NewPageTokens("test"), streams: newStreamSlots(StreamLimits{PerClient: 8, Total: 100, Idle: time.Minute})}
 }
 
 func getJSON(t *testing.T, url string, v any) int {
@@ -174,6 +181,7 @@ func TestSSEStreamsChanges(t *testing.T) {
 	}
 	statuses := make(chan string, 100)
 	heartbeats := make(chan struct{}, 100)
+	ended := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
@@ -181,7 +189,10 @@ func TestSSEStreamsChanges(t *testing.T) {
 			if strings.HasPrefix(line, ": keep-alive") {
 				heartbeats <- struct{}{}
 			}
-			if data, ok := strings.CutPrefix(line, "data: "); ok {
+			if strings.HasPrefix(line, "event: end") {
+				ended <- line
+			}
+			if data, ok := strings.CutPrefix(line, "data: "); ok && !strings.Contains(data, `"reason"`) {
 				var v View
 				_ = json.Unmarshal([]byte(data), &v)
 				statuses <- v.Status
@@ -231,6 +242,9 @@ func TestSSEStreamsChanges(t *testing.T) {
 		select {
 		case s, ok := <-statuses:
 			if !ok {
+				if len(ended) == 0 {
+					t.Fatal("the stream ended after DELIVERED without an end event")
+				}
 				return // stream ended after the final status
 			}
 			if s != StatusDelivered {

@@ -28,11 +28,11 @@ func (a *api) pageRoutes(mux *httpx.Mux) {
 			h.ServeHTTP(w, r)
 		}
 	}
-	mux.HandleFunc("GET /{$}", secure(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Customer("GET /{$}", secure(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, static, "index.html")
 	})))
-	mux.Handle("GET /ui/", secure(http.StripPrefix("/ui/", files)))
-	mux.HandleFunc("GET /ui/config.json", secure(http.HandlerFunc(a.pageConfig)))
+	mux.Customer("GET /ui/", secure(http.StripPrefix("/ui/", files)))
+	mux.Customer("GET /ui/config.json", secure(http.HandlerFunc(a.pageConfig)))
 }
 
 // pageItem is one catalog entry the tracking page offers.

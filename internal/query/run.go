@@ -71,7 +71,8 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	(&api{store: st, hub: hub, kafka: cfg.Kafka, log: s.Log, closing: closing, orderAPI: cfg.OrderAPI, catalog: catalog, guard: s.Guard}).routes(s.Mux)
+	(&api{store: st, hub: hub, kafka: cfg.Kafka, log: s.Log, closing: closing, orderAPI: cfg.OrderAPI, catalog: catalog,
+		tokens: s.PageTokens, streams: newStreamSlots(cfg.Streams)}).routes(s.Mux)
 	return nil
 }
 

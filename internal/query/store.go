@@ -42,10 +42,12 @@ type Store interface {
 	Apply(ctx context.Context, m Mutation) error
 	Get(ctx context.Context, orderID string) (View, error)
 	History(ctx context.Context, orderID string) ([]HistoryEntry, error)
-	// ListByCustomer returns a customer's orders, newest first, and a token for the next page.
-	ListByCustomer(ctx context.Context, customerID string, limit int, pageToken string) ([]View, string, error)
-	// List scans all orders in storage order, a page at a time.
-	List(ctx context.Context, limit int, pageToken string) ([]View, string, error)
+	// ListByCustomer returns a customer's orders, newest first, and the cursor of the next page
+	// (empty after the last). A cursor is the store's own position (paging state, last key): the
+	// HTTP layer seals it before a client sees it, so a cursor given back is one the store made.
+	ListByCustomer(ctx context.Context, customerID string, limit int, cursor []byte) ([]View, []byte, error)
+	// List scans all orders in storage order, a page at a time, with a cursor as ListByCustomer.
+	List(ctx context.Context, limit int, cursor []byte) ([]View, []byte, error)
 	// Reset deletes every row (used by rebuild).
 	Reset(ctx context.Context) error
 }
@@ -209,8 +211,8 @@ func sortHistory(h []HistoryEntry) {
 	})
 }
 
-// ListByCustomer implements Store; the page token is the last order id returned.
-func (m *Memory) ListByCustomer(_ context.Context, customerID string, limit int, token string) ([]View, string, error) {
+// ListByCustomer implements Store; the cursor is the last order id returned.
+func (m *Memory) ListByCustomer(_ context.Context, customerID string, limit int, cursor []byte) ([]View, []byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	var entries []CustomerEntry
@@ -223,11 +225,11 @@ func (m *Memory) ListByCustomer(_ context.Context, customerID string, limit int,
 		}
 		return strings.Compare(b.OrderID, a.OrderID)
 	})
-	return page(m, entries, func(c CustomerEntry) string { return c.OrderID }, limit, token)
+	return page(m, entries, func(c CustomerEntry) string { return c.OrderID }, limit, cursor)
 }
 
 // List implements Store, in order id order.
-func (m *Memory) List(_ context.Context, limit int, token string) ([]View, string, error) {
+func (m *Memory) List(_ context.Context, limit int, cursor []byte) ([]View, []byte, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	ids := make([]string, 0, len(m.cells))
@@ -235,19 +237,19 @@ func (m *Memory) List(_ context.Context, limit int, token string) ([]View, strin
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	return page(m, ids, func(s string) string { return s }, limit, token)
+	return page(m, ids, func(s string) string { return s }, limit, cursor)
 }
 
-func page[T any](m *Memory, items []T, id func(T) string, limit int, token string) ([]View, string, error) {
+func page[T any](m *Memory, items []T, id func(T) string, limit int, cursor []byte) ([]View, []byte, error) {
 	start := 0
-	if token != "" {
-		start = slices.IndexFunc(items, func(t T) bool { return id(t) == token }) + 1
+	if len(cursor) > 0 {
+		start = slices.IndexFunc(items, func(t T) bool { return id(t) == string(cursor) }) + 1
 	}
 	var out []View
-	next := ""
+	var next []byte
 	for i := start; i < len(items); i++ {
 		if len(out) == limit {
-			next = id(items[i-1])
+			next = []byte(id(items[i-1]))
 			break
 		}
 		if v, ok := m.view(id(items[i])); ok {

@@ -392,19 +392,19 @@ func load(ctx context.Context, st stores, ids []string) (*data, error) {
 		}
 		return d, nil
 	}
-	token := ""
+	var cursor []byte
 	for {
-		views, next, err := store.List(ctx, 1000, token)
+		views, next, err := store.List(ctx, 1000, cursor)
 		if err != nil {
 			return nil, err
 		}
 		for _, v := range views {
 			d.views[v.OrderID] = v
 		}
-		if next == "" || len(views) == 0 {
+		if len(next) == 0 || len(views) == 0 {
 			break
 		}
-		token = next
+		cursor = next
 	}
 	return d, nil
 }

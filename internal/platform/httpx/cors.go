@@ -24,7 +24,7 @@ func (c CORS) Wrap(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if o, ok := c.allowed(r); ok {
 			w.Header().Set("Access-Control-Allow-Origin", o)
-			w.Header().Add("Vary", "Origin")
+			w.Header().Set("Vary", "Origin")
 			w.Header().Set("Access-Control-Expose-Headers", "Location, Idempotent-Replayed")
 		}
 		h(w, r)
@@ -41,7 +41,7 @@ func (c CORS) Preflight(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", o)
-	h.Add("Vary", "Origin")
+	h.Set("Vary", "Origin")
 	h.Set("Access-Control-Allow-Methods", strings.Join(c.Methods, ", "))
 	h.Set("Access-Control-Allow-Headers", strings.Join(c.Headers, ", "))
 	h.Set("Access-Control-Max-Age", "600")

@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"container/list"
 	"crypto/subtle"
 	"math"
 	"net"
@@ -23,24 +24,36 @@ type GuardConfig struct {
 	Burst         int
 	// ExemptLoopback lets local tools and load runs through unlimited.
 	ExemptLoopback bool
+	// MaxClients bounds the client addresses the limiter remembers (0: DefaultMaxClients); the
+	// least recently seen is forgotten first.
+	MaxClients int
 }
 
-// Guard applies GuardConfig: Admin wraps operator endpoints, Public customer-facing ones.
+// DefaultMaxClients is the limiter's memory bound when GuardConfig.MaxClients is 0: about 2 MiB.
+const DefaultMaxClients = 10000
+
+// Guard applies GuardConfig: admin wraps operator routes, public customer-facing ones. Mux applies
+// them by each route's Access.
 type Guard struct {
 	cfg GuardConfig
 	mu  sync.Mutex
-	ips map[string]*visitor
+	// lru holds *visitor, most recently seen first; ips indexes it by client key.
+	lru *list.List
+	ips map[string]*list.Element
 	now func() time.Time
 }
 
 type visitor struct {
-	lim  *rate.Limiter
-	seen time.Time
+	key string
+	lim *rate.Limiter
 }
 
 // NewGuard builds a Guard.
 func NewGuard(c GuardConfig) *Guard {
-	return &Guard{cfg: c, ips: map[string]*visitor{}, now: time.Now}
+	if c.MaxClients <= 0 {
+		c.MaxClients = DefaultMaxClients
+	}
+	return &Guard{cfg: c, lru: list.New(), ips: map[string]*list.Element{}, now: time.Now}
 }
 
 func clientIP(r *http.Request) net.IP {
@@ -56,12 +69,23 @@ func isLoopback(r *http.Request) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Admin lets a request through with the right bearer token (compared in constant time), or from a
-// loopback client when no token is configured; 401 or 403 with a problem body otherwise.
-func (g *Guard) Admin(h http.HandlerFunc) http.HandlerFunc {
-	if g == nil { // handler unit tests; every service gets its Guard from service.New
-		return h
+// ClientKey is what per-client limits count by: the IPv4 address, or the IPv6 /64 (one host usually
+// holds a whole /64, so counting single IPv6 addresses would let it rotate past the limit).
+func ClientKey(r *http.Request) string {
+	ip := clientIP(r)
+	switch {
+	case ip == nil:
+		return "unknown"
+	case ip.To4() != nil:
+		return ip.To4().String()
+	default:
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 	}
+}
+
+// admin lets a request through with the right bearer token (compared in constant time), or from a
+// loopback client when no token is configured; 401 or 403 with a problem body otherwise.
+func (g *Guard) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if g.cfg.AdminToken == "" {
 			if !isLoopback(r) {
@@ -81,9 +105,9 @@ func (g *Guard) Admin(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// Public rate-limits h per client address: 429 with Retry-After when the client's bucket is empty.
-func (g *Guard) Public(h http.HandlerFunc) http.HandlerFunc {
-	if g == nil || g.cfg.RatePerSecond <= 0 {
+// public rate-limits h per client address: 429 with Retry-After when the client's bucket is empty.
+func (g *Guard) public(h http.HandlerFunc) http.HandlerFunc {
+	if g.cfg.RatePerSecond <= 0 {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -91,7 +115,7 @@ func (g *Guard) Public(h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 			return
 		}
-		if wait := g.reserve(r); wait > 0 {
+		if wait := g.reserve(ClientKey(r)); wait > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 			WriteProblem(w, r, NewProblem(http.StatusTooManyRequests, "too many requests from this address; retry after the time in Retry-After"))
 			return
@@ -100,32 +124,37 @@ func (g *Guard) Public(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// reserve takes a token for r's client and returns 0, or how long until one is available.
-func (g *Guard) reserve(r *http.Request) time.Duration {
-	key := "unknown"
-	if ip := clientIP(r); ip != nil {
-		key = ip.String()
-	}
+// reserve takes a token for the client key and returns 0, or how long until one is available.
+// At most MaxClients keys are remembered: a new one evicts the least recently seen, whose bucket
+// has usually refilled anyway (a full bucket is what a forgotten client starts with again).
+func (g *Guard) reserve(key string) time.Duration {
 	now := g.now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	v, ok := g.ips[key]
-	if !ok {
-		if len(g.ips) >= 10000 { // bound memory: forget clients idle for a minute
-			for k, old := range g.ips {
-				if now.Sub(old.seen) > time.Minute {
-					delete(g.ips, k)
-				}
-			}
+	var v *visitor
+	if e, ok := g.ips[key]; ok {
+		g.lru.MoveToFront(e)
+		v = e.Value.(*visitor)
+	} else {
+		if g.lru.Len() >= g.cfg.MaxClients {
+			oldest := g.lru.Back()
+			g.lru.Remove(oldest)
+			delete(g.ips, oldest.Value.(*visitor).key)
 		}
-		v = &visitor{lim: rate.NewLimiter(rate.Limit(g.cfg.RatePerSecond), max(g.cfg.Burst, 1))}
-		g.ips[key] = v
+		v = &visitor{key: key, lim: rate.NewLimiter(rate.Limit(g.cfg.RatePerSecond), max(g.cfg.Burst, 1))}
+		g.ips[key] = g.lru.PushFront(v)
 	}
-	v.seen = now
 	res := v.lim.ReserveN(now, 1)
 	if d := res.DelayFrom(now); d > 0 {
 		res.CancelAt(now)
 		return d
 	}
 	return 0
+}
+
+// clients is how many client keys the limiter remembers (tests).
+func (g *Guard) clients() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.ips)
 }

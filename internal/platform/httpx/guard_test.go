@@ -33,7 +33,7 @@ func TestAdminWithToken(t *testing.T) {
 		{"203.0.113.9:5000", "Basic s3cret", 401},
 		{"203.0.113.9:5000", "Bearer s3cret ", 401},
 	} {
-		w := call(g.Admin(ok), c.remote, c.auth)
+		w := call(g.admin(ok), c.remote, c.auth)
 		if w.Code != c.want {
 			t.Errorf("%s %q: %d, want %d", c.remote, c.auth, w.Code, c.want)
 		}
@@ -49,7 +49,7 @@ func TestAdminWithToken(t *testing.T) {
 func TestAdminWithoutTokenIsLoopbackOnly(t *testing.T) {
 	g := NewGuard(GuardConfig{})
 	for remote, want := range map[string]int{"127.0.0.1:4000": 200, "[::1]:4000": 200, "10.0.0.7:4000": 403, "203.0.113.9:1": 403} {
-		if w := call(g.Admin(ok), remote, ""); w.Code != want {
+		if w := call(g.admin(ok), remote, ""); w.Code != want {
 			t.Errorf("%s: %d, want %d", remote, w.Code, want)
 		}
 	}
@@ -59,7 +59,7 @@ func TestPublicRateLimitPerAddress(t *testing.T) {
 	g := NewGuard(GuardConfig{RatePerSecond: 1, Burst: 2, ExemptLoopback: true})
 	now := time.Unix(1000, 0)
 	g.now = func() time.Time { return now }
-	h := g.Public(ok)
+	h := g.public(ok)
 	codes := []int{}
 	for range 3 {
 		codes = append(codes, call(h, "203.0.113.9:1", "").Code)
@@ -83,7 +83,7 @@ func TestPublicRateLimitPerAddress(t *testing.T) {
 	if c := call(h, "203.0.113.9:1", "").Code; c != 200 {
 		t.Errorf("after a second the bucket has a token again: %d", c)
 	}
-	if c := call(NewGuard(GuardConfig{RatePerSecond: 1, Burst: 1}).Public(ok), "127.0.0.1:1", "").Code; c != 200 {
+	if c := call(NewGuard(GuardConfig{RatePerSecond: 1, Burst: 1}).public(ok), "127.0.0.1:1", "").Code; c != 200 {
 		t.Errorf("first loopback request without exemption: %d", c)
 	}
 }

@@ -51,7 +51,7 @@ func TestProblemAndHealthEndpoints(t *testing.T) {
 	h := NewHealth()
 	h.AddCheck("db", func(context.Context) (map[string]any, error) { return map[string]any{"x": 1}, nil })
 	h.Gate("consumer")
-	mux := NewMux()
+	mux := NewMux(GuardConfig{})
 	Ops{Health: h, Info: BuildInfo{Service: "s", Version: "v"}, Gatherer: nil}.Register(mux)
 
 	get := func(path string) (*httptest.ResponseRecorder, map[string]any) {

@@ -3,43 +3,82 @@ package httpx
 import (
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 )
 
-// Mux is an http.ServeMux that remembers its patterns, so a service can say which routes it serves
-// (GET /info lists them; a test compares them with the OpenAPI documents).
+// Access says who may call a route. Every route is registered with one, so a route cannot be
+// added without deciding its protection.
+type Access string
+
+const (
+	// Operator routes need the admin bearer token (or, while none is set, a loopback client).
+	Operator Access = "operator"
+	// Customer routes are open and rate-limited per client address.
+	Customer Access = "customer"
+	// Platform routes (probes, metrics, build info) are open and carry no secrets; only
+	// Ops.Register adds them.
+	Platform Access = "platform"
+)
+
+// Route is a served pattern and its protection (GET /info lists them).
+type Route struct {
+	Pattern string `json:"pattern"`
+	Access  Access `json:"access"`
+}
+
+// Mux is an http.ServeMux whose routes each carry an Access: operator routes go through the
+// admin guard and customer routes through the rate limiter here, not in each handler.
 type Mux struct {
-	*http.ServeMux
-	mu       sync.Mutex
-	patterns []string
+	mux   *http.ServeMux
+	guard *Guard
+	// CORS, when set, wraps customer routes outermost, so a browser can also read their 429s.
+	CORS   *CORS
+	mu     sync.Mutex
+	routes []Route
 }
 
-// NewMux returns an empty Mux.
-func NewMux() *Mux { return &Mux{ServeMux: http.NewServeMux()} }
+// NewMux returns an empty Mux that protects its routes with a Guard built from c.
+func NewMux(c GuardConfig) *Mux { return &Mux{mux: http.NewServeMux(), guard: NewGuard(c)} }
 
-// Handle registers h for pattern.
-func (m *Mux) Handle(pattern string, h http.Handler) {
-	m.record(pattern)
-	m.ServeMux.Handle(pattern, h)
+// Operator registers h for pattern behind the admin guard.
+func (m *Mux) Operator(pattern string, h http.HandlerFunc) {
+	m.add(pattern, Operator, m.guard.admin(h))
 }
 
-// HandleFunc registers f for pattern.
-func (m *Mux) HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request)) {
-	m.record(pattern)
-	m.ServeMux.HandleFunc(pattern, f)
+// Customer registers h for pattern behind the per-address rate limiter.
+func (m *Mux) Customer(pattern string, h http.HandlerFunc) {
+	h = m.guard.public(h)
+	if m.CORS != nil {
+		h = m.CORS.Wrap(h)
+	}
+	m.add(pattern, Customer, h)
 }
 
-func (m *Mux) record(p string) {
+// platform registers an open route; only Ops.Register calls it.
+func (m *Mux) platform(pattern string, h http.Handler) { m.add(pattern, Platform, h) }
+
+func (m *Mux) add(pattern string, a Access, h http.Handler) {
+	m.mu.Lock()
+	m.routes = append(m.routes, Route{pattern, a})
+	m.mu.Unlock()
+	m.mux.Handle(pattern, h)
+}
+
+// ServeHTTP dispatches to the registered routes.
+func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
+
+// pattern returns the registered pattern r matches ("" for none).
+func (m *Mux) pattern(r *http.Request) string {
+	_, p := m.mux.Handler(r)
+	return p
+}
+
+// Routes returns the registered routes, sorted by pattern.
+func (m *Mux) Routes() []Route {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.patterns = append(m.patterns, p)
-}
-
-// Patterns returns the registered patterns, sorted.
-func (m *Mux) Patterns() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := slices.Clone(m.patterns)
-	slices.Sort(out)
+	out := slices.Clone(m.routes)
+	slices.SortFunc(out, func(a, b Route) int { return strings.Compare(a.Pattern, b.Pattern) })
 	return out
 }

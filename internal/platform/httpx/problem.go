@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strings"
@@ -28,6 +29,8 @@ type Problem struct {
 	Detail   string       `json:"detail,omitempty"`
 	Instance string       `json:"instance,omitempty"`
 	Errors   []FieldError `json:"errors,omitempty"`
+	// RequestID is the id the service's log lines about this request carry (X-Request-Id).
+	RequestID string `json:"requestId,omitempty"`
 }
 
 // Error makes a Problem usable as an error, so handlers can return it.
@@ -43,10 +46,21 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
 	if p.Instance == "" && r != nil {
 		p.Instance = r.URL.Path
 	}
+	if p.RequestID == "" && r != nil {
+		p.RequestID = RequestID(r.Context())
+	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(p.Status)
 	_ = json.NewEncoder(w).Encode(p)
+}
+
+// Unavailable answers 503 because a dependency failed: the body names what is unavailable in
+// general terms and the request id; err, which may hold internal detail (addresses, queries,
+// driver messages), goes only to log, with the same id.
+func Unavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, what string, err error) {
+	log.Warn(what+" unavailable", "err", err, "requestId", RequestID(r.Context()), "path", r.URL.Path)
+	WriteProblem(w, r, NewProblem(http.StatusServiceUnavailable, "the "+what+" is unavailable; retry later"))
 }
 
 // WriteJSON writes v as JSON with status.

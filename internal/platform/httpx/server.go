@@ -20,8 +20,8 @@ type BuildInfo struct {
 	Version   string `json:"version"`
 	Commit    string `json:"commit"`
 	BuildTime string `json:"buildTime"`
-	// Routes are the patterns the service serves (filled per request from its Mux).
-	Routes []string `json:"routes,omitempty"`
+	// Routes are the routes the service serves with their protection (filled per request from its Mux).
+	Routes []Route `json:"routes,omitempty"`
 }
 
 // Ops are the operational endpoints every service serves next to its API.
@@ -39,23 +39,26 @@ func (o Ops) Register(mux *Mux) {
 	}
 	info := func(w http.ResponseWriter, _ *http.Request) {
 		i := o.Info
-		i.Routes = mux.Patterns()
+		i.Routes = mux.Routes()
 		WriteJSON(w, http.StatusOK, i)
 	}
 	metrics := promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
-	mux.HandleFunc("GET /healthz", live)
-	mux.HandleFunc("GET /readyz", o.Health.serveReady)
-	mux.HandleFunc("GET /health", o.Health.serveHealth)
-	mux.HandleFunc("GET /actuator/health", o.Health.serveHealth)
-	mux.HandleFunc("GET /info", info)
-	mux.HandleFunc("GET /actuator/info", info)
-	mux.Handle("GET /metrics", metrics)
-	mux.Handle("GET /actuator/prometheus", metrics)
+	mux.platform("GET /healthz", http.HandlerFunc(live))
+	mux.platform("GET /readyz", http.HandlerFunc(o.Health.serveReady))
+	mux.platform("GET /health", http.HandlerFunc(o.Health.serveHealth))
+	mux.platform("GET /actuator/health", http.HandlerFunc(o.Health.serveHealth))
+	mux.platform("GET /info", http.HandlerFunc(info))
+	mux.platform("GET /actuator/info", http.HandlerFunc(info))
+	mux.platform("GET /metrics", metrics)
+	mux.platform("GET /actuator/prometheus", metrics)
 }
 
 // Metrics instruments handlers with a request-duration histogram labelled by route pattern, method
 // and status (the pattern, not the path, keeps cardinality bounded).
-type Metrics struct{ dur *prometheus.HistogramVec }
+type Metrics struct {
+	dur *prometheus.HistogramVec
+	ids *requestIDs
+}
 
 // NewMetrics registers http_server_request_duration_seconds.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -63,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name:    "http_server_request_duration_seconds",
 		Help:    "HTTP request latency by route pattern, method and status.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	}, []string{"route", "method", "status"})}
+	}, []string{"route", "method", "status"}), ids: newRequestIDs()}
 	reg.MustRegister(m.dur)
 	return m
 }
@@ -81,21 +84,25 @@ func (s *statusWriter) Flush() {
 }
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// Wrap instruments mux and recovers panics into a 500 problem (logged), so one bad request cannot
-// take the process down.
-func (m *Metrics) Wrap(mux *http.ServeMux, log *slog.Logger) http.Handler {
+// Wrap gives each request an id (X-Request-Id, in every problem body and in the log lines about
+// it), instruments mux, and recovers panics into a 500 problem (logged), so one bad request
+// cannot take the process down.
+func (m *Metrics) Wrap(mux *Mux, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		id := m.ids.of(r)
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		w.Header().Set("X-Request-Id", id)
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
-				log.Error("panic in handler", "panic", fmt.Sprint(p), "path", r.URL.Path)
+				log.Error("panic in handler", "panic", fmt.Sprint(p), "path", r.URL.Path, "requestId", id)
 				WriteProblem(sw, r, NewProblem(http.StatusInternalServerError, "internal error"))
 			}
-			_, pattern := mux.Handler(r)
+			pattern := mux.pattern(r)
 			if pattern == "" {
 				pattern = "unmatched"
 			}

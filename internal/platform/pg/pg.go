@@ -31,7 +31,7 @@ type Config struct {
 	User     string
 	Password string // secret: never logged
 	Database string
-	SSLMode  string // disable, require, verify-full, ...
+	SSLMode  string // disable or verify-full (others only when explicitly allowed; see Unverified)
 	// SSLRootCert, SSLCert and SSLKey are libpq's sslrootcert, sslcert and sslkey (PEM files).
 	SSLRootCert, SSLCert, SSLKey string
 	MaxConns                     int
@@ -51,6 +51,11 @@ func (c Config) URL(db string) string {
 	q.Set("application_name", "orderflow")
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// Unverified reports a mode that may encrypt but does not verify the server's identity.
+func (c Config) Unverified() bool {
+	return c.SSLMode != "disable" && c.SSLMode != "verify-full"
 }
 
 // Redacted describes the target without the password, for logs.

@@ -28,6 +28,25 @@ type Common struct {
 	Settings map[string]string
 }
 
+// postgresSSLMode applies the TLS policy: verification whenever a CA is given, and no TLS that
+// skips verification unless allowed by name.
+func postgresSSLMode(e *config.Env, mode, ca string, allowUnverified bool) string {
+	switch {
+	case mode == "" && ca != "":
+		return "verify-full"
+	case mode == "":
+		return "disable"
+	case mode == "verify-full":
+	case mode == "disable":
+		e.Check(ca == "", "POSTGRES_SSLROOTCERT is set but POSTGRES_SSLMODE is disable")
+	case mode == "require" || mode == "verify-ca" || mode == "prefer" || mode == "allow":
+		e.Check(allowUnverified, "POSTGRES_SSLMODE=%s does not verify the server's identity: use verify-full with POSTGRES_SSLROOTCERT, or set POSTGRES_SSL_ALLOW_UNVERIFIED=true to accept it", mode)
+	default:
+		e.Check(false, "POSTGRES_SSLMODE must be verify-full or disable (or, with POSTGRES_SSL_ALLOW_UNVERIFIED, require, verify-ca, prefer or allow), not %q", mode)
+	}
+	return mode
+}
+
 var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,47}$`)
 
 // LoadCommon reads the shared variables.
@@ -49,8 +68,8 @@ func LoadCommon(e *config.Env) Common {
 			Port:        e.Int("POSTGRES_PORT", 5432, "Postgres port."),
 			User:        e.String("POSTGRES_USER", "postgres", "Postgres user."),
 			Password:    e.Secret("POSTGRES_PASSWORD", "postgres", "Postgres password (local development default; set it, or POSTGRES_PASSWORD_FILE, in production)."),
-			SSLMode:     e.String("POSTGRES_SSLMODE", "disable", "Postgres sslmode: disable, require, verify-ca or verify-full (production: verify-full)."),
-			SSLRootCert: e.String("POSTGRES_SSLROOTCERT", "", "PEM CA bundle that signs the Postgres server certificate (verify-ca, verify-full)."),
+			SSLMode:     e.String("POSTGRES_SSLMODE", "", "Postgres sslmode: verify-full (TLS, the server's certificate and host name verified) or disable; empty: verify-full when POSTGRES_SSLROOTCERT is set, else disable. Modes that encrypt without verifying the server (require, verify-ca, prefer, allow) are refused unless POSTGRES_SSL_ALLOW_UNVERIFIED is true."),
+			SSLRootCert: e.String("POSTGRES_SSLROOTCERT", "", "PEM CA bundle that signs the Postgres server certificate; setting it makes verify-full the default."),
 			SSLCert:     e.String("POSTGRES_SSLCERT", "", "Client certificate (PEM) for Postgres certificate authentication."),
 			SSLKey:      e.String("POSTGRES_SSLKEY", "", "Client private key (PEM) for Postgres certificate authentication."),
 			MaxConns:    e.Int("POSTGRES_MAX_CONNS", 10, "Maximum connections in each service's pool."),
@@ -72,6 +91,8 @@ func LoadCommon(e *config.Env) Common {
 			TLS:         clientTLS(e, "CASSANDRA", "Cassandra"),
 		},
 	}
+	allowUnverified := e.Bool("POSTGRES_SSL_ALLOW_UNVERIFIED", false, "Accept a POSTGRES_SSLMODE that does not verify the server (require, verify-ca, prefer, allow); each service logs a warning at start-up. Only for a server whose CA cannot be had.")
+	c.Postgres.SSLMode = postgresSSLMode(e, c.Postgres.SSLMode, c.Postgres.SSLRootCert, allowUnverified)
 	c.Guard = httpx.GuardConfig{
 		AdminToken:     e.Secret("ADMIN_TOKEN", "", "Bearer token for operator endpoints (stock, DLQ, payment/delivery/driver look-ups, order listing). Unset: they answer loopback clients only."),
 		RatePerSecond:  float64(e.Int("RATE_LIMIT_PER_SECOND", 20, "Customer-facing requests per second allowed per client address (0: no limit).")),

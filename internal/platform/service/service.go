@@ -21,13 +21,15 @@ import (
 
 // Service bundles what a service's Run wires its components into.
 type Service struct {
-	Name           string
-	Log            *slog.Logger
-	Reg            prometheus.Registerer // adds application=<Name>
-	Gatherer       *prometheus.Registry
-	Health         *httpx.Health
-	Mux            *httpx.Mux   // API routes; the ops endpoints are already registered
-	Guard          *httpx.Guard // Admin for operator routes, Public for customer-facing ones
+	Name     string
+	Log      *slog.Logger
+	Reg      prometheus.Registerer // adds application=<Name>
+	Gatherer *prometheus.Registry
+	Health   *httpx.Health
+	Mux      *httpx.Mux // API routes, each with its Access; the ops endpoints are already registered
+	// PageTokens seals list cursors for clients, keyed by ADMIN_TOKEN so every replica opens
+	// every other's tokens.
+	PageTokens     *httpx.PageTokens
 	Group          *lifecycle.Group
 	closers        []func()
 	onHTTPShutdown []func()
@@ -41,19 +43,23 @@ func New(name string, stdout io.Writer, c Common) *Service {
 	reg, gatherer := obs.NewRegistry(name)
 	s := &Service{
 		Name: name, Log: log, Reg: reg, Gatherer: gatherer,
-		Health: httpx.NewHealth(), Mux: httpx.NewMux(), Guard: httpx.NewGuard(c.Guard),
+		Health: httpx.NewHealth(), Mux: httpx.NewMux(c.Guard),
+		PageTokens: httpx.NewPageTokens(c.Guard.AdminToken),
 	}
 	if c.Guard.AdminToken == "" {
 		log.Warn("ADMIN_TOKEN is unset: operator endpoints answer loopback clients only")
+	}
+	if c.Postgres.Unverified() {
+		log.Warn("POSTGRES_SSLMODE does not verify the Postgres server (POSTGRES_SSL_ALLOW_UNVERIFIED): a machine in the middle can read and change every query", "sslmode", c.Postgres.SSLMode)
 	}
 	s.Group = &lifecycle.Group{Log: log, ShutdownTimeout: c.ShutdownTimeout, BeforeStop: s.Health.Draining}
 	httpx.Ops{Health: s.Health, Gatherer: gatherer, Info: httpx.BuildInfo{
 		Service: name, Version: version.Version, Commit: version.Commit, BuildTime: version.BuildTime,
 	}}.Register(s.Mux)
 	if c.Pprof {
-		s.Mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		s.Mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		s.Mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		s.Mux.Operator("GET /debug/pprof/", pprof.Index)
+		s.Mux.Operator("GET /debug/pprof/profile", pprof.Profile)
+		s.Mux.Operator("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return s
 }
@@ -83,7 +89,7 @@ func (s *Service) Serve(ctx context.Context, addr string) error {
 func (s *Service) serve(ctx context.Context, addr string, ln net.Listener) error {
 	defer s.Close()
 	m := httpx.NewMetrics(s.Reg)
-	srv := &httpx.Server{Addr: addr, Listener: ln, Handler: m.Wrap(s.Mux.ServeMux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
+	srv := &httpx.Server{Addr: addr, Listener: ln, Handler: m.Wrap(s.Mux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
 		OnShutdown: s.onHTTPShutdown}
 	s.Group.Add(lifecycle.Component{Name: "http", Run: srv.Run})
 	s.Log.Info("starting", "addr", addr, "version", version.Version)

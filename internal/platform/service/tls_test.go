@@ -152,13 +152,40 @@ func TestSecureConnectionSettings(t *testing.T) {
 		"certificate, no key": {"CASSANDRA_TLS_ENABLE": "true", "CASSANDRA_TLS_CERT_FILE": caFile},
 		"unknown SASL":        {"KAFKA_SASL_MECHANISM": "GSSAPI"},
 		"not a PEM CA":        {"KAFKA_TLS_ENABLE": "true", "KAFKA_TLS_CA_FILE": "/etc/hostname"},
+		"unverified Postgres": {"POSTGRES_SSLMODE": "require"},
+		"verify-ca Postgres":  {"POSTGRES_SSLMODE": "verify-ca", "POSTGRES_SSLROOTCERT": caFile},
+		"CA with TLS off":     {"POSTGRES_SSLMODE": "disable", "POSTGRES_SSLROOTCERT": caFile},
+		"unknown sslmode":     {"POSTGRES_SSLMODE": "on"},
 	} {
 		if _, err := common(t, env); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	// A CA alone means full verification; an unverified mode only when allowed by name.
+	if c, err := common(t, map[string]string{"POSTGRES_SSLROOTCERT": caFile}); err != nil || c.Postgres.SSLMode != "verify-full" {
+		t.Errorf("a CA file without a mode: %q %v, want verify-full", c.Postgres.SSLMode, err)
+	}
+	if c, err := common(t, map[string]string{"POSTGRES_SSLMODE": "require", "POSTGRES_SSL_ALLOW_UNVERIFIED": "true"}); err != nil || !c.Postgres.Unverified() {
+		t.Errorf("require, allowed by name: %v (unverified %v)", err, c.Postgres.Unverified())
+	}
 	// Defaults stay plain loopback.
-	if c, err := common(t, nil); err != nil || c.Kafka.TLS != nil || c.Kafka.SASL != nil || c.Redis.TLS != nil || c.Cassandra.TLS != nil {
+	if c, err := common(t, nil); err != nil || c.Postgres.SSLMode != "disable" || c.Kafka.TLS != nil || c.Kafka.SASL != nil || c.Redis.TLS != nil || c.Cassandra.TLS != nil {
 		t.Errorf("defaults are not plaintext: %v", err)
+	}
+}
+
+// TestUnverifiedPostgresIsLoud: a service started with an allowed unverified sslmode says so in
+// its log; a verifying one does not.
+func TestUnverifiedPostgresIsLoud(t *testing.T) {
+	for mode, warn := range map[string]bool{"require": true, "disable": false} {
+		c, err := common(t, map[string]string{"POSTGRES_SSLMODE": mode, "POSTGRES_SSL_ALLOW_UNVERIFIED": "true"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		New("svc", &out, c)
+		if got := strings.Contains(out.String(), "does not verify the Postgres server"); got != warn {
+			t.Errorf("sslmode %s: warning logged %v, want %v:\n%s", mode, got, warn, out.String())
+		}
 	}
 }
