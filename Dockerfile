@@ -21,6 +21,7 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
                 -X github.com/orderflow/orderflow/internal/version.Commit=${COMMIT} \
                 -X github.com/orderflow/orderflow/internal/version.BuildTime=${BUILD_TIME}" \
       -o /out/orderflow ./cmd/orderflow
+# No -tags devmode: the image links none of dev mode's embedded servers (deploy/image_test.go).
 
 # distroless/static: CA certificates, tzdata, /etc/passwd with "nonroot" (65532), no shell.
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -39,9 +39,11 @@ fuzz:
 	$(GO) test ./internal/query/ -run '^$$' -fuzz FuzzReadEndpoints -fuzztime 30s
 	$(GO) test ./internal/platform/httpx/ -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s
 
+## build: the binary with development mode (-tags devmode: orderflow dev's embedded servers); the
+## production image (Dockerfile) builds without it
 build:
 	@mkdir -p .cache/bin
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/orderflow
+	$(GO) build -tags devmode -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/orderflow
 
 infra-up:
 	scripts/infra up

@@ -34,7 +34,8 @@ func Binary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "orderflow")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/orderflow")
+		// With development mode: the e2e suite runs `orderflow dev` too.
+		cmd := exec.Command("go", "build", "-tags", "devmode", "-o", binPath, "./cmd/orderflow")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)

