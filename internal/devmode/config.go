@@ -37,4 +37,3 @@ func Configure(e *config.Env) Config {
 	}
 	return c
 }
-
