@@ -36,6 +36,36 @@ func NewNetns(t testing.TB) *Netns {
 	return n
 }
 
+// Veth links the namespace to the host with a veth pair on a private /24 and returns the
+// namespace's address and hosts addresses of the host's end: a connection from the host to nsIP,
+// made from one of hostIPs, arrives from a non-loopback address, as if from another machine.
+// Nothing outside this machine can reach either end.
+func (n *Netns) Veth(t testing.TB, hosts int) (nsIP string, hostIPs []string) {
+	t.Helper()
+	suffix := n.Name[len(n.Name)-6:]
+	host, inner := "ofh"+suffix, "ofn"+suffix
+	net24 := fmt.Sprintf("10.213.%d", rand.N(250)+1) //nolint:gosec // a test subnet, not a secret
+	nsIP = net24 + ".2"
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	run("link", "add", host, "type", "veth", "peer", "name", inner)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", host).Run() })
+	run("link", "set", inner, "netns", n.Name)
+	for i := range hosts {
+		ip := fmt.Sprintf("%s.%d", net24, 10+i)
+		run("addr", "add", ip+"/24", "dev", host)
+		hostIPs = append(hostIPs, ip)
+	}
+	run("link", "set", host, "up")
+	run("netns", "exec", n.Name, "ip", "addr", "add", nsIP+"/24", "dev", inner)
+	run("netns", "exec", n.Name, "ip", "link", "set", inner, "up")
+	return nsIP, hostIPs
+}
+
 // Exec runs a command inside the namespace (e.g. iptables).
 func (n *Netns) Exec(t testing.TB, args ...string) {
 	t.Helper()

@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -19,7 +20,7 @@ var Services = []struct{ Cmd, Prefix string }{
 // servers by fresh databases, a fresh keyspace and fresh consumer groups positioned at the topics'
 // current ends.
 type System struct {
-	Addrs map[string]string    // prefix → 127.0.0.1:port
+	Addrs map[string]string    // prefix → 127.0.0.1:port (or the address given to StartSystemIn)
 	DBs   map[string]pg.Config // prefix → database
 	Env   map[string]string    // the services' environment (what verify must read)
 	Procs map[string]*Process  // prefix → process (one shared process with oneProcess)
@@ -32,6 +33,18 @@ type System struct {
 // added after the isolation settings (so env wins), and waits until all are ready.
 func StartSystem(t testing.TB, oneProcess bool, env ...string) *System {
 	t.Helper()
+	return startSystem(t, nil, "127.0.0.1", oneProcess, env...)
+}
+
+// StartSystemIn starts the services in one process inside ns, each listening on ip (an address
+// of ns, e.g. from Veth); their servers must be forwarded into ns (ForwardInto).
+func StartSystemIn(t testing.TB, ns *Netns, ip string, env ...string) *System {
+	t.Helper()
+	return startSystem(t, ns.Prefix(), ip, true, env...)
+}
+
+func startSystem(t testing.TB, prefix []string, ip string, oneProcess bool, env ...string) *System {
+	t.Helper()
 	sys := &System{Addrs: map[string]string{}, DBs: map[string]pg.Config{}, Env: map[string]string{}, Procs: map[string]*Process{},
 		Groups: map[string]string{}, Topics: map[string][]string{
 			"INVENTORY": {event.TopicOrders, event.TopicPayments}, "PAYMENT": {event.TopicInventory},
@@ -39,7 +52,8 @@ func StartSystem(t testing.TB, oneProcess bool, env ...string) *System {
 		}}
 	all := []string{"CASSANDRA_KEYSPACE=" + CassandraConfig(t).Keyspace}
 	for _, s := range Services {
-		sys.Addrs[s.Prefix] = FreeAddr(t)
+		_, port, _ := net.SplitHostPort(FreeAddr(t))
+		sys.Addrs[s.Prefix] = net.JoinHostPort(ip, port)
 		all = append(all, s.Prefix+"_HTTP_ADDR="+sys.Addrs[s.Prefix])
 		if s.Prefix != "QUERY" {
 			db := NewDatabase(t)
@@ -59,7 +73,7 @@ func StartSystem(t testing.TB, oneProcess bool, env ...string) *System {
 		sys.Env[k] = v
 	}
 	if oneProcess {
-		p := Start(t, "all", sys.Addrs["ORDER"], all...)
+		p := StartWith(t, prefix, "all", sys.Addrs["ORDER"], all...)
 		for _, s := range Services {
 			WaitReady(t, p, sys.Addrs[s.Prefix])
 			sys.Procs[s.Prefix] = p
