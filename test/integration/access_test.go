@@ -31,6 +31,9 @@ var openAPIDoc = map[string]string{"ORDER": "order-service", "INVENTORY": "inven
 var platformRoutes = []string{"GET /actuator/health", "GET /actuator/info", "GET /actuator/prometheus", "GET /health",
 	"GET /healthz", "GET /info", "GET /metrics", "GET /readyz"}
 
+// debugRoutes are the operator routes outside /api (Go's profiler, PPROF_ENABLE).
+var debugRoutes = []string{"GET /debug/pprof/", "GET /debug/pprof/profile", "GET /debug/pprof/trace"}
+
 // served is one route of one service as GET /info reports it.
 type served struct {
 	service string // its OpenAPI document's name
@@ -106,7 +109,8 @@ func samplePath(t *testing.T, pattern string) string {
 	if strings.HasSuffix(path, "/") && path != "/" {
 		path += map[string]string{"/ui/": "app.js"}[path] // a subtree: one file in it
 	}
-	return path
+	// Profiles run for 30 s unless told otherwise.
+	return path + map[string]string{"/debug/pprof/profile": "?seconds=1", "/debug/pprof/trace": "?seconds=1"}[path]
 }
 
 // sampleBody is a valid body for the routes that take one.
@@ -117,7 +121,7 @@ var sampleBody = map[string]string{
 }
 
 // TestEveryRouteFromAnotherAddress runs the five services with ADMIN_TOKEN set inside a network
-// namespace, listening on a veth address, and calls every route every service serves from
+// namespace, listening on a veth address, with every optional route on (PPROF_ENABLE), and calls every route every service serves from
 // non-loopback addresses of the host's end: operator routes answer 401 without a token and with
 // a wrong one and do their work with the right one; customer routes answer 429 after the burst;
 // only the platform routes are neither. The access each route has must be the one its OpenAPI
@@ -132,7 +136,7 @@ func TestEveryRouteFromAnotherAddress(t *testing.T) {
 	ns.ForwardInto(t, "127.0.0.1:5432", "127.0.0.1:6379", "127.0.0.1:9092", "127.0.0.1:9042")
 	nsIP, hostIPs := ns.Veth(t, 16)
 	sys := testkit.StartSystemIn(t, ns, nsIP, "ADMIN_TOKEN="+token, "RATE_LIMIT_PER_SECOND=1",
-		fmt.Sprintf("RATE_LIMIT_BURST=%d", burst), "LOG_LEVEL=warn")
+		fmt.Sprintf("RATE_LIMIT_BURST=%d", burst), "LOG_LEVEL=warn", "PPROF_ENABLE=true")
 	next := 0
 	clientFrom := func() (*http.Client, string) {
 		if next == len(hostIPs) {
@@ -190,6 +194,8 @@ func TestEveryRouteFromAnotherAddress(t *testing.T) {
 				want = documented
 			} else if slices.Contains(platformRoutes, s.Pattern) {
 				want = httpx.Platform
+			} else if slices.Contains(debugRoutes, s.Pattern) {
+				want = httpx.Operator
 			}
 			if s.Access != want {
 				t.Fatalf("registered as %s, but its documentation makes it %s", s.Access, want)
