@@ -13,17 +13,19 @@ import (
 	"github.com/orderflow/orderflow/internal/testkit"
 )
 
-// TestTrackingPageInBrowser drives the tracking page in headless Chromium against orderflow dev:
-// place an order through the form, watch it reach DELIVERY_ASSIGNED live, see the driver and the
-// ETA, and keep a screenshot (go test -artifacts keeps it; UPDATE_SCREENSHOT=1 refreshes the
-// README's).
+// TestTrackingPageInBrowser drives the tracking page in headless Chromium against orderflow dev
+// with ADMIN_TOKEN set: the operator panels say a token is required, placing an order needs none;
+// watch it reach DELIVERY_ASSIGNED live, see the driver and the ETA; then give the token once and
+// see the operator panels load; keep a screenshot (go test -artifacts keeps it;
+// UPDATE_SCREENSHOT=1 refreshes the README's).
 func TestTrackingPageInBrowser(t *testing.T) {
 	e2e(t)
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatal("chromium is not installed; scripts/infra up installs it (Debian package chromium)")
 	}
-	sys := startDev(t, false) // the built-in catalog, as a newcomer sees it
+	const token = "browser-operator-token"
+	sys := startDev(t, false, "ADMIN_TOKEN="+token) // the built-in catalog, as a newcomer sees it
 	alloc, cancel := chromedp.NewExecAllocator(testkit.Context(t, 3*time.Minute), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 1100))...)
 	defer cancel()
@@ -46,6 +48,10 @@ func TestTrackingPageInBrowser(t *testing.T) {
 	// The form is filled from /ui/config.json (the seeded catalog).
 	step("open the page", chromedp.Navigate(page), chromedp.WaitVisible("#lines select"))
 	options := text("#lines select")
+	// Without a token the operator panels say so instead of failing silently.
+	step("operator panels without a token", chromedp.WaitVisible("#orders .needs-token"), chromedp.WaitVisible("#dlq .needs-token"),
+		chromedp.WaitVisible("#operator-access"))
+	noToken := text("#orders") + " / " + text("#dlq")
 	// A bad price first: the API's validation error is shown on the page.
 	step("submit an invalid order", chromedp.SetValue("#lines .price", "-1"), chromedp.Click("#place"), chromedp.WaitVisible("#form-errors li"))
 	errText := text("#form-errors")
@@ -57,6 +63,21 @@ func TestTrackingPageInBrowser(t *testing.T) {
 	}
 	step("timeline", chromedp.WaitVisible("#timeline li"))
 	status, eta, driver := text("#detail-status"), text(`dd[data-fact="ETA"]`), text(`dd[data-fact="Driver"]`)
+	orderID := text("#detail-id")
+	// A wrong token is refused and forgotten; the right one, given once, loads both panels.
+	step("a wrong token", chromedp.SetValue("#op-token", "wrong"), chromedp.Click("#op-token-use"))
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector("#orders").textContent.includes("was refused")`,
+		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("a wrong token was not reported as refused: %v (orders panel %q)", err, text("#orders"))
+	}
+	step("the operator token", chromedp.SetValue("#op-token", token), chromedp.Click("#op-token-use"),
+		chromedp.WaitVisible("#orders li button"), chromedp.WaitVisible("#dlq h3"), chromedp.WaitNotVisible("#operator-access"))
+	withToken := text("#orders")
+	dlq := text("#dlq")
+	stored, err := chromedp.Run(ctx, chromedp.Evaluate[string](`sessionStorage.getItem("orderflow.operatorToken")`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(options, "SKU-001 · Espresso Beans") {
 		t.Errorf("item choices %q lack the seeded catalog", options)
 	}
@@ -68,6 +89,12 @@ func TestTrackingPageInBrowser(t *testing.T) {
 	}
 	if strings.TrimSpace(eta) == "" || strings.TrimSpace(driver) == "" {
 		t.Errorf("ETA %q, driver %q: both must be shown", eta, driver)
+	}
+	if strings.Count(noToken, "operator token required") != 2 {
+		t.Errorf("without a token the operator panels show %q; want \"operator token required\" in both", noToken)
+	}
+	if len(orderID) < 8 || !strings.Contains(withToken, orderID[:8]) || !strings.Contains(dlq, "dlq.order-events") || stored != token {
+		t.Errorf("with the token: orders %q (want %s), dead letters %q, sessionStorage %q", withToken, orderID, dlq, stored)
 	}
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {

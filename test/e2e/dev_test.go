@@ -19,10 +19,10 @@ import (
 )
 
 // startDev runs `orderflow dev` on free ports with a fresh data folder (and the e2e catalog, or
-// the built-in one), and waits until all five services are ready.
-func startDev(t *testing.T, e2eCatalog bool) target {
+// the built-in one) and extra environment, and waits until all five services are ready.
+func startDev(t *testing.T, e2eCatalog bool, extra ...string) target {
 	t.Helper()
-	tg, _ := startDevIn(t, devDir(t), e2eCatalog)
+	tg, _ := startDevIn(t, devDir(t), e2eCatalog, extra...)
 	return tg
 }
 
@@ -42,7 +42,7 @@ func devDir(t *testing.T) string {
 }
 
 // startDevIn starts orderflow dev with its data in dir and returns the process too.
-func startDevIn(t *testing.T, dir string, e2eCatalog bool) (target, *testkit.Process) {
+func startDevIn(t *testing.T, dir string, e2eCatalog bool, extra ...string) (target, *testkit.Process) {
 	t.Helper()
 	catFile := filepath.Join(dir, "catalog.json")
 	if err := os.WriteFile(catFile, []byte(catalog), 0o644); err != nil {
@@ -61,7 +61,7 @@ func startDevIn(t *testing.T, dir string, e2eCatalog bool) (target, *testkit.Pro
 		addrs[s.Prefix] = testkit.FreeAddr(t)
 		env = append(env, s.Prefix+"_HTTP_ADDR="+addrs[s.Prefix])
 	}
-	p := testkit.Start(t, "dev", addrs["QUERY"], env...)
+	p := testkit.Start(t, "dev", addrs["QUERY"], append(env, extra...)...)
 	for _, s := range testkit.Services {
 		testkit.WaitReady(t, p, addrs[s.Prefix])
 	}

@@ -25,6 +25,38 @@ async function getJSON(url, opts) {
 }
 const fmtTime = (t) => (t ? new Date(t).toLocaleString() : "—");
 
+// ---- operator access ----
+// Listing orders and the dead-letter topics are operator endpoints: with ADMIN_TOKEN set they
+// need it as a bearer token. The page asks for it once and keeps it for this tab only
+// (sessionStorage), never in the URL or in localStorage.
+const TOKEN_KEY = "orderflow.operatorToken";
+const needsToken = (e) => e.status === 401 || e.status === 403;
+function operatorJSON(url, opts = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = { ...(opts.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return getJSON(url, { ...opts, headers }).catch((e) => { throw Object.assign(e, { sentToken: token }); });
+}
+// askForToken shows the token form, saying why, and the panel's own message.
+function askForToken(box, e) {
+  const refused = e.status === 401 && e.sentToken;
+  if (refused && sessionStorage.getItem(TOKEN_KEY) === e.sentToken) sessionStorage.removeItem(TOKEN_KEY);
+  const why = e.status === 403 ? "operator access: this page is not on the server's machine and no ADMIN_TOKEN is set" :
+    refused ? "operator token required: the one given was refused" : "operator token required";
+  box.replaceChildren(el(box.tagName === "UL" ? "li" : "p", { class: "needs-token" }, why));
+  $("operator-access").hidden = e.status === 403;
+}
+function useToken(ev) {
+  ev.preventDefault();
+  const token = $("op-token").value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("op-token").value = "";
+  $("operator-access").hidden = true;
+  loadOrders();
+  loadDLQ();
+}
+
 // ---- placing an order ----
 function addLine(itemId = "", qty = 1, price = "4.50") {
   const select = el("select", { "aria-label": "Item" });
@@ -71,14 +103,15 @@ function remember(id) {
 async function loadOrders() {
   const list = $("orders");
   try {
-    const { orders = [] } = await getJSON("/api/orders?limit=100");
+    const { orders = [] } = await operatorJSON("/api/orders?limit=100");
     orders.sort((a, b) => (b.createdAt || "").localeCompare(a.createdAt || ""));
     list.replaceChildren(...orders.slice(0, 30).map((o) => el("li", {},
       el("button", { type: "button", class: "link", onclick: () => openOrder(o.orderId) }, o.orderId.slice(0, 8)),
       el("span", {}, o.customerId || ""), el("span", { class: "status" }, o.status))));
     if (!orders.length) list.replaceChildren(el("li", {}, "No orders yet."));
   } catch (e) {
-    list.replaceChildren(el("li", {}, `Orders unavailable: ${e.message}`));
+    if (needsToken(e)) askForToken(list, e);
+    else list.replaceChildren(el("li", {}, `Orders unavailable: ${e.message}`));
   }
 }
 
@@ -121,6 +154,8 @@ function openOrder(id) {
   if (stream) stream.close();
   // The stream sends the current view first, then every change.
   stream = new EventSource(`/api/orders/${encodeURIComponent(id)}/stream`);
+  // The server ends the stream at the final status or when it has been idle: no reconnecting then.
+  stream.addEventListener("end", () => stream.close());
   stream.addEventListener("order", (m) => {
     const v = JSON.parse(m.data);
     renderView(v);
@@ -134,12 +169,12 @@ function openOrder(id) {
 async function loadDLQ() {
   const box = $("dlq");
   try {
-    const { topics = [] } = await getJSON("/api/dlq");
+    const { topics = [] } = await operatorJSON("/api/dlq");
     const parts = [];
     for (const t of topics) {
       parts.push(el("h3", {}, `${t.topic} (${t.count})`));
       if (!t.count) continue;
-      const { records = [] } = await getJSON(`/api/dlq/${encodeURIComponent(t.topic)}?limit=20`);
+      const { records = [] } = await operatorJSON(`/api/dlq/${encodeURIComponent(t.topic)}?limit=20`);
       const rows = records.map((r) => el("tr", {},
         el("td", {}, `${r.partition}:${r.offset}`), el("td", {}, r.eventType || "undecodable"), el("td", {}, r.key),
         el("td", {}, r.headers["x-consumer-group"] || ""), el("td", {}, r.headers["x-error"] || ""),
@@ -148,15 +183,17 @@ async function loadDLQ() {
     }
     box.replaceChildren(...parts);
   } catch (e) {
-    box.replaceChildren(el("p", {}, `Dead-letter topics unavailable: ${e.message}`));
+    if (needsToken(e)) askForToken(box, e);
+    else box.replaceChildren(el("p", {}, `Dead-letter topics unavailable: ${e.message}`));
   }
 }
 async function replay(topic, eventId) {
   try {
-    const r = await getJSON(`/api/dlq/${encodeURIComponent(topic)}/replay`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ eventIds: [eventId] }) });
+    const r = await operatorJSON(`/api/dlq/${encodeURIComponent(topic)}/replay`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ eventIds: [eventId] }) });
     alert(`Replayed ${r.replayed} record(s) to the original topic.`);
   } catch (e) {
-    alert(`Replay failed: ${e.message}`);
+    if (needsToken(e)) askForToken($("dlq"), e);
+    else alert(`Replay failed: ${e.message}`);
   }
 }
 
@@ -167,6 +204,7 @@ async function start() {
   $("order-form").addEventListener("submit", placeOrder);
   $("refresh-orders").addEventListener("click", loadOrders);
   $("refresh-dlq").addEventListener("click", loadDLQ);
+  $("op-token-form").addEventListener("submit", useToken);
   await Promise.all([loadOrders(), loadDLQ()]);
   const id = new URLSearchParams(location.search).get("order");
   if (id) openOrder(id);
