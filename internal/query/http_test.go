@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -108,8 +109,25 @@ func TestViewHistoryAndFailurePaths(t *testing.T) {
 	}
 }
 
-func TestListByCustomerNewestFirstAndScan(t *testing.T) {
-	srv, p := testServer(t, NewMemory())
+func TestListByCustomerNewestFirstAndScan(t *testing.T) { listing(t, NewMemory()) }
+
+// TestListingOverCassandra: the same listing on Cassandra, its paging state sealed into the page
+// tokens; the issue's own example of a bad token (pageToken=zzzz) is a 400, not a database error.
+func TestListingOverCassandra(t *testing.T) {
+	st := newCassandra(t)
+	listing(t, st)
+	srv, _ := testServer(t, st)
+	for _, q := range []string{"customerId=cust-7&pageToken=zzzz", "pageToken=zzzz", "customerId=abc&pageToken=" + url.QueryEscape("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")} {
+		var p map[string]any
+		if code := getJSON(t, srv.URL+"/api/orders?"+q, &p); code != 400 {
+			t.Errorf("%s: %d %v, want 400", q, code, p)
+		}
+	}
+}
+
+// listing pages one customer's orders, newest first, and scans all orders, on st.
+func listing(t *testing.T, st Store) {
+	srv, p := testServer(t, st)
 	ctx := context.Background()
 	var ids []string
 	for i := 0; i < 7; i++ {

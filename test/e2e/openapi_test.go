@@ -64,19 +64,36 @@ func TestOpenAPIMatchesServedRoutes(t *testing.T) {
 }
 
 // TestSchemathesis runs the property-based API fuzzer Schemathesis (PyPI, pinned, installed into
-// .cache on first use) from each OpenAPI document against the live services of orderflow dev: no
-// 5xx, and every status code, content type, header and body conforms to the document.
+// .cache on first use) from each OpenAPI document against the live services: no 5xx, and every
+// status code, content type, header and body conforms to the document. Twice: against
+// orderflow dev (in-memory read model, no token), and against the native stack (Cassandra, real
+// Kafka and Postgres) with ADMIN_TOKEN set, the fuzzer sending it.
 func TestSchemathesis(t *testing.T) {
 	e2e(t)
 	st := installSchemathesis(t)
-	sys := startDev(t, false)
+	t.Run("dev", func(t *testing.T) {
+		fuzzAPIs(t, st, startDev(t, false).addrs, "")
+	})
+	t.Run("native", func(t *testing.T) {
+		const token = "schemathesis-operator-token"
+		sys := start(t, true, "ADMIN_TOKEN="+token)
+		fuzzAPIs(t, st, sys.Addrs, token)
+	})
+}
+
+// fuzzAPIs runs Schemathesis against each service at addrs (by prefix), with the operator token
+// when one is set.
+func fuzzAPIs(t *testing.T, st string, addrs map[string]string, token string) {
 	for prefix, name := range docs {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			args := []string{"run", docPath(name), "--url", "http://" + sys.addrs[prefix],
+			args := []string{"run", docPath(name), "--url", "http://" + addrs[prefix],
 				"--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
 				"--max-examples", "30", "--seed", "1", "--request-timeout", "10"}
+			if token != "" {
+				args = append(args, "--header", "Authorization: Bearer "+token)
+			}
 			if prefix == "QUERY" {
 				// An order's stream stays open until the order is final (an unknown order may still
 				// appear): not something a request/response fuzzer can judge. Its HTTP and browser
