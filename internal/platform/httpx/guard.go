@@ -83,25 +83,29 @@ func ClientKey(r *http.Request) string {
 	}
 }
 
+// operator reports whether r is from an operator: the right bearer token (compared in constant
+// time), or a loopback client while no token is configured.
+func (g *Guard) operator(r *http.Request) bool {
+	if g.cfg.AdminToken == "" {
+		return isLoopback(r)
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(g.cfg.AdminToken)) == 1
+}
+
 // admin lets a request through with the right bearer token (compared in constant time), or from a
 // loopback client when no token is configured; 401 or 403 with a problem body otherwise.
 func (g *Guard) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if g.cfg.AdminToken == "" {
-			if !isLoopback(r) {
-				WriteProblem(w, r, NewProblem(http.StatusForbidden, "operator endpoints answer loopback clients only while ADMIN_TOKEN is unset"))
-				return
-			}
+		switch {
+		case g.operator(r):
 			h(w, r)
-			return
-		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(g.cfg.AdminToken)) != 1 {
+		case g.cfg.AdminToken == "":
+			WriteProblem(w, r, NewProblem(http.StatusForbidden, "operator endpoints answer loopback clients only while ADMIN_TOKEN is unset"))
+		default:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orderflow operator endpoints"`)
 			WriteProblem(w, r, NewProblem(http.StatusUnauthorized, "operator endpoints need Authorization: Bearer <ADMIN_TOKEN>"))
-			return
 		}
-		h(w, r)
 	}
 }
 

@@ -124,11 +124,18 @@ func (h *Health) Run(ctx context.Context) Report {
 	return rep
 }
 
-func (h *Health) serveHealth(w http.ResponseWriter, r *http.Request) {
+// serveHealth answers the report; only operators see the components' details (addresses, pool
+// figures, a failing dependency's error text), everyone else their status.
+func (h *Health) serveHealth(w http.ResponseWriter, r *http.Request, details bool) {
 	rep := h.Run(r.Context())
 	status := http.StatusOK
 	if rep.Status != "UP" {
 		status = http.StatusServiceUnavailable
+	}
+	if !details {
+		for name, c := range rep.Components {
+			rep.Components[name] = ComponentStatus{Status: c.Status}
+		}
 	}
 	WriteJSON(w, status, rep)
 }

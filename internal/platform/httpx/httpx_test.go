@@ -78,6 +78,21 @@ func TestProblemAndHealthEndpoints(t *testing.T) {
 	if w.Code != 503 || m["status"] != "DOWN" || kafka["status"] != "DOWN" {
 		t.Fatalf("health with a DOWN dependency: %d %v", w.Code, m)
 	}
+	op := httptest.NewRequest("GET", "/health", nil)
+	op.RemoteAddr = "127.0.0.1:1"
+	w = httptest.NewRecorder()
+	mux.ServeHTTP(w, op)
+	if !strings.Contains(w.Body.String(), `"error":"unreachable"`) {
+		t.Errorf("an operator (loopback, no token set) does not see the error: %s", w.Body)
+	}
+	// Anyone else sees each component's status, never its details or error text.
+	r := httptest.NewRequest("GET", "/health", nil)
+	r.RemoteAddr = "203.0.113.7:1"
+	w = httptest.NewRecorder()
+	mux.ServeHTTP(w, r)
+	if b := w.Body.String(); w.Code != 503 || strings.Contains(b, "unreachable") || strings.Contains(b, "details") || !strings.Contains(b, `"kafka":{"status":"DOWN"}`) {
+		t.Errorf("/health for a non-operator: %d %s", w.Code, b)
+	}
 	h.Draining()
 	if w, _ := get("/readyz"); w.Code != 503 {
 		t.Fatal("ready while draining")

@@ -42,11 +42,14 @@ func (o Ops) Register(mux *Mux) {
 		i.Routes = mux.Routes()
 		WriteJSON(w, http.StatusOK, i)
 	}
+	health := func(w http.ResponseWriter, r *http.Request) {
+		o.Health.serveHealth(w, r, mux.guard.operator(r))
+	}
 	metrics := promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
 	mux.platform("GET /healthz", http.HandlerFunc(live))
 	mux.platform("GET /readyz", http.HandlerFunc(o.Health.serveReady))
-	mux.platform("GET /health", http.HandlerFunc(o.Health.serveHealth))
-	mux.platform("GET /actuator/health", http.HandlerFunc(o.Health.serveHealth))
+	mux.platform("GET /health", http.HandlerFunc(health))
+	mux.platform("GET /actuator/health", http.HandlerFunc(health))
 	mux.platform("GET /info", http.HandlerFunc(info))
 	mux.platform("GET /actuator/info", http.HandlerFunc(info))
 	mux.platform("GET /metrics", metrics)
