@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/orderflow/orderflow/internal/platform/httpx"
 )
 
 // docs maps each service (by environment prefix) to its OpenAPI document.
@@ -48,13 +50,16 @@ func TestOpenAPIMatchesServedRoutes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var info struct{ Routes []string }
-		_ = json.NewDecoder(resp.Body).Decode(&info)
+		var info httpx.BuildInfo
+		err = json.NewDecoder(resp.Body).Decode(&info)
 		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s /info: %v", name, err)
+		}
 		var served []string
 		for _, r := range info.Routes {
-			if _, path, _ := strings.Cut(r, " "); strings.HasPrefix(path, "/api/") {
-				served = append(served, r)
+			if _, path, _ := strings.Cut(r.Pattern, " "); strings.HasPrefix(path, "/api/") {
+				served = append(served, r.Pattern)
 			}
 		}
 		if !slices.Equal(documented, served) {
