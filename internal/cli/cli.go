@@ -49,7 +49,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cmd, rest := args[0], args[1:]
 	if run, ok := Services[cmd]; ok {
-		return run(ctx, getenv, stdout)
+		switch {
+		case len(rest) == 0:
+			return run(ctx, getenv, stdout)
+		case len(rest) == 1 && rest[0] == "config":
+			return printConfig(cmd, getenv, stdout)
+		}
+		fmt.Fprintf(stderr, "usage: orderflow %s [config]\n", cmd)
+		return ErrUsage
 	}
 	switch cmd {
 	case "all":
@@ -127,7 +134,7 @@ func createTopics(ctx context.Context, getenv func(string) string, stdout io.Wri
 	if err := e.Err(); err != nil {
 		return err
 	}
-	log := obs.NewLogger(stdout, "orderflow-topics", c.LogLevel)
+	log := obs.NewLogger(stdout, "orderflow-topics", c.LogLevel, c.LogFormat)
 	if err := kafka.EnsureTopics(ctx, c.Kafka, log, event.AllTopics()...); err != nil {
 		return err
 	}
@@ -143,7 +150,8 @@ func usage(w io.Writer) {
 	sort.Strings(names)
 	fmt.Fprintf(w, `usage: orderflow <command>
 
-services (configured by environment variables, see docs/configuration.md):
+services (configured by environment variables, see docs/configuration.md;
+<service> config prints its effective configuration, secrets masked):
   %s
   all                 every service in one process
   dev                 everything in one process with embedded Kafka, Postgres and Redis (no servers to install)

@@ -64,6 +64,32 @@ func TestUnknownCommandAndBadConfig(t *testing.T) {
 	}
 }
 
+// TestServiceConfigPrintsEffectiveSettings: `orderflow <service> config` lists what the service
+// would run with, secrets masked, and reports an invalid value as start-up would.
+func TestServiceConfigPrintsEffectiveSettings(t *testing.T) {
+	env := map[string]string{"ADMIN_TOKEN": "very-secret", "QUERY_SSE_MAX_STREAMS": "77"}
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"query-api", "config"}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{"ADMIN_TOKEN=(set)\n", "QUERY_SSE_MAX_STREAMS=77\n", "QUERY_HTTP_ADDR=127.0.0.1:8080\n", "LOG_FORMAT=auto\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("config output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "very-secret") {
+		t.Error("a secret's value was printed")
+	}
+	env["LOG_FORMAT"] = "xml"
+	if err := Run(context.Background(), []string{"query-api", "config"}, func(k string) string { return env[k] }, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "LOG_FORMAT") {
+		t.Errorf("an invalid value: %v", err)
+	}
+	if err := Run(context.Background(), []string{"query-api", "confi"}, func(k string) string { return env[k] }, io.Discard, io.Discard); !errors.Is(err, ErrUsage) {
+		t.Errorf("a misspelt sub-command: %v", err)
+	}
+}
+
 // TestAllServesHealthWithRealDependencies starts every service in one process against the real
 // servers and checks each reports its dependencies UP, then stops cleanly.
 func TestAllServesHealthWithRealDependencies(t *testing.T) {

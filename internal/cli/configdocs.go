@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -73,6 +74,25 @@ func writeConfigDocs(w io.Writer) {
 		fmt.Fprintf(w, "## %s\n", s.name)
 		table(own)
 	}
+}
+
+// printConfig is `orderflow <service> config`: every variable the service reads with its
+// effective value (set or default), secrets shown only as (set) or (unset), then any error.
+func printConfig(service string, getenv func(string) string, w io.Writer) error {
+	for _, s := range configSections {
+		if s.name != service {
+			continue
+		}
+		e := config.New(getenv)
+		s.read(e)
+		settings := e.Settings()
+		names := slices.Sorted(maps.Keys(settings))
+		for _, n := range names {
+			fmt.Fprintf(w, "%s=%s\n", n, settings[n])
+		}
+		return e.Err()
+	}
+	return fmt.Errorf("no configuration for %q", service)
 }
 
 // Variables returns the environment variables service reads (the shared ones included, and the

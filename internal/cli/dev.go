@@ -62,6 +62,8 @@ func devEnv(getenv func(string) string, servers map[string]string) func(string) 
 		"QUERY_CATALOG_FILE": getenv("INVENTORY_CATALOG_FILE"),
 		// ETAs move visibly on the page.
 		"DELIVERY_SCHEDULER_INTERVAL": "5s",
+		// A person reads these logs.
+		"LOG_FORMAT": "text",
 	}
 	return func(k string) string {
 		if v, ok := servers[k]; ok {
@@ -97,17 +99,20 @@ func ready(ctx context.Context, url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// announce prints the URLs once query-api answers.
+// announce prints the URLs once every service is ready.
 func announce(ctx context.Context, w io.Writer, env func(string) string, servers map[string]string) {
-	query := "http://" + env("QUERY_HTTP_ADDR")
-	if env("QUERY_HTTP_ADDR") == "" {
-		query = "http://127.0.0.1:8080"
-	}
-	for ctx.Err() == nil {
-		if ready(ctx, query+"/readyz") {
-			break
+	addr := func(prefix, def string) string {
+		if a := env(prefix + "_HTTP_ADDR"); a != "" {
+			return a
 		}
-		time.Sleep(200 * time.Millisecond)
+		return def
+	}
+	query := "http://" + addr("QUERY", "127.0.0.1:8080")
+	for _, a := range []string{addr("ORDER", "127.0.0.1:8081"), addr("PAYMENT", "127.0.0.1:8082"),
+		addr("INVENTORY", "127.0.0.1:8083"), addr("DELIVERY", "127.0.0.1:8084"), addr("QUERY", "127.0.0.1:8080")} {
+		for ctx.Err() == nil && !ready(ctx, "http://"+a+"/readyz") {
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 	if ctx.Err() != nil {
 		return
@@ -117,7 +122,17 @@ orderflow dev is up.
   tracking page   %s/
   order API       %s/api/orders
   Kafka (kcat)    %s    Postgres  127.0.0.1:%s (postgres/postgres)    Redis  %s
+Place an order and get its tracking link (copy and paste):
+  %s
 Ctrl-C stops everything; data stays in the dev folder.
 
-`, query, env("QUERY_ORDER_API_URL"), servers["KAFKA_BROKERS"], servers["POSTGRES_PORT"], servers["REDIS_ADDR"])
+`, query, env("QUERY_ORDER_API_URL"), servers["KAFKA_BROKERS"], servers["POSTGRES_PORT"], servers["REDIS_ADDR"], tryIt(env("QUERY_ORDER_API_URL"), query))
+}
+
+// tryIt is a shell line that places an order with the built-in catalog's first item and prints
+// the tracking-page link for it.
+func tryIt(orderAPI, page string) string {
+	body := `{"customerId":"cust-1","currency":"EUR","items":[{"itemId":"SKU-001","quantity":2,"unitPrice":19.99}]}`
+	return fmt.Sprintf(`curl -s %s/api/orders -H 'Content-Type: application/json' -d '%s' | sed -E 's|.*"orderId":"([^"]+)".*|%s/?order=\1|'`,
+		orderAPI, body, page)
 }

@@ -91,7 +91,7 @@ func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) 
 // rebuild is Rebuild from the given topics (tests replay topics of their own: the shared ones hold
 // whatever earlier runs left there).
 func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer) error {
-	log := obs.NewLogger(stdout, Name+"-rebuild", cfg.LogLevel)
+	log := obs.NewLogger(stdout, Name+"-rebuild", cfg.LogLevel, cfg.LogFormat)
 	sess, err := cass.Connect(ctx, cfg.Cassandra)
 	if err != nil {
 		return err

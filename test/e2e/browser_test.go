@@ -64,14 +64,29 @@ func TestTrackingPageInBrowser(t *testing.T) {
 	step("timeline", chromedp.WaitVisible("#timeline li"))
 	status, eta, driver := text("#detail-status"), text(`dd[data-fact="ETA"]`), text(`dd[data-fact="Driver"]`)
 	orderID := text("#detail-id")
+	step("the order's lines", chromedp.WaitVisible("#order-lines tfoot td"))
+	lines, total := text("#order-lines tbody"), text("#order-lines tfoot")
+	hover, err := chromedp.Run(ctx, chromedp.AttributeValue(`dd[data-fact="Last event"] time`, "title"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastEvent := hover.Value
 	// A wrong token is refused and forgotten; the right one, given once, loads both panels.
-	step("a wrong token", chromedp.SetValue("#op-token", "wrong"), chromedp.Click("#op-token-use"))
+	// The form is submitted as by the button, without pointer coordinates: the page may still be
+	// scrolling smoothly to the order, and a click computed before the scroll misses.
+	useToken := func(tok string) {
+		step("type a token", chromedp.SetValue("#op-token", tok))
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("op-token-form").requestSubmit(), true`)); err != nil {
+			t.Fatalf("submit the token: %v", err)
+		}
+	}
+	useToken("wrong")
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector("#orders").textContent.includes("was refused")`,
 		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
 		t.Fatalf("a wrong token was not reported as refused: %v (orders panel %q)", err, text("#orders"))
 	}
-	step("the operator token", chromedp.SetValue("#op-token", token), chromedp.Click("#op-token-use"),
-		chromedp.WaitVisible("#orders li button"), chromedp.WaitVisible("#dlq h3"), chromedp.WaitNotVisible("#operator-access"))
+	useToken(token)
+	step("the operator panels load", chromedp.WaitVisible("#orders li button"), chromedp.WaitVisible("#dlq h3"), chromedp.WaitNotVisible("#operator-access"))
 	withToken := text("#orders")
 	dlq := text("#dlq")
 	stored, err := chromedp.Run(ctx, chromedp.Evaluate[string](`sessionStorage.getItem("orderflow.operatorToken")`))
@@ -89,6 +104,19 @@ func TestTrackingPageInBrowser(t *testing.T) {
 	}
 	if strings.TrimSpace(eta) == "" || strings.TrimSpace(driver) == "" {
 		t.Errorf("ETA %q, driver %q: both must be shown", eta, driver)
+	}
+	// What was ordered: item, catalog name, quantity, unit price and line total in the order's
+	// currency, and the total; times relative, the exact one on hover.
+	for _, want := range []string{"SKU-001", "Espresso Beans", "1", "€4.50"} {
+		if !strings.Contains(lines, want) {
+			t.Errorf("order lines %q lack %q", lines, want)
+		}
+	}
+	if !strings.Contains(total, "Total") || !strings.Contains(total, "€4.50") {
+		t.Errorf("order total %q, want €4.50", total)
+	}
+	if lastEvent == "" || !strings.Contains(text(`dd[data-fact="Last event"]`), "ago") && !strings.Contains(text(`dd[data-fact="Last event"]`), "now") {
+		t.Errorf("last event shown as %q (title %q); want a relative time with the exact one on hover", text(`dd[data-fact="Last event"]`), lastEvent)
 	}
 	if strings.Count(noToken, "operator token required") != 2 {
 		t.Errorf("without a token the operator panels show %q; want \"operator token required\" in both", noToken)

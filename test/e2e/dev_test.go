@@ -5,13 +5,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"path/filepath"
-	"strconv"
-	"testing"
 
 	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/pg"
@@ -121,4 +122,51 @@ func TestDevModeKeepsOrdersAcrossRestart(t *testing.T) {
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM orders WHERE order_id = $1`, o.OrderID).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("order row after restart: %d (%v)", n, err)
 	}
+}
+
+// TestDevModeOutputIsReadable: orderflow dev prints short text log lines (one start-up line per
+// service, no configuration dumps, no JSON) and a copy-paste command that places an order and
+// prints its tracking link, which works.
+func TestDevModeOutputIsReadable(t *testing.T) {
+	e2e(t)
+	tg, p := startDevIn(t, devDir(t), false, "LOG_LEVEL=info")
+	var try string
+	testkit.Eventually(t, 30*time.Second, "the try-it line", func() bool {
+		_, after, ok := strings.Cut(p.Output(), "Place an order and get its tracking link (copy and paste):\n")
+		try, _, _ = strings.Cut(strings.TrimSpace(after), "\n")
+		return ok && try != ""
+	})
+	out := p.Output()
+	started := 0
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "{") {
+			t.Errorf("a JSON log line in dev mode: %s", line)
+		}
+		if strings.Contains(line, " started ") {
+			started++
+			if !strings.Contains(line, "version=") || !strings.Contains(line, "addr=") || !strings.Contains(line, "dependencies=") {
+				t.Errorf("start-up line without version, address or dependencies: %s", line)
+			}
+		}
+	}
+	if started != len(testkit.Services) || strings.Contains(out, "configuration") || strings.Contains(out, "POSTGRES_HOST") {
+		t.Errorf("%d start-up lines (want %d) or a configuration dump in:\n%s", started, len(testkit.Services), out)
+	}
+	link, err := exec.Command("bash", "-c", try).Output()
+	if err != nil {
+		t.Fatalf("%s: %v", try, err)
+	}
+	prefix := "http://" + tg.addrs["QUERY"] + "/?order="
+	id, ok := strings.CutPrefix(strings.TrimSpace(string(link)), prefix)
+	if !ok || len(id) != 36 {
+		t.Fatalf("the command printed %q, want %s<orderId>", link, prefix)
+	}
+	testkit.Eventually(t, 30*time.Second, "the order in the read model", func() bool {
+		resp, err := http.Get("http://" + tg.addrs["QUERY"] + "/api/orders/" + id)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }

@@ -24,6 +24,23 @@ async function getJSON(url, opts) {
   return body;
 }
 const fmtTime = (t) => (t ? new Date(t).toLocaleString() : "—");
+// fmtMoney formats an amount in the order's currency for the reader's locale ("€4.50").
+function fmtMoney(amount, currency) {
+  const n = Number(amount);
+  try { return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(n); } catch { return `${n.toFixed(2)} ${currency}`; }
+}
+// timeEl shows t relative to now ("2s ago", "in 30s"), the exact time on hover; tick keeps it current.
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "narrow" });
+function relText(t) {
+  const s = Math.round((new Date(t).getTime() - Date.now()) / 1000);
+  const [v, unit] = Math.abs(s) < 60 ? [s, "second"] : Math.abs(s) < 3600 ? [Math.round(s / 60), "minute"] :
+    Math.abs(s) < 86400 ? [Math.round(s / 3600), "hour"] : [Math.round(s / 86400), "day"];
+  return relative.format(v, unit);
+}
+function timeEl(t) {
+  return el("time", { datetime: t, title: fmtTime(t), "data-rel": "" }, relText(t));
+}
+function tick() { for (const e of document.querySelectorAll("time[data-rel]")) e.textContent = relText(e.getAttribute("datetime")); }
 
 // ---- operator access ----
 // Listing orders and the dead-letter topics are operator endpoints: with ADMIN_TOKEN set they
@@ -38,11 +55,14 @@ function operatorJSON(url, opts = {}) {
   return getJSON(url, { ...opts, headers }).catch((e) => { throw Object.assign(e, { sentToken: token }); });
 }
 // askForToken shows the token form, saying why, and the panel's own message.
+let tokenRefused = false; // the last token given was refused: say so until another is given
 function askForToken(box, e) {
-  const refused = e.status === 401 && e.sentToken;
-  if (refused && sessionStorage.getItem(TOKEN_KEY) === e.sentToken) sessionStorage.removeItem(TOKEN_KEY);
+  if (e.status === 401 && e.sentToken) {
+    tokenRefused = true;
+    if (sessionStorage.getItem(TOKEN_KEY) === e.sentToken) sessionStorage.removeItem(TOKEN_KEY);
+  }
   const why = e.status === 403 ? "operator access: this page is not on the server's machine and no ADMIN_TOKEN is set" :
-    refused ? "operator token required: the one given was refused" : "operator token required";
+    tokenRefused ? "operator token required: the one given was refused" : "operator token required";
   box.replaceChildren(el(box.tagName === "UL" ? "li" : "p", { class: "needs-token" }, why));
   $("operator-access").hidden = e.status === 403;
 }
@@ -51,6 +71,7 @@ function useToken(ev) {
   const token = $("op-token").value.trim();
   if (!token) return;
   sessionStorage.setItem(TOKEN_KEY, token);
+  tokenRefused = false;
   $("op-token").value = "";
   $("operator-access").hidden = true;
   loadOrders();
@@ -131,26 +152,44 @@ function renderView(v) {
     return el("li", { class: cls, "aria-current": i === (failedAt >= 0 ? failedAt : reached) ? "step" : "false" }, label.replaceAll("_", " ").toLowerCase());
   }));
   const facts = [
-    ["Customer", v.customerId], ["Total", v.totalAmount != null ? `${Number(v.totalAmount).toFixed(2)} ${v.currency}` : ""],
+    ["Customer", v.customerId], ["Total", v.totalAmount != null ? fmtMoney(v.totalAmount, v.currency) : ""],
     ["Reservation", v.reservationId], ["Rejected because", v.rejectionReason],
     ["Payment", v.paymentId != null ? `#${v.paymentId}` : ""], ["Declined because", v.failureReason],
     ["Driver", v.driverName], ["Delivery", v.deliveryId],
-    ["ETA", v.estimatedDeliveryTime ? fmtTime(v.estimatedDeliveryTime) : ""], ["Delivered", v.deliveredAt ? fmtTime(v.deliveredAt) : ""],
-    ["Last event", fmtTime(v.lastEventAt)],
+    ["ETA", v.estimatedDeliveryTime ? timeEl(v.estimatedDeliveryTime) : ""], ["Delivered", v.deliveredAt ? timeEl(v.deliveredAt) : ""],
+    ["Last event", v.lastEventAt ? timeEl(v.lastEventAt) : ""],
   ].filter(([, val]) => val);
   $("facts").replaceChildren(...facts.flatMap(([k, val]) => [el("dt", {}, k), el("dd", { "data-fact": k }, val)]));
 }
 async function loadTimeline(id) {
   try {
     const { events = [] } = await getJSON(`/api/orders/${encodeURIComponent(id)}/events`);
-    $("timeline").replaceChildren(...events.map((e) => el("li", {}, el("time", { datetime: e.occurredAt }, fmtTime(e.occurredAt)), e.summary || e.eventType)));
+    $("timeline").replaceChildren(...events.map((e) => el("li", {}, timeEl(e.occurredAt), e.summary || e.eventType)));
   } catch { /* the view shows what is known; the timeline fills in on the next update */ }
+}
+// loadLines shows what was ordered, from order-service (the order's owner; CORS allows this page).
+async function loadLines(id) {
+  const body = $("order-lines").querySelector("tbody"), foot = $("order-lines").querySelector("tfoot");
+  try {
+    const o = await getJSON(`${config.orderApi}/api/orders/${encodeURIComponent(id)}`);
+    const names = Object.fromEntries(config.items.map((it) => [it.itemId, it.name]));
+    body.replaceChildren(...(o.items || []).map((l) => {
+      const cents = Math.round(Number(l.unitPrice) * 100) * l.quantity;
+      return el("tr", {}, el("td", {}, l.itemId), el("td", {}, names[l.itemId] || "—"), el("td", { class: "num" }, String(l.quantity)),
+        el("td", { class: "num" }, fmtMoney(l.unitPrice, o.currency)), el("td", { class: "num" }, fmtMoney(cents / 100, o.currency)));
+    }));
+    foot.replaceChildren(el("tr", {}, el("th", { scope: "row", colspan: "4" }, "Total"), el("td", { class: "num" }, fmtMoney(o.totalAmount, o.currency))));
+  } catch (e) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: "5" }, `Items unavailable: ${e.message}`)));
+    foot.replaceChildren();
+  }
 }
 function openOrder(id) {
   $("detail").hidden = false;
   $("detail-id").textContent = id;
   $("detail-status").textContent = "loading…";
   $("steps").replaceChildren(); $("facts").replaceChildren(); $("timeline").replaceChildren();
+  loadLines(id);
   if (stream) stream.close();
   // The stream sends the current view first, then every change.
   stream = new EventSource(`/api/orders/${encodeURIComponent(id)}/stream`);
@@ -205,6 +244,7 @@ async function start() {
   $("refresh-orders").addEventListener("click", loadOrders);
   $("refresh-dlq").addEventListener("click", loadDLQ);
   $("op-token-form").addEventListener("submit", useToken);
+  setInterval(tick, 5000);
   await Promise.all([loadOrders(), loadDLQ()]);
   const id = new URLSearchParams(location.search).get("order");
   if (id) openOrder(id);

@@ -84,6 +84,18 @@ type Report struct {
 	Components map[string]ComponentStatus `json:"components"`
 }
 
+// Checks returns the names of the registered checks (the service's dependencies), sorted.
+func (h *Health) Checks() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.checks))
+	for n := range h.checks {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Run executes every check concurrently and returns the report; overall UP only when all are UP.
 func (h *Health) Run(ctx context.Context) Report {
 	h.mu.Lock()

@@ -150,7 +150,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("listen %s: %w", s.Addr, err)
 		}
 	}
-	s.Log.Info("http listening", "addr", ln.Addr().String())
+	s.Log.Debug("http listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -2,12 +2,14 @@ package service
 
 import (
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/obs"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/redislock"
 )
@@ -16,6 +18,7 @@ import (
 // (scripts/infra) on 127.0.0.1.
 type Common struct {
 	LogLevel        string
+	LogFormat       string
 	Pprof           bool
 	ShutdownTimeout time.Duration
 	Kafka           kafka.Config
@@ -52,7 +55,8 @@ var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]{0,47}$`)
 // LoadCommon reads the shared variables.
 func LoadCommon(e *config.Env) Common {
 	c := Common{
-		LogLevel:        e.String("LOG_LEVEL", "info", "Log level: debug, info, warn or error."),
+		LogLevel:        e.String("LOG_LEVEL", "info", "Log level: debug, info, warn or error (debug adds each service's full configuration at start-up)."),
+		LogFormat:       e.String("LOG_FORMAT", "auto", "Log format: json (one JSON object a line, for log pipelines), text (one readable line a record, coloured on a terminal unless NO_COLOR is set), or auto: text when standard output is a terminal, json otherwise (containers, files, pipes). orderflow dev defaults to text."),
 		Pprof:           e.Bool("PPROF_ENABLE", false, "Serve Go profiles under /debug/pprof/ on each service's port (profiling under load; keep off in production)."),
 		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, "Time each component gets to stop on SIGTERM."),
 		Kafka: kafka.Config{
@@ -99,6 +103,7 @@ func LoadCommon(e *config.Env) Common {
 		Burst:          e.Int("RATE_LIMIT_BURST", 40, "Requests a client address may send at once before RATE_LIMIT_PER_SECOND applies."),
 		ExemptLoopback: e.Bool("RATE_LIMIT_EXEMPT_LOOPBACK", true, "Loopback clients (local tools, load runs) are not rate-limited."),
 	}
+	e.Check(slices.Contains(obs.LogFormats, c.LogFormat), "LOG_FORMAT must be json, text or auto")
 	e.Check(c.Guard.RatePerSecond >= 0 && c.Guard.Burst > 0, "RATE_LIMIT_PER_SECOND must be >= 0 and RATE_LIMIT_BURST positive")
 	e.Check(len(c.Kafka.Brokers) > 0, "KAFKA_BROKERS must name at least one broker")
 	e.Check(c.Kafka.Partitions > 0 && c.Kafka.Partitions <= 10000, "KAFKA_TOPIC_PARTITIONS must be from 1 to 10000")

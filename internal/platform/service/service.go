@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http/pprof"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -35,19 +36,30 @@ type Service struct {
 	onHTTPShutdown []func()
 
 	runnerMetrics *kafka.RunnerMetrics
+	adminToken    bool // ADMIN_TOKEN is set
+}
+
+// loopbackOnly reports whether addr (host:port) accepts loopback connections only.
+func loopbackOnly(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // New builds the skeleton for service name, logging JSON to stdout.
 func New(name string, stdout io.Writer, c Common) *Service {
-	log := obs.NewLogger(stdout, name, c.LogLevel)
+	log := obs.NewLogger(stdout, name, c.LogLevel, c.LogFormat)
 	reg, gatherer := obs.NewRegistry(name)
 	s := &Service{
 		Name: name, Log: log, Reg: reg, Gatherer: gatherer,
 		Health: httpx.NewHealth(), Mux: httpx.NewMux(c.Guard),
-		PageTokens: httpx.NewPageTokens(c.Guard.AdminToken),
-	}
-	if c.Guard.AdminToken == "" {
-		log.Warn("ADMIN_TOKEN is unset: operator endpoints answer loopback clients only")
+		PageTokens: httpx.NewPageTokens(c.Guard.AdminToken), adminToken: c.Guard.AdminToken != "",
 	}
 	if c.Postgres.Unverified() {
 		log.Warn("POSTGRES_SSLMODE does not verify the Postgres server (POSTGRES_SSL_ALLOW_UNVERIFIED): a machine in the middle can read and change every query", "sslmode", c.Postgres.SSLMode)
@@ -92,9 +104,16 @@ func (s *Service) serve(ctx context.Context, addr string, ln net.Listener) error
 	srv := &httpx.Server{Addr: addr, Listener: ln, Handler: m.Wrap(s.Mux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
 		OnShutdown: s.onHTTPShutdown}
 	s.Group.Add(lifecycle.Component{Name: "http", Run: srv.Run})
-	s.Log.Info("starting", "addr", addr, "version", version.Version)
+	s.Log.Info("started", "version", version.Version, "addr", addr, "dependencies", strings.Join(s.Health.Checks(), ", "))
+	if !s.adminToken && !loopbackOnly(addr) {
+		s.Log.Warn("ADMIN_TOKEN is unset: operator endpoints answer loopback clients only; set it to use them from elsewhere")
+	}
 	err := s.Group.Run(ctx)
-	s.Log.Info("stopped", "err", err)
+	if err != nil {
+		s.Log.Error("stopped", "err", err)
+	} else {
+		s.Log.Info("stopped")
+	}
 	return err
 }
 
@@ -106,7 +125,7 @@ func (s *Service) serve(ctx context.Context, addr string, ln net.Listener) error
 // Connections made before wire returns wait in the listen backlog.
 func Run(ctx context.Context, name string, stdout io.Writer, c Common, addr string, wire func(ctx context.Context, s *Service) error) error {
 	s := New(name, stdout, c)
-	s.Log.Info("configuration", "settings", c.Settings)
+	s.Log.Debug("configuration", "settings", c.Settings)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)

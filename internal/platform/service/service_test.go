@@ -76,3 +76,13 @@ func TestRunBindsBeforeWiring(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 }
+
+// TestLoopbackOnly: the ADMIN_TOKEN warning is for listeners others can reach.
+func TestLoopbackOnly(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:8080": true, "[::1]:80": true, "localhost:1": true,
+		"0.0.0.0:8080": false, ":8080": false, "10.0.0.5:80": false, "garbage": false} {
+		if got := loopbackOnly(addr); got != want {
+			t.Errorf("%s: %v, want %v", addr, got, want)
+		}
+	}
+}
