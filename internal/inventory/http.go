@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/orderflow/orderflow/internal/catalog"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
 )
 
@@ -55,7 +56,7 @@ func (a *api) put(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteProblem(w, r, p)
 		return
 	}
-	if body.Available == nil || *body.Available < 0 || *body.Available > maxStock {
+	if body.Available == nil || *body.Available < 0 || *body.Available > catalog.MaxStock {
 		httpx.WriteProblem(w, r, httpx.NewProblem(http.StatusBadRequest, "invalid stock level",
 			httpx.FieldError{Field: "available", Message: "is required: an integer from 0 to 1000000000"}))
 		return

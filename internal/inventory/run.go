@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/orderflow/orderflow/internal/catalog"
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/inbox"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
@@ -18,9 +19,6 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-//go:embed catalog.json
-var builtinCatalog embed.FS
-
 // Migrations returns the service's own schema (verify and its tests migrate fresh databases with it).
 func Migrations() pg.Migrations {
 	return pg.EmbeddedMigrations(migrationFiles, "migrations", "goose_inventory")
@@ -32,16 +30,16 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	catalog, err := loadCatalog(builtinCatalog, cfg.CatalogFile)
+	items, err := catalog.Load(cfg.CatalogFile)
 	if err != nil {
 		return err
 	}
 	return service.Run(ctx, Name, stdout, cfg.Common, cfg.HTTPAddr, func(ctx context.Context, s *service.Service) error {
-		return run(ctx, s, cfg, catalog)
+		return run(ctx, s, cfg, items)
 	})
 }
 
-func run(ctx context.Context, s *service.Service, cfg Config, catalog []CatalogItem) error {
+func run(ctx context.Context, s *service.Service, cfg Config, items []catalog.Item) error {
 	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), inbox.Migrations(), Migrations())
 	if err != nil {
 		return err
@@ -50,15 +48,15 @@ func run(ctx context.Context, s *service.Service, cfg Config, catalog []CatalogI
 		return err
 	}
 	st := &store{pool: pool, inbox: inbox.New(cfg.Group, s.Reg), factory: event.Factory{Producer: Name}, now: time.Now}
-	if err := st.seed(ctx, catalog); err != nil {
+	if err := st.seed(ctx, items); err != nil {
 		return err
 	}
 	if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
 		return err
 	}
 	c := &consumer{store: st, metrics: newMetrics(s.Reg)}
-	ids := make([]string, len(catalog))
-	for i, it := range catalog {
+	ids := make([]string, len(items))
+	for i, it := range items {
 		ids[i] = it.ItemID
 	}
 	s.Group.Add(lifecycle.Component{Name: "stock-gauge", Run: func(ctx context.Context) error { return c.reportStock(ctx, ids) }})

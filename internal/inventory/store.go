@@ -2,17 +2,15 @@ package inventory
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/orderflow/orderflow/internal/catalog"
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/inbox"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
@@ -230,45 +228,11 @@ func (s *store) emit(ctx context.Context, tx pgx.Tx, cause event.Envelope, t eve
 	return outbox.Add(ctx, tx, out)
 }
 
-// CatalogItem is one entry of the seed catalog file.
-type CatalogItem struct {
-	ItemID string `json:"itemId"`
-	Name   string `json:"name"`
-	Stock  int    `json:"stock"`
-}
-
-// maxStock is the largest stock level of one item (the operator API's limit too; fits int32).
-const maxStock = 1_000_000_000
-
-// loadCatalog reads a catalog file ({"items":[...]}) from path, or the built-in one when path is "".
-func loadCatalog(builtin fs.FS, path string) ([]CatalogItem, error) {
-	var b []byte
-	var err error
-	if path == "" {
-		b, err = fs.ReadFile(builtin, "catalog.json")
-	} else {
-		b, err = os.ReadFile(path) //nolint:gosec // the operator names the catalog file
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read catalog: %w", err)
-	}
-	var c struct{ Items []CatalogItem }
-	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("parse catalog %s: %w", path, err)
-	}
-	for _, it := range c.Items {
-		if it.ItemID == "" || it.Stock < 0 || it.Stock > maxStock {
-			return nil, fmt.Errorf("catalog %s: item %q needs an itemId and a stock from 0 to %d", path, it.ItemID, maxStock)
-		}
-	}
-	return c.Items, nil
-}
-
 // seed inserts catalog items that do not exist yet; existing stock is never reset by a restart.
-func (s *store) seed(ctx context.Context, items []CatalogItem) error {
+func (s *store) seed(ctx context.Context, items []catalog.Item) error {
 	ids, names, stock := make([]string, len(items)), make([]string, len(items)), make([]int32, len(items))
 	for i, it := range items {
-		ids[i], names[i], stock[i] = it.ItemID, it.Name, int32(it.Stock) //nolint:gosec // loadCatalog bounds stock by maxStock
+		ids[i], names[i], stock[i] = it.ItemID, it.Name, int32(it.Stock) //nolint:gosec // catalog.Load bounds stock by catalog.MaxStock
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO stock (item_id, name, available, on_hand)
 		SELECT i, n, s, s FROM unnest($1::text[], $2::text[], $3::int[]) AS u(i, n, s) ON CONFLICT (item_id) DO NOTHING`, ids, names, stock)
@@ -314,7 +278,3 @@ func (s *store) list(ctx context.Context, after string, limit int) ([]Item, erro
 		return it, err
 	})
 }
-
-// LoadCatalog reads a catalog file, or the built-in catalog (seeded when INVENTORY_CATALOG_FILE
-// is unset) when path is "". The tracking page offers its items.
-func LoadCatalog(path string) ([]CatalogItem, error) { return loadCatalog(builtinCatalog, path) }

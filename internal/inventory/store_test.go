@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/orderflow/orderflow/internal/catalog"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"io"
 	"log/slog"
@@ -25,7 +26,7 @@ import (
 	"github.com/orderflow/orderflow/internal/testkit"
 )
 
-func newStore(t *testing.T, catalog ...CatalogItem) *store {
+func newStore(t *testing.T, items ...catalog.Item) *store {
 	t.Helper()
 	testkit.Integration(t)
 	ctx := testkit.Context(t, 30*time.Second)
@@ -36,7 +37,7 @@ func newStore(t *testing.T, catalog ...CatalogItem) *store {
 	t.Cleanup(pool.Close)
 	s := &store{pool: pool, inbox: inbox.New(event.GroupInventory, prometheus.NewRegistry()),
 		factory: event.Factory{Producer: Name}, now: time.Now}
-	if err := s.seed(ctx, catalog); err != nil {
+	if err := s.seed(ctx, items); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -87,7 +88,7 @@ func (s *store) mustItem(t *testing.T, id string) Item {
 
 // TestConcurrentReservationsNeverOversell: 200 orders race for 50 units.
 func TestConcurrentReservationsNeverOversell(t *testing.T) {
-	s := newStore(t, CatalogItem{ItemID: "HOT", Name: "Hot item", Stock: 50}, CatalogItem{ItemID: "OTHER", Name: "o", Stock: 1000})
+	s := newStore(t, catalog.Item{ItemID: "HOT", Name: "Hot item", Stock: 50}, catalog.Item{ItemID: "OTHER", Name: "o", Stock: 1000})
 	ctx := testkit.Context(t, 2*time.Minute)
 	var wg sync.WaitGroup
 	results := make(chan outcome, 200)
@@ -137,7 +138,7 @@ func TestConcurrentReservationsNeverOversell(t *testing.T) {
 }
 
 func TestRejectionReasonsAndPayloads(t *testing.T) {
-	s := newStore(t, CatalogItem{ItemID: "A", Name: "a", Stock: 3})
+	s := newStore(t, catalog.Item{ItemID: "A", Name: "a", Stock: 3})
 	ctx := testkit.Context(t, 30*time.Second)
 
 	e, p := orderEvent(t, item("A", 1), item("NOPE", 2))
@@ -167,7 +168,7 @@ func TestRejectionReasonsAndPayloads(t *testing.T) {
 }
 
 func TestCompensationReleasesOnce(t *testing.T) {
-	s := newStore(t, CatalogItem{ItemID: "A", Name: "a", Stock: 10})
+	s := newStore(t, catalog.Item{ItemID: "A", Name: "a", Stock: 10})
 	ctx := testkit.Context(t, 30*time.Second)
 	e, p := orderEvent(t, item("A", 4))
 	if out, err := s.reserve(ctx, e, p); err != nil || out.result != "reserved" {
@@ -215,11 +216,11 @@ func TestCompensationReleasesOnce(t *testing.T) {
 }
 
 func TestAdminAPI(t *testing.T) {
-	var catalog []CatalogItem
+	var items []catalog.Item
 	for i := 0; i < 7; i++ {
-		catalog = append(catalog, CatalogItem{ItemID: fmt.Sprintf("I-%02d", i), Name: "n", Stock: i})
+		items = append(items, catalog.Item{ItemID: fmt.Sprintf("I-%02d", i), Name: "n", Stock: i})
 	}
-	s := newStore(t, catalog...)
+	s := newStore(t, items...)
 	mux := httpx.NewMux(httpx.GuardConfig{})
 	(&api{store: s, log: slog.New(slog.NewTextHandler(io.Discard, nil)), tokens: httpx.NewPageTokens("test")}).routes(mux)
 	do := func(method, path, body string) (int, map[string]any) {
@@ -277,29 +278,10 @@ func TestAdminAPI(t *testing.T) {
 	}
 }
 
-func TestBuiltinCatalog(t *testing.T) {
-	items, err := loadCatalog(builtinCatalog, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	low := 0
-	for _, it := range items {
-		if it.Stock < 10 {
-			low++
-		}
-	}
-	if len(items) < 50 || low == 0 {
-		t.Fatalf("catalog has %d items, %d with small stock", len(items), low)
-	}
-	if _, err := loadCatalog(builtinCatalog, "/nonexistent.json"); err == nil {
-		t.Fatal("missing catalog file accepted")
-	}
-}
-
 // TestConcurrentBatches: ten batches of twenty orders (with a duplicate inside each batch and a
 // payment.failed for an earlier order) race for 50 units in separate transactions.
 func TestConcurrentBatches(t *testing.T) {
-	s := newStore(t, CatalogItem{ItemID: "HOT", Name: "Hot", Stock: 50}, CatalogItem{ItemID: "OTHER", Name: "o", Stock: 1000})
+	s := newStore(t, catalog.Item{ItemID: "HOT", Name: "Hot", Stock: 50}, catalog.Item{ItemID: "OTHER", Name: "o", Stock: 1000})
 	c := &consumer{store: s, metrics: newMetrics(prometheus.NewRegistry())}
 	ctx := testkit.Context(t, 2*time.Minute)
 	var wg sync.WaitGroup
@@ -338,8 +320,8 @@ func TestConcurrentBatches(t *testing.T) {
 // items, duplicates, payment failures for earlier orders, unrelated events) to two stores: one
 // event at a time through handle, and in batches through handleBatch. Both end identical.
 func TestBatchEqualsOneByOne(t *testing.T) {
-	catalog := []CatalogItem{{ItemID: "A", Name: "a", Stock: 30}, {ItemID: "B", Name: "b", Stock: 12}, {ItemID: "C", Name: "c", Stock: 1000}}
-	one, batched := newStore(t, catalog...), newStore(t, catalog...)
+	items := []catalog.Item{{ItemID: "A", Name: "a", Stock: 30}, {ItemID: "B", Name: "b", Stock: 12}, {ItemID: "C", Name: "c", Stock: 1000}}
+	one, batched := newStore(t, items...), newStore(t, items...)
 	c1 := &consumer{store: one, metrics: newMetrics(prometheus.NewRegistry())}
 	c2 := &consumer{store: batched, metrics: newMetrics(prometheus.NewRegistry())}
 	ctx := testkit.Context(t, 2*time.Minute)

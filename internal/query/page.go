@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/orderflow/orderflow/internal/inventory"
+	"github.com/orderflow/orderflow/internal/catalog"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"github.com/orderflow/orderflow/web"
 )
@@ -44,7 +44,7 @@ type pageItem struct {
 // loadPageCatalog reads the items the page offers once, at start-up, so that a wrong
 // QUERY_CATALOG_FILE stops the service with its cause instead of breaking the page later.
 func loadPageCatalog(path string) ([]pageItem, error) {
-	items, err := inventory.LoadCatalog(path)
+	items, err := catalog.Load(path)
 	if err != nil {
 		return nil, fmt.Errorf("QUERY_CATALOG_FILE: %w", err)
 	}
