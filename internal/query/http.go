@@ -26,8 +26,8 @@ type api struct {
 	closing   <-chan struct{} // closed when the server shuts down: streams end
 	orderAPI  string          // where the tracking page posts orders
 	catalog   []pageItem      // items the tracking page offers
-	tokens    *httpx.PageTokens
-	streams   *streamSlots
+	tokens    *httpx.PageTokens // seal the listing's cursors into page tokens
+	streams   *streamSlots      // caps on open order streams
 }
 
 func (a *api) routes(mux *httpx.Mux) {
