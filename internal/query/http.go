@@ -21,11 +21,11 @@ type api struct {
 	hub       *Hub
 	kafka     kafka.Config
 	log       *slog.Logger
-	heartbeat time.Duration   // SSE comment interval, default 15s
-	poll      time.Duration   // SSE safety-net re-read interval, default 2s
-	closing   <-chan struct{} // closed when the server shuts down: streams end
-	orderAPI  string          // where the tracking page posts orders
-	catalog   []pageItem      // items the tracking page offers
+	heartbeat time.Duration     // SSE comment interval, default 15s
+	poll      time.Duration     // SSE safety-net re-read interval, default 2s
+	closing   <-chan struct{}   // closed when the server shuts down: streams end
+	orderAPI  string            // where the tracking page posts orders
+	catalog   []pageItem        // items the tracking page offers
 	tokens    *httpx.PageTokens // seal the listing's cursors into page tokens
 	streams   *streamSlots      // caps on open order streams
 }
