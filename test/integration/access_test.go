@@ -246,6 +246,25 @@ func TestEveryRouteFromAnotherAddress(t *testing.T) {
 		t.Fatalf("no operator or no customer route was tested: %v", counts)
 	}
 	checkSecurityDoc(t, routes)
+
+	// Without ADMIN_TOKEN the operator routes answer loopback clients only: from another address
+	// they are refused (403), so the loopback exemption cannot hide a missing guard either.
+	// (The first system stops first: ports chosen on the host could repeat inside the namespace.)
+	sys.Procs["ORDER"].Stop()
+	sys = testkit.StartSystemIn(t, ns, nsIP, "LOG_LEVEL=warn", "PPROF_ENABLE=true")
+	refused := 0
+	for _, s := range servedRoutes(t, opClient, sys) {
+		if s.Access != httpx.Operator {
+			continue
+		}
+		if resp, b := call(opClient, s, ""); resp.StatusCode != http.StatusForbidden || !isProblem(resp, b, 403) {
+			t.Errorf("%s %s without ADMIN_TOKEN, from %s: %d %s, want 403", s.service, s.Pattern, hostIPs[0], resp.StatusCode, b)
+		}
+		refused++
+	}
+	if refused != counts[httpx.Operator] {
+		t.Errorf("without a token %d operator routes, with one %d", refused, counts[httpx.Operator])
+	}
 }
 
 // checkSecurityDoc compares docs/security.md's generated route table with the served routes

@@ -40,8 +40,8 @@ func New(consumer string, reg prometheus.Registerer) *Inbox {
 }
 
 // Begin records eventID in tx. It returns false when the event was already processed: the caller
-// must then apply nothing and let the transaction end (commit or roll back, both are harmless).
-// The duplicate counter moves only when the caller's transaction commits via Committed.
+// must then apply nothing and let the transaction end (commit or roll back, both are harmless),
+// and call Duplicate once it has ended, so the counter moves only for a settled outcome.
 func (i *Inbox) Begin(ctx context.Context, tx pgx.Tx, eventID string) (first bool, err error) {
 	tag, err := tx.Exec(ctx,
 		`INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
