@@ -109,8 +109,8 @@ func (n Notice) Queue(b *pgx.Batch) {
 // a pg.Pipe). The server runs a failed batch's statements only up to the failure, so a NOTIFY follows
 // only a COMMIT that succeeded; and a NOTIFY outside the writing transaction keeps that transaction
 // out of the cluster-wide lock Postgres holds from a notifying transaction's commit until its WAL
-// flush is over, which at 300 orders/s queued most commits of the system behind one another
-// (docs/benchmarks.md, session 7).
+// flush is over; under load that queues most commits of the system behind one another
+// (measured in docs/benchmarks.md).
 //
 // Notifications are then in the order of the NOTIFYs, not of the commits. Each order's events still
 // go out in commit order when every transaction that writes a later event of the same order either
