@@ -79,40 +79,43 @@ func writeConfigDocs(w io.Writer) {
 // printConfig is `orderflow <service> config`: every variable the service reads with its
 // effective value (set or default), secrets shown only as (set) or (unset), then any error.
 func printConfig(service string, getenv func(string) string, w io.Writer) error {
-	for _, s := range configSections {
-		if s.name != service {
-			continue
-		}
-		e := config.New(getenv)
-		s.read(e)
-		settings := e.Settings()
-		names := slices.Sorted(maps.Keys(settings))
-		for _, n := range names {
-			fmt.Fprintf(w, "%s=%s\n", n, settings[n])
-		}
-		return e.Err()
+	e, ok := readConfig(service, getenv)
+	if !ok {
+		return fmt.Errorf("no configuration for %q", service)
 	}
-	return fmt.Errorf("no configuration for %q", service)
+	settings := e.Settings()
+	for _, n := range slices.Sorted(maps.Keys(settings)) {
+		fmt.Fprintf(w, "%s=%s\n", n, settings[n])
+	}
+	return e.Err()
+}
+
+// readConfig reads service's configuration section from getenv; ok is false for an unknown one.
+func readConfig(service string, getenv func(string) string) (e *config.Env, ok bool) {
+	for _, s := range configSections {
+		if s.name == service {
+			e = config.New(getenv)
+			s.read(e)
+			return e, true
+		}
+	}
+	return nil, false
 }
 
 // Variables returns the environment variables service reads (the shared ones included, and the
 // NAME_FILE form of each secret); ok is false for an unknown service. Deployment manifests are
 // checked against it so that a renamed variable cannot silently stop being applied.
 func Variables(service string) (vars map[string]bool, ok bool) {
-	for _, s := range configSections {
-		if s.name != service {
-			continue
-		}
-		e := config.New(func(string) string { return "" })
-		s.read(e)
-		vars = map[string]bool{}
-		for _, v := range e.Vars() {
-			vars[v.Name] = true
-			if v.Secret {
-				vars[v.Name+"_FILE"] = true
-			}
-		}
-		return vars, true
+	e, ok := readConfig(service, func(string) string { return "" })
+	if !ok {
+		return nil, false
 	}
-	return nil, false
+	vars = map[string]bool{}
+	for _, v := range e.Vars() {
+		vars[v.Name] = true
+		if v.Secret {
+			vars[v.Name+"_FILE"] = true
+		}
+	}
+	return vars, true
 }

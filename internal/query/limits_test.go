@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderflow/orderflow/internal/platform/httpx"
+	"github.com/orderflow/orderflow/internal/testkit"
 )
 
 // problemOf reads a problem body, failing unless the answer is one with status want.
@@ -151,19 +152,11 @@ func TestStreamCaps(t *testing.T) {
 		t.Errorf("total refusal says %q", p.Detail)
 	}
 	a1.Body.Close() // the server notices the closed connection and frees the slot
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, "a closed stream's slot freed", func() bool {
 		r := openStream(t, srv, "127.0.0.4")
-		if r.StatusCode == 200 {
-			r.Body.Close()
-			break
-		}
 		r.Body.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("a closed stream's slot was never freed")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return r.StatusCode == 200
+	})
 	a2.Body.Close()
 	b1.Body.Close()
 }

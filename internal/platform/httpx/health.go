@@ -2,7 +2,9 @@ package httpx
 
 import (
 	"context"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -88,12 +90,7 @@ type Report struct {
 func (h *Health) Checks() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]string, 0, len(h.checks))
-	for n := range h.checks {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(h.checks))
 }
 
 // Run executes every check concurrently and returns the report; overall UP only when all are UP.

@@ -32,7 +32,8 @@ type Route struct {
 type Mux struct {
 	mux   *http.ServeMux
 	guard *Guard
-	// CORS, when set, wraps customer routes outermost, so a browser can also read their 429s.
+	// CORS, when set, wraps customer routes outermost, so a browser can also read their 429s. Set
+	// it before registering them: it applies to the routes registered after it.
 	CORS   *CORS
 	mu     sync.Mutex
 	routes []Route

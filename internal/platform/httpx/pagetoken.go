@@ -49,7 +49,9 @@ func (p *PageTokens) mac(scope string, cursor []byte) []byte {
 	return m.Sum(nil)[:pageTokenMAC]
 }
 
-// Seal returns the token for cursor in scope; "" when there is no next page (empty cursor).
+// Seal returns the token for cursor in scope; "" when there is no next page (empty cursor). A
+// cursor longer than MaxCursor makes a token Open refuses; the stores' cursors (a Cassandra
+// paging state, an id of at most 64 bytes) stay far below it.
 func (p *PageTokens) Seal(scope string, cursor []byte) string {
 	if len(cursor) == 0 {
 		return ""

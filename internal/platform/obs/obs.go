@@ -16,9 +16,9 @@ import (
 )
 
 // NewLogger returns a logger carrying the service name. level is debug, info, warn or error;
-// format is json (the services' default, for log pipelines), text (one readable line per record:
-// time, level, service, message, fields; coloured on a terminal unless NO_COLOR is set), or auto:
-// text when w is a terminal, json otherwise.
+// format is json (for log pipelines), text (one readable line per record: time, level, service,
+// message, fields; coloured on a terminal unless NO_COLOR is set), or auto: text when w is a
+// terminal, json otherwise (containers, files, pipes).
 func NewLogger(w io.Writer, service, level, format string) *slog.Logger {
 	var l slog.Level
 	switch strings.ToLower(level) {

@@ -52,7 +52,7 @@ func loopbackOnly(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// New builds the skeleton for service name, logging JSON to stdout.
+// New builds the skeleton for service name, logging to stdout in c.LogFormat.
 func New(name string, stdout io.Writer, c Common) *Service {
 	log := obs.NewLogger(stdout, name, c.LogLevel, c.LogFormat)
 	reg, gatherer := obs.NewRegistry(name)
