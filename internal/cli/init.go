@@ -14,6 +14,7 @@ import (
 	"github.com/orderflow/orderflow/internal/order"
 	"github.com/orderflow/orderflow/internal/payment"
 	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/platform/service"
 )
 
 // initStores prepares the shared servers before the services start (a compose init step or a
@@ -27,13 +28,13 @@ func initStores(ctx context.Context, getenv func(string) string, stdout io.Write
 		errs = append(errs, err)
 		dbs = append(dbs, c)
 	}
-	oc, err := order.LoadConfig(getenv)
+	oc, err := service.Load(getenv, order.Configure)
 	add(oc.Postgres, err)
-	ic, err := inventory.LoadConfig(getenv)
+	ic, err := service.Load(getenv, inventory.Configure)
 	add(ic.Postgres, err)
-	pc, err := payment.LoadConfig(getenv)
+	pc, err := service.Load(getenv, payment.Configure)
 	add(pc.Postgres, err)
-	dc, err := delivery.LoadConfig(getenv)
+	dc, err := service.Load(getenv, delivery.Configure)
 	add(dc.Postgres, err)
 	if err := errors.Join(errs...); err != nil {
 		return err

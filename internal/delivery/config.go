@@ -11,12 +11,13 @@ import (
 // Name is the service name used in logs, metrics (application label) and the envelope's producer.
 const Name = "delivery-service"
 
-// Config is delivery-service's configuration; LoadConfig documents every variable and its default.
+// Config is delivery-service's configuration; Configure documents every variable and its default.
 type Config struct {
 	service.Common
-	HTTPAddr string
-	Group    string
-	Rules    Rules
+	Group string
+	// DedupRetention is how long inbox records are kept.
+	DedupRetention time.Duration
+	Rules          Rules
 	// SchedulerInterval is how often active deliveries are re-checked (real time).
 	SchedulerInterval time.Duration
 }
@@ -39,13 +40,6 @@ func Configure(e *config.Env) Config {
 	e.Check(c.Rules.Capacity > 0, "DELIVERY_DRIVER_CAPACITY must be positive")
 	e.Check(c.Rules.Speed >= 1, "DELIVERY_TIME_SPEED must be at least 1")
 	e.Check(c.SchedulerInterval > 0, "DELIVERY_SCHEDULER_INTERVAL must be positive")
+	c.DedupRetention = service.DedupRetention(e)
 	return c
-}
-
-// LoadConfig reads the configuration from getenv and validates it.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	e := config.New(getenv)
-	c := Configure(e)
-	c.Settings = e.Settings()
-	return c, e.Err()
 }

@@ -59,36 +59,10 @@ func (c *consumer) setWaiting(orderID string, w bool) {
 	c.metrics.waiting.Set(float64(len(c.waiting)))
 }
 
-func (c *consumer) handle(ctx context.Context, e event.Envelope) error {
-	if e.EventType != event.PaymentAuthorized {
-		c.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
-		return nil
-	}
-	if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
-		return err
-	}
-	_, dup, err := c.store.assign(ctx, e)
-	if errors.Is(err, ErrNoDriver) {
-		// Waiting for a driver is a business rule, not a failure: retry without an attempt limit.
-		c.setWaiting(e.OrderID, true)
-		return kafka.Unavailable(err)
-	}
-	c.setWaiting(e.OrderID, false)
-	if err != nil {
-		return err
-	}
-	if dup {
-		c.store.inbox.Duplicate()
-	} else {
-		c.metrics.assignments.Inc()
-	}
-	return nil
-}
-
-// handleBatch assigns a partition's authorizations in one transaction. Every driver at capacity
-// (or locked by a concurrent batch) fails the batch; the runner then handles the events one by one,
-// which waits for locks and retries "no driver" with backoff.
-func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
+// handle is the consumer handler: it assigns a partition's authorizations in one transaction (see
+// assignAll). When every driver with room is taken, a batch fails and the runner hands it over in
+// halves; a single event waits for a driver: "no driver" is retried without an attempt limit.
+func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 	var auth []event.Envelope
 	for _, e := range es {
 		if e.EventType != event.PaymentAuthorized {
@@ -100,7 +74,11 @@ func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
 		auth = append(auth, e)
 	}
 	if len(auth) > 0 {
-		res, err := c.store.assignAll(ctx, auth, false)
+		res, err := c.store.assignAll(ctx, auth)
+		if errors.Is(err, ErrNoDriver) && len(es) == 1 {
+			c.setWaiting(es[0].OrderID, true)
+			return kafka.Unavailable(err) // a business wait, not a failure
+		}
 		if err != nil {
 			return err
 		}

@@ -275,7 +275,7 @@ func TestBatchAssignsOnceAndFailsWhenFull(t *testing.T) {
 	a, b := authorized(t, uuid.NewString()), authorized(t, uuid.NewString())
 	failed, _ := event.Factory{Producer: "payment-service"}.New(event.PaymentFailed, uuid.NewString(), event.PaymentPayload{
 		PaymentID: 2, OrderID: "x", Amount: event.MustMoney("1.00"), Currency: "EUR", Status: event.PaymentStatusFailed})
-	if err := c.handleBatch(ctx, []event.Envelope{a, failed, a, b}); err != nil {
+	if err := c.handle(ctx, []event.Envelope{a, failed, a, b}); err != nil {
 		t.Fatal(err)
 	}
 	if len(s.events(t, a.OrderID)) != 2 || len(s.events(t, b.OrderID)) != 2 {
@@ -287,7 +287,7 @@ func TestBatchAssignsOnceAndFailsWhenFull(t *testing.T) {
 	a2.EventID = uuid.NewString()
 	c2 := c1
 	c2.EventID = uuid.NewString()
-	if err := c.handleBatch(ctx, []event.Envelope{b, a2, c1, c2}); err != nil {
+	if err := c.handle(ctx, []event.Envelope{b, a2, c1, c2}); err != nil {
 		t.Fatal(err)
 	}
 	if len(s.events(t, a.OrderID)) != 2 || len(s.events(t, b.OrderID)) != 2 || len(s.events(t, c1.OrderID)) != 2 {
@@ -299,7 +299,7 @@ func TestBatchAssignsOnceAndFailsWhenFull(t *testing.T) {
 	}
 	// Capacity 2×2 = 4: a batch of two more orders cannot both fit and fails as a whole.
 	more := []event.Envelope{authorized(t, uuid.NewString()), authorized(t, uuid.NewString())}
-	if err := c.handleBatch(ctx, more); !errors.Is(err, ErrNoDriver) {
+	if err := c.handle(ctx, more); !errors.Is(err, ErrNoDriver) {
 		t.Fatalf("full batch: %v", err)
 	}
 	if n, _ := s.activeCount(ctx); n != 3 {
@@ -322,7 +322,7 @@ func TestSchedulerPassPeriod(t *testing.T) {
 
 // The assignment is caused by payment.authorized, so its NOTIFY (sent after its COMMIT) carries its
 // events; the scheduler's writes are not caused by the order's previous event, so their NOTIFY
-// carries none and the relay reads the table in id order (outbox.AddViaTable): an assignment whose
+// carries none and the relay reads the table in id order (outbox.Timed): an assignment whose
 // notification is late still goes out first.
 func TestSchedulerAnnouncesThroughTheTable(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
@@ -365,4 +365,13 @@ func TestSchedulerAnnouncesThroughTheTable(t *testing.T) {
 	if evs := s.events(t, e.OrderID); len(evs) != 3 || evs[2].EventType != event.DeliveryCompleted {
 		t.Fatalf("outbox rows of the order: %d, want assigned, eta.updated, completed", len(evs))
 	}
+}
+
+// assign runs the handler's store path for one event, as the runner does for a single event.
+func (s *store) assign(ctx context.Context, e event.Envelope) (Delivery, bool, error) {
+	res, err := s.assignAll(ctx, []event.Envelope{e})
+	if err != nil {
+		return Delivery{}, false, err
+	}
+	return res[0].delivery, res[0].duplicate, nil
 }

@@ -28,13 +28,7 @@ func Migrations() pg.Migrations {
 
 // Run starts delivery-service and blocks until ctx is cancelled or a component fails.
 func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := LoadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	return service.Run(ctx, Name, stdout, cfg.Common, cfg.HTTPAddr, func(ctx context.Context, s *service.Service) error {
-		return run(ctx, s, cfg)
-	})
+	return service.Main(ctx, Name, getenv, stdout, Configure, run)
 }
 
 func run(ctx context.Context, s *service.Service, cfg Config) error {
@@ -42,20 +36,16 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.Kafka(cfg.Kafka); err != nil {
-		return err
-	}
 	st := &store{pool: pool, inbox: inbox.New(cfg.Group, s.Reg), factory: event.Factory{Producer: Name, Now: time.Now},
 		rules: cfg.Rules, now: time.Now}
 	if err := st.seedDrivers(ctx, cfg.Rules.Drivers); err != nil {
 		return err
 	}
-	if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
-		return err
-	}
 	c := &consumer{store: st, metrics: newMetrics(s.Reg), log: s.Log, waiting: map[string]bool{}}
 	s.Group.Add(lifecycle.Component{Name: "eta-scheduler", Run: func(ctx context.Context) error { return c.schedule(ctx, cfg.SchedulerInterval) }})
-	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments}, Handler: c.handle, Batch: c.handleBatch,
+	s.Purge(pool, inbox.Retention(cfg.DedupRetention))
+	s.Outbox(pool, outbox.RelayConfig{})
+	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments}, Handler: c.handle,
 		// Waiting for a driver can last a while; back off up to 2 s between checks.
 		Backoff: kafka.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}}); err != nil {
 		return err

@@ -80,18 +80,6 @@ func (s *store) seedDrivers(ctx context.Context, n int) error {
 	return nil
 }
 
-// assign handles payment.authorized: picks the least-loaded driver under capacity and writes the
-// delivery, the inbox record, delivery.assigned and eta.updated in one transaction. It returns
-// duplicate=true when the event or the order was already handled, and ErrNoDriver when every
-// driver is full (nothing written; the runner retries).
-func (s *store) assign(ctx context.Context, e event.Envelope) (d Delivery, duplicate bool, err error) {
-	res, err := s.assignAll(ctx, []event.Envelope{e}, true)
-	if err != nil {
-		return d, false, err
-	}
-	return res[0].delivery, res[0].duplicate, nil
-}
-
 // assigned is the outcome of one payment.authorized.
 type assigned struct {
 	delivery  Delivery
@@ -103,19 +91,19 @@ type assigned struct {
 // BEGIN; the deliveries and their events with the COMMIT. The picks take the least-loaded driver
 // with room, ties by driver_id, skipping drivers locked by concurrent assignments (also on another
 // replica) instead of queueing on one row; the capacity condition is part of the locked update, so
-// no driver ever exceeds it. When every driver with room is locked, wait=false fails with
-// ErrNoDriver (a batch then falls back to one event at a time) and wait=true takes one more round
-// trip that waits for those locks instead of reporting a false "all full".
-func (s *store) assignAll(ctx context.Context, es []event.Envelope, wait bool) ([]assigned, error) {
+// no driver ever exceeds it. When every driver with room is locked, a single event takes one more
+// round trip that waits for those locks instead of reporting a false "all full" (it holds no other
+// driver, so it cannot deadlock); a batch reports ErrNoDriver.
+func (s *store) assignAll(ctx context.Context, es []event.Envelope) ([]assigned, error) {
 	var res []assigned
-	err := pg.InPipe(ctx, s.pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+	err := pg.InBatchTx(ctx, s.pool, func(tx *pg.BatchTx) error {
 		var err error
 		var giveBack []int
-		res, giveBack, err = s.pick(ctx, p, es, wait)
+		res, giveBack, err = s.pick(ctx, tx, es, len(es) == 1)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		return s.writeDeliveries(p, es, res, giveBack)
+		return s.writeDeliveries(tx, es, res, giveBack)
 	})
 	return res, err
 }
@@ -130,7 +118,7 @@ const pickDriver = `UPDATE drivers SET active_deliveries = active_deliveries + 1
 // fills res[i].delivery's driver for the events to assign and marks the others duplicate. A driver
 // taken for an event found to be a duplicate (its inbox record exists but its order's delivery does
 // not: only possible if that row was removed by hand) is returned in giveBack.
-func (s *store) pick(ctx context.Context, p *pg.Pipe, es []event.Envelope, wait bool) (res []assigned, giveBack []int, err error) {
+func (s *store) pick(ctx context.Context, tx *pg.BatchTx, es []event.Envelope, wait bool) (res []assigned, giveBack []int, err error) {
 	res = make([]assigned, len(es))
 	fresh, exists := map[string]bool{}, map[string]bool{}
 	ids, orders := make([]string, len(es)), make([]string, 0, len(es))
@@ -143,12 +131,7 @@ func (s *store) pick(ctx context.Context, p *pg.Pipe, es []event.Envelope, wait 
 		}
 	}
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[]::uuid[])
-		ON CONFLICT DO NOTHING RETURNING event_id::text`, s.inbox.Consumer, ids).Query(func(rows pgx.Rows) error {
-		var id string
-		_, err := pgx.ForEachRow(rows, []any{&id}, func() error { fresh[id] = true; return nil })
-		return err
-	})
+	s.inbox.Record(b, ids, func(id string) { fresh[id] = true })
 	b.Queue(`SELECT order_id FROM deliveries WHERE order_id = ANY($1)`, orders).Query(func(rows pgx.Rows) error {
 		var o string
 		_, err := pgx.ForEachRow(rows, []any{&o}, func() error { exists[o] = true; return nil })
@@ -168,7 +151,7 @@ func (s *store) pick(ctx context.Context, p *pg.Pipe, es []event.Envelope, wait 
 	for _, o := range orders {
 		queuePick(b, first[o], "FOR UPDATE SKIP LOCKED")
 	}
-	if err := p.SendBatch(ctx, b).Close(); err != nil {
+	if err := tx.Read(ctx, b); err != nil {
 		return nil, nil, fmt.Errorf("pick drivers: %w", err)
 	}
 	var waiting []int
@@ -185,7 +168,7 @@ func (s *store) pick(ctx context.Context, p *pg.Pipe, es []event.Envelope, wait 
 		for _, i := range waiting {
 			queuePick(b, i, "FOR UPDATE")
 		}
-		if err := p.SendBatch(ctx, b).Close(); err != nil {
+		if err := tx.Read(ctx, b); err != nil {
 			return nil, nil, fmt.Errorf("pick drivers: %w", err)
 		}
 		waiting = slices.DeleteFunc(waiting, func(i int) bool { return picked[i] })
@@ -204,9 +187,9 @@ func (s *store) pick(ctx context.Context, p *pg.Pipe, es []event.Envelope, wait 
 	return res, giveBack, nil
 }
 
-// writeDeliveries returns the batch of writes for the events pick assigned.
-func (s *store) writeDeliveries(p *pg.Pipe, es []event.Envelope, res []assigned, giveBack []int) (*pgx.Batch, error) {
-	b := &pgx.Batch{}
+// writeDeliveries queues the writes for the events pick assigned.
+func (s *store) writeDeliveries(tx *pg.BatchTx, es []event.Envelope, res []assigned, giveBack []int) error {
+	b := &tx.Writes
 	for _, id := range giveBack {
 		b.Queue(`UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id = $1`, id)
 	}
@@ -223,21 +206,19 @@ func (s *store) writeDeliveries(p *pg.Pipe, es []event.Envelope, res []assigned,
 			Status: StatusAssigned, EstimatedDeliveryTime: d.ETA}
 		as, err := s.factory.Caused(e, event.DeliveryAssigned, p)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		eta, err := s.factory.Caused(e, event.ETAUpdated, p)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		as.OccurredAt, eta.OccurredAt = now, now
 		events = append(events, as, eta)
 		b.Queue(`INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now)
 	}
-	// The deliveries and their events with the COMMIT: the driver rows stay locked until then. Their
-	// NOTIFY follows the COMMIT: the assignment is caused by payment.authorized, and the scheduler's
-	// later events of the order are announced through the table (outbox.AddViaTable).
-	return b, outbox.QueueAfterCommit(p, b, events...)
+	// The deliveries and their events with the COMMIT: the driver rows stay locked until then.
+	return outbox.Caused(tx, events...)
 }
 
 // tickResult summarises one scheduler pass.
@@ -252,68 +233,64 @@ type tickResult struct {
 // work: a delivery is handled by one of them per interval.
 func (s *store) tick(ctx context.Context, interval time.Duration, batch int) (tickResult, error) {
 	var res tickResult
-	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pg.InBatchTx(ctx, s.pool, func(tx *pg.BatchTx) error {
 		res = tickResult{}
 		now := s.now().UTC().Truncate(time.Millisecond)
-		rows, err := tx.Query(ctx, `SELECT d.delivery_id, d.order_id, d.driver_id, dr.name, d.zone, d.eta, d.assigned_at
+		var ds []Delivery
+		b := &pgx.Batch{}
+		b.Queue(`SELECT d.delivery_id, d.order_id, d.driver_id, dr.name, d.zone, d.eta, d.assigned_at
 			FROM deliveries d JOIN drivers dr USING (driver_id)
 			WHERE d.status = 'ASSIGNED' AND d.eta_checked_at <= $1
-			ORDER BY d.eta_checked_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED`, now.Add(-interval), batch)
-		if err != nil {
-			return fmt.Errorf("scan deliveries: %w", err)
-		}
-		ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Delivery, error) {
-			var d Delivery
-			return d, r.Scan(&d.DeliveryID, &d.OrderID, &d.DriverID, &d.DriverName, &d.Zone, &d.ETA, &d.AssignedAt)
+			ORDER BY d.eta_checked_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED`, now.Add(-interval), batch).Query(func(rows pgx.Rows) (err error) {
+			ds, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Delivery, error) {
+				var d Delivery
+				return d, r.Scan(&d.DeliveryID, &d.OrderID, &d.DriverID, &d.DriverName, &d.Zone, &d.ETA, &d.AssignedAt)
+			})
+			return err
 		})
-		if err != nil {
+		if err := tx.Read(ctx, b); err != nil {
 			return fmt.Errorf("scan deliveries: %w", err)
 		}
-		slot := now.UnixNano() / int64(interval)
-		var events []event.Envelope
-		b := &pgx.Batch{}
-		for _, d := range ds {
-			res.checked++
-			p := event.DeliveryPayload{OrderID: d.OrderID, DeliveryID: d.DeliveryID, DriverName: d.DriverName,
-				Status: StatusAssigned, EstimatedDeliveryTime: d.ETA.UTC()}
-			switch {
-			case !d.ETA.After(now):
-				b.Queue(`UPDATE deliveries SET status = 'DELIVERED', delivered_at = $2, eta_checked_at = $2 WHERE delivery_id = $1`, d.DeliveryID, now)
-				b.Queue(`UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id = $1`, d.DriverID)
-				p.Status = StatusDelivered
-				e, err := s.factory.New(event.DeliveryCompleted, d.OrderID, p)
-				if err != nil {
-					return err
-				}
-				events = append(events, e)
-				res.delivered++
-			default:
-				next := s.rules.NextETA(now, d.ETA, d.AssignedAt, d.Zone, slot)
-				if !s.rules.Significant(d.ETA, next) {
-					b.Queue(`UPDATE deliveries SET eta_checked_at = $2 WHERE delivery_id = $1`, d.DeliveryID, now)
-					continue
-				}
-				b.Queue(`UPDATE deliveries SET eta = $2, eta_checked_at = $3 WHERE delivery_id = $1`, d.DeliveryID, next, now)
-				p.EstimatedDeliveryTime = next
-				e, err := s.factory.New(event.ETAUpdated, d.OrderID, p)
-				if err != nil {
-					return err
-				}
-				events = append(events, e)
-				res.updated++
-			}
+		events, err := s.recheck(&tx.Writes, ds, now, interval, &res)
+		if err != nil {
+			return err
 		}
-		if b.Len() == 0 {
-			return nil
-		}
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("update deliveries: %w", err)
-		}
-		// Written on a timer, not caused by the order's previous event: the relay publishes them from
-		// the table, after anything committed earlier for the same orders (outbox.AddViaTable).
-		return outbox.AddViaTable(ctx, tx, events...)
+		// Written on a timer, not caused by the order's previous event.
+		return outbox.Timed(tx, events...)
 	})
 	return res, err
+}
+
+// recheck queues the writes of one scheduler pass over ds and returns the events to publish.
+func (s *store) recheck(b *pgx.Batch, ds []Delivery, now time.Time, interval time.Duration, res *tickResult) ([]event.Envelope, error) {
+	slot := now.UnixNano() / int64(interval)
+	var events []event.Envelope
+	for _, d := range ds {
+		res.checked++
+		p := event.DeliveryPayload{OrderID: d.OrderID, DeliveryID: d.DeliveryID, DriverName: d.DriverName,
+			Status: StatusAssigned, EstimatedDeliveryTime: d.ETA.UTC()}
+		typ := event.ETAUpdated
+		switch next := s.rules.NextETA(now, d.ETA, d.AssignedAt, d.Zone, slot); {
+		case !d.ETA.After(now):
+			b.Queue(`UPDATE deliveries SET status = 'DELIVERED', delivered_at = $2, eta_checked_at = $2 WHERE delivery_id = $1`, d.DeliveryID, now)
+			b.Queue(`UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id = $1`, d.DriverID)
+			typ, p.Status = event.DeliveryCompleted, StatusDelivered
+			res.delivered++
+		case !s.rules.Significant(d.ETA, next):
+			b.Queue(`UPDATE deliveries SET eta_checked_at = $2 WHERE delivery_id = $1`, d.DeliveryID, now)
+			continue
+		default:
+			b.Queue(`UPDATE deliveries SET eta = $2, eta_checked_at = $3 WHERE delivery_id = $1`, d.DeliveryID, next, now)
+			p.EstimatedDeliveryTime = next
+			res.updated++
+		}
+		e, err := s.factory.New(typ, d.OrderID, p)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, e)
+	}
+	return events, nil
 }
 
 func (s *store) get(ctx context.Context, orderID string) (Delivery, error) {

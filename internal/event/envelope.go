@@ -52,6 +52,10 @@ func (t Type) Topic() string {
 	return ""
 }
 
+// OpensOrder reports whether an event of this type is the first of its order: nothing of the order
+// precedes it, so it needs no cause to keep its place.
+func (t Type) OpensOrder() bool { return t == OrderCreated }
+
 // Envelope is the whole value of every Kafka record. Payload stays raw so that a consumer can route on
 // EventType before decoding it with DecodePayload.
 type Envelope struct {

@@ -2,7 +2,6 @@ package inventory
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,50 +36,10 @@ type consumer struct {
 	metrics *metrics
 }
 
-// handle routes order.created to reserve and payment.failed to release; anything else on the
-// consumed topics (payment.authorized, future additive events) is acknowledged and counted.
-func (c *consumer) handle(ctx context.Context, e event.Envelope) error {
-	var out outcome
-	var err error
-	switch e.EventType {
-	case event.OrderCreated:
-		p, perr := event.DecodePayload[event.OrderCreatedPayload](e)
-		if perr != nil {
-			return perr
-		}
-		out, err = c.store.reserve(ctx, e, p)
-	case event.PaymentFailed:
-		p, perr := event.DecodePayload[event.PaymentPayload](e)
-		if perr != nil {
-			return perr
-		}
-		out, err = c.store.release(ctx, e, p)
-	default:
-		c.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	c.count(out)
-	return nil
-}
-
-// count moves the counters for a committed outcome.
-func (c *consumer) count(out outcome) {
-	switch {
-	case out.duplicate:
-		c.store.inbox.Duplicate()
-	case out.result == "released":
-		c.metrics.releases.Inc()
-	case out.result == "reserved" || out.result == "rejected":
-		c.metrics.reservations.WithLabelValues(out.result, out.reason).Inc()
-	}
-}
-
-// handleBatch applies a partition's events in one transaction with the same result as handle
-// applied in order (see applyBatch).
-func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
+// handle is the consumer handler: it applies a partition's events in one transaction (see apply).
+// order.created reserves, payment.failed releases; anything else on the consumed topics
+// (payment.authorized, future additive events) is acknowledged and counted.
+func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 	created := map[int]event.OrderCreatedPayload{}
 	for i, e := range es {
 		switch e.EventType {
@@ -96,16 +55,21 @@ func (c *consumer) handleBatch(ctx context.Context, es []event.Envelope) error {
 			}
 		}
 	}
-	outs, err := c.store.applyBatch(ctx, es, created)
+	outs, err := c.store.apply(ctx, es, created)
 	if err != nil {
 		return err
 	}
-	for _, out := range outs {
-		if t, ok := strings.CutPrefix(out.result, "ignored:"); ok {
-			c.metrics.ignored.WithLabelValues(t).Inc()
-			continue
+	for i, out := range outs {
+		switch {
+		case out.result == "":
+			c.metrics.ignored.WithLabelValues(string(es[i].EventType)).Inc()
+		case out.duplicate:
+			c.store.inbox.Duplicate()
+		case out.result == "released":
+			c.metrics.releases.Inc()
+		case out.result == "reserved" || out.result == "rejected":
+			c.metrics.reservations.WithLabelValues(out.result, out.reason).Inc()
 		}
-		c.count(out)
 	}
 	return nil
 }

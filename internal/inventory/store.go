@@ -13,8 +13,6 @@ import (
 	"github.com/orderflow/orderflow/internal/catalog"
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/inbox"
-	"github.com/orderflow/orderflow/internal/platform/outbox"
-	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
 // Reservation statuses.
@@ -110,122 +108,6 @@ func decide(orderID string, p event.OrderCreatedPayload, lines []line, avail map
 	}
 	d.payload.Reason = d.reason
 	return d
-}
-
-// reserve handles order.created: all lines or none, in one transaction with the inbox record and
-// the outgoing event.
-func (s *store) reserve(ctx context.Context, e event.Envelope, p event.OrderCreatedPayload) (outcome, error) {
-	var out outcome
-	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) (err error) {
-		out, err = s.reserveTx(ctx, tx, e, p)
-		return err
-	})
-	return out, err
-}
-
-func (s *store) reserveTx(ctx context.Context, tx pgx.Tx, e event.Envelope, p event.OrderCreatedPayload) (out outcome, err error) {
-	first, err := s.inbox.Begin(ctx, tx, e.EventID)
-	if err != nil {
-		return out, err
-	}
-	var exists bool
-	if first {
-		err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM reservations WHERE order_id = $1)`, e.OrderID).Scan(&exists)
-		if err != nil {
-			return out, fmt.Errorf("look up reservation: %w", err)
-		}
-	}
-	if !first || exists { // same event again, or another event for an order already decided
-		out.duplicate = true
-		return out, nil
-	}
-	lines := aggregate(p.Items)
-	ids := make([]string, len(lines))
-	qtys := make([]int32, len(lines))
-	for i, l := range lines {
-		ids[i], qtys[i] = l.itemID, int32(l.qty) //nolint:gosec // event.MaxQuantity bounds qty (payload validation)
-	}
-	rows, err := tx.Query(ctx, `SELECT item_id, available FROM stock WHERE item_id = ANY($1) ORDER BY item_id FOR UPDATE`, ids)
-	if err != nil {
-		return out, fmt.Errorf("lock stock: %w", err)
-	}
-	avail := map[string]int{}
-	var id string
-	var a int
-	_, err = pgx.ForEachRow(rows, []any{&id, &a}, func() error { avail[id] = a; return nil })
-	if err != nil {
-		return out, fmt.Errorf("lock stock: %w", err)
-	}
-	resID := event.NewID()
-	now := s.now().UTC()
-	d := decide(e.OrderID, p, lines, avail, resID)
-	typ, status, reason, payload := d.typ, d.status, d.reason, d.payload
-	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO reservations (reservation_id, order_id, status, reason, created_at) VALUES ($1, $2, $3, NULLIF($4, ''), $5)`,
-		resID, e.OrderID, status, reason, now)
-	if status == StatusReserved {
-		b.Queue(`UPDATE stock SET available = available - u.q, reserved = reserved + u.q, updated_at = $3
-			FROM unnest($1::text[], $2::int[]) AS u(item_id, q) WHERE stock.item_id = u.item_id`, ids, qtys, now)
-		b.Queue(`INSERT INTO reservation_items (reservation_id, item_id, quantity) SELECT $1::uuid, * FROM unnest($2::text[], $3::int[])`,
-			resID, ids, qtys)
-	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return out, fmt.Errorf("write reservation: %w", err)
-	}
-	out.result, out.reason = "rejected", reason
-	if status == StatusReserved {
-		out.result = "reserved"
-	}
-	return out, s.emit(ctx, tx, e, typ, payload)
-}
-
-// release handles payment.failed: the order's live reservation returns its stock, exactly once.
-func (s *store) release(ctx context.Context, e event.Envelope, p event.PaymentPayload) (outcome, error) {
-	var out outcome
-	err := pg.InTx(ctx, s.pool, func(tx pgx.Tx) (err error) {
-		out, err = s.releaseTx(ctx, tx, e)
-		return err
-	})
-	return out, err
-}
-
-func (s *store) releaseTx(ctx context.Context, tx pgx.Tx, e event.Envelope) (outcome, error) {
-	out := outcome{result: "ignored"}
-	first, err := s.inbox.Begin(ctx, tx, e.EventID)
-	if err != nil {
-		return out, err
-	}
-	if !first {
-		out.duplicate = true
-		return out, nil
-	}
-	var resID, status string
-	err = tx.QueryRow(ctx, `SELECT reservation_id::text, status FROM reservations WHERE order_id = $1 FOR UPDATE`, e.OrderID).Scan(&resID, &status)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && status != StatusReserved) {
-		return out, nil // nothing held (rejected, or already released by an earlier payment.failed)
-	}
-	if err != nil {
-		return out, fmt.Errorf("look up reservation: %w", err)
-	}
-	now := s.now().UTC()
-	b := &pgx.Batch{}
-	b.Queue(`UPDATE stock SET available = available + ri.quantity, reserved = reserved - ri.quantity, updated_at = $2
-		FROM reservation_items ri WHERE ri.reservation_id = $1 AND stock.item_id = ri.item_id`, resID, now)
-	b.Queue(`UPDATE reservations SET status = $2, released_at = $3 WHERE reservation_id = $1`, resID, StatusReleased, now)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return out, fmt.Errorf("release reservation: %w", err)
-	}
-	out.result = "released"
-	return out, s.emit(ctx, tx, e, event.InventoryReleased, event.InventoryReleasedPayload{
-		OrderID: e.OrderID, ReservationID: resID, Reason: "PAYMENT_FAILED"})
-}
-
-func (s *store) emit(ctx context.Context, tx pgx.Tx, cause event.Envelope, t event.Type, payload any) error {
-	out, err := s.factory.Caused(cause, t, payload)
-	if err != nil {
-		return err
-	}
-	return outbox.Add(ctx, tx, out)
 }
 
 // seed inserts catalog items that do not exist yet; existing stock is never reset by a restart.

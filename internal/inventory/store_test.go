@@ -299,7 +299,7 @@ func TestConcurrentBatches(t *testing.T) {
 					batch = append(batch, e) // redelivered within the same batch
 				}
 			}
-			if err := c.handleBatch(ctx, batch); err != nil {
+			if err := c.handle(ctx, batch); err != nil {
 				t.Error(err)
 			}
 		})
@@ -317,8 +317,9 @@ func TestConcurrentBatches(t *testing.T) {
 }
 
 // TestBatchEqualsOneByOne applies one random event stream (orders of known, unknown and scarce
-// items, duplicates, payment failures for earlier orders, unrelated events) to two stores: one
-// event at a time through handle, and in batches through handleBatch. Both end identical.
+// items, duplicates, payment failures for earlier orders, unrelated events) to two stores through
+// the handler: one event at a time (as the runner does after splitting a failed batch), and in
+// batches of random sizes. Both end identical.
 func TestBatchEqualsOneByOne(t *testing.T) {
 	items := []catalog.Item{{ItemID: "A", Name: "a", Stock: 30}, {ItemID: "B", Name: "b", Stock: 12}, {ItemID: "C", Name: "c", Stock: 1000}}
 	one, batched := newStore(t, items...), newStore(t, items...)
@@ -356,13 +357,13 @@ func TestBatchEqualsOneByOne(t *testing.T) {
 		}
 	}
 	for _, e := range stream {
-		if err := c1.handle(ctx, e); err != nil {
+		if err := c1.handle(ctx, []event.Envelope{e}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for len(stream) > 0 {
 		n := min(len(stream), 1+rng.IntN(60))
-		if err := c2.handleBatch(ctx, stream[:n]); err != nil {
+		if err := c2.handle(ctx, stream[:n]); err != nil {
 			t.Fatal(err)
 		}
 		stream = stream[n:]
@@ -407,4 +408,22 @@ func TestBatchEqualsOneByOne(t *testing.T) {
 	if a != b {
 		t.Fatalf("batch and one-by-one differ:\n--- one by one\n%s\n--- batched\n%s", a, b)
 	}
+}
+
+// reserve and release run the handler's store path for one event, as the runner does for a single
+// event.
+func (s *store) reserve(ctx context.Context, e event.Envelope, p event.OrderCreatedPayload) (outcome, error) {
+	outs, err := s.apply(ctx, []event.Envelope{e}, map[int]event.OrderCreatedPayload{0: p})
+	if err != nil {
+		return outcome{}, err
+	}
+	return outs[0], nil
+}
+
+func (s *store) release(ctx context.Context, e event.Envelope, _ event.PaymentPayload) (outcome, error) {
+	outs, err := s.apply(ctx, []event.Envelope{e}, nil)
+	if err != nil {
+		return outcome{}, err
+	}
+	return outs[0], nil
 }

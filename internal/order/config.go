@@ -1,6 +1,8 @@
 package order
 
 import (
+	"time"
+
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
@@ -8,12 +10,13 @@ import (
 // Name is the service name used in logs, metrics (application label) and the envelope's producer.
 const Name = "order-service"
 
-// Config is order-service's configuration; LoadConfig documents every variable and its default.
+// Config is order-service's configuration; Configure documents every variable and its default.
 type Config struct {
 	service.Common
-	HTTPAddr string
-	Limits   Limits
-	CORS     []string // origins allowed to call the API from a browser
+	Limits Limits
+	CORS   []string
+	// DedupRetention is how long Idempotency-Keys are kept.
+	DedupRetention time.Duration // origins allowed to call the API from a browser
 }
 
 // Configure reads every variable of the service from e (which records them for the generated
@@ -30,13 +33,6 @@ func Configure(e *config.Env) Config {
 	e.Check(c.Limits.MaxBodyBytes > 0 && c.Limits.MaxItems > 0 && c.Limits.MaxQuantity > 0, "ORDER_MAX_* limits must be positive")
 	c.Limits = c.Limits.withDefaults()
 	c.CORS = e.List("ORDER_CORS_ORIGINS", "", "Origins whose pages may call the API from a browser (e.g. the tracking page, http://127.0.0.1:8080); empty: none (CORS off).")
+	c.DedupRetention = service.DedupRetention(e)
 	return c
-}
-
-// LoadConfig reads the configuration from getenv and validates it.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	e := config.New(getenv)
-	c := Configure(e)
-	c.Settings = e.Settings()
-	return c, e.Err()
 }

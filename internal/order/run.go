@@ -23,24 +23,18 @@ func Migrations() pg.Migrations {
 
 // Run starts order-service and blocks until ctx is cancelled or a component fails.
 func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := LoadConfig(getenv)
+	return service.Main(ctx, Name, getenv, stdout, Configure, run)
+}
+
+func run(ctx context.Context, s *service.Service, cfg Config) error {
+	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), Migrations())
 	if err != nil {
 		return err
 	}
-	return service.Run(ctx, Name, stdout, cfg.Common, cfg.HTTPAddr, func(ctx context.Context, s *service.Service) error {
-		pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), Migrations())
-		if err != nil {
-			return err
-		}
-		if _, err := s.Kafka(cfg.Kafka); err != nil {
-			return err
-		}
-		if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
-			return err
-		}
-		a := &api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}, limits: cfg.Limits, log: s.Log,
-			cors: httpx.CORS{Origins: cfg.CORS, Methods: []string{"GET", "POST"}, Headers: []string{"Content-Type", "Idempotency-Key"}}}
-		a.routes(s.Mux)
-		return nil
-	})
+	s.Outbox(pool, outbox.RelayConfig{})
+	s.Purge(pool, pg.Retention{Table: "idempotency_keys", Column: "created_at", Keep: cfg.DedupRetention})
+	a := &api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}, limits: cfg.Limits, log: s.Log,
+		cors: httpx.CORS{Origins: cfg.CORS, Methods: []string{"GET", "POST"}, Headers: []string{"Content-Type", "Idempotency-Key"}}}
+	a.routes(s.Mux)
+	return nil
 }

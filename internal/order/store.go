@@ -39,68 +39,57 @@ type store struct {
 
 // create stores the order, its items and order.created in one transaction. With an idempotency key
 // it returns the original order instead when the key was seen with the same request (replayed=true).
+// Without a key, everything goes out in one round trip; with one, the key is inserted first (a
+// concurrent request with the same key waits for this transaction, then sees the committed row).
 func (s *store) create(ctx context.Context, o newOrder, idemKey string) (ord Order, replayed bool, err error) {
 	now := s.now().UTC().Truncate(time.Microsecond)
-	ord = Order{OrderID: event.NewID(), CustomerID: o.CustomerID, TotalAmount: o.Total, Currency: o.Currency,
+	created := Order{OrderID: event.NewID(), CustomerID: o.CustomerID, TotalAmount: o.Total, Currency: o.Currency,
 		Status: "CREATED", CreatedAt: now, Items: o.Items}
-	if idemKey == "" {
-		// Order, items and event in one round trip, with the relay's NOTIFY after the COMMIT: the
-		// commit does not queue for Postgres's notify lock, and order.created, the first event of its
-		// order, has no earlier event to keep its place behind (outbox.QueueRows).
-		err := pg.InPipe(ctx, s.pool, func(p *pg.Pipe) (*pgx.Batch, error) {
-			b := &pgx.Batch{}
-			e, err := s.queueInsert(b, ord)
+	err = pg.InBatchTx(ctx, s.pool, func(tx *pg.BatchTx) error {
+		ord, replayed = created, false
+		if idemKey != "" {
+			existing, err := claimKey(ctx, tx, idemKey, o.hash(), ord.OrderID)
 			if err != nil {
-				return nil, err
+				return err
 			}
-			return b, outbox.QueueAfterCommit(p, b, e)
-		})
-		if err != nil {
-			return Order{}, false, fmt.Errorf("insert order: %w", err)
+			if existing != "" {
+				replayed = true
+				ord, err = readOrder(ctx, tx.Read, existing)
+				return err
+			}
 		}
-		return ord, false, nil
-	}
-	err = pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
-		replayed = false
-		// The key row is inserted first: a concurrent request with the same key waits here for this
-		// transaction and then sees the committed row.
-		tag, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (idem_key, request_hash, order_id)
-			VALUES ($1, $2, $3) ON CONFLICT (idem_key) DO NOTHING`, idemKey, o.hash(), ord.OrderID)
+		e, err := s.queueInsert(&tx.Writes, ord)
 		if err != nil {
-			return fmt.Errorf("idempotency key: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			var hash []byte
-			var existing string
-			if err := tx.QueryRow(ctx, `SELECT request_hash, order_id FROM idempotency_keys WHERE idem_key = $1`, idemKey).
-				Scan(&hash, &existing); err != nil {
-				return fmt.Errorf("idempotency key lookup: %w", err)
-			}
-			if string(hash) != string(o.hash()) {
-				return ErrIdempotencyMismatch
-			}
-			replayed = true
-			ord, err = getTx(ctx, tx, existing)
 			return err
 		}
-		return s.insert(ctx, tx, ord) // the key's foreign key to orders is checked at commit (DEFERRABLE)
+		return outbox.Caused(tx, e)
 	})
-	return ord, replayed, err
+	if err != nil {
+		return Order{}, false, fmt.Errorf("create order: %w", err)
+	}
+	return ord, replayed, nil
 }
 
-func (s *store) insert(ctx context.Context, tx pgx.Tx, ord Order) error {
+// claimKey inserts the idempotency key for orderID. When the key exists it returns the order it
+// names, or ErrIdempotencyMismatch when it was used with a different request.
+func claimKey(ctx context.Context, tx *pg.BatchTx, key string, hash []byte, orderID string) (existing string, err error) {
+	var storedHash []byte
 	b := &pgx.Batch{}
-	e, err := s.queueInsert(b, ord)
-	if err != nil {
-		return err
+	// The key's foreign key to orders is checked at commit (DEFERRABLE): the order follows.
+	b.Queue(`INSERT INTO idempotency_keys (idem_key, request_hash, order_id) VALUES ($1, $2, $3) ON CONFLICT (idem_key) DO NOTHING`,
+		key, hash, orderID)
+	b.Queue(`SELECT request_hash, order_id::text FROM idempotency_keys WHERE idem_key = $1 AND order_id <> $2`, key, orderID).
+		Query(func(rows pgx.Rows) error {
+			_, err := pgx.ForEachRow(rows, []any{&storedHash, &existing}, func() error { return nil })
+			return err
+		})
+	if err := tx.Read(ctx, b); err != nil {
+		return "", fmt.Errorf("idempotency key: %w", err)
 	}
-	if err := outbox.Queue(b, e); err != nil { // NOTIFY inside the transaction: its COMMIT is the caller's
-		return err
+	if existing != "" && string(storedHash) != string(hash) {
+		return "", ErrIdempotencyMismatch
 	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("insert order: %w", err)
-	}
-	return nil
+	return existing, nil
 }
 
 // queueInsert appends the order and its items to b and returns order.created, whose outbox row the
@@ -122,32 +111,35 @@ func (s *store) queueInsert(b *pgx.Batch, ord Order) (event.Envelope, error) {
 }
 
 func (s *store) get(ctx context.Context, id string) (Order, error) {
-	var o Order
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) (err error) {
-		o, err = getTx(ctx, tx, id)
-		return err
-	})
-	return o, err
+	return readOrder(ctx, func(ctx context.Context, b *pgx.Batch) error { return s.pool.SendBatch(ctx, b).Close() }, id)
 }
 
-func getTx(ctx context.Context, tx pgx.Tx, id string) (Order, error) {
+// readOrder reads an order and its items in one round trip, through send (a pool's or a
+// transaction's).
+func readOrder(ctx context.Context, send func(context.Context, *pgx.Batch) error, id string) (Order, error) {
 	var o Order
-	err := tx.QueryRow(ctx, `SELECT order_id::text, customer_id, currency, total_amount, status, created_at FROM orders WHERE order_id = $1`, id).
-		Scan(&o.OrderID, &o.CustomerID, &o.Currency, &o.TotalAmount, &o.Status, &o.CreatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return o, ErrNotFound
+	found := false
+	b := &pgx.Batch{}
+	b.Queue(`SELECT order_id::text, customer_id, currency, total_amount, status, created_at FROM orders WHERE order_id = $1`, id).
+		Query(func(rows pgx.Rows) error {
+			_, err := pgx.ForEachRow(rows, []any{&o.OrderID, &o.CustomerID, &o.Currency, &o.TotalAmount, &o.Status, &o.CreatedAt},
+				func() error { found = true; return nil })
+			return err
+		})
+	b.Queue(`SELECT item_id, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY line_no`, id).
+		Query(func(rows pgx.Rows) (err error) {
+			o.Items, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (event.Item, error) {
+				var it event.Item
+				return it, r.Scan(&it.ItemID, &it.Quantity, &it.UnitPrice)
+			})
+			return err
+		})
+	if err := send(ctx, b); err != nil {
+		return Order{}, fmt.Errorf("read order: %w", err)
 	}
-	if err != nil {
-		return o, fmt.Errorf("read order: %w", err)
+	if !found {
+		return Order{}, ErrNotFound
 	}
 	o.CreatedAt = o.CreatedAt.UTC()
-	rows, err := tx.Query(ctx, `SELECT item_id, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY line_no`, id)
-	if err != nil {
-		return o, fmt.Errorf("read items: %w", err)
-	}
-	o.Items, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (event.Item, error) {
-		var it event.Item
-		return it, r.Scan(&it.ItemID, &it.Quantity, &it.UnitPrice)
-	})
-	return o, err
+	return o, nil
 }

@@ -11,10 +11,9 @@ import (
 // Name is the service name used in logs, metrics (application label) and the envelope's producer.
 const Name = "payment-service"
 
-// Config is payment-service's configuration; LoadConfig documents every variable and its default.
+// Config is payment-service's configuration; Configure documents every variable and its default.
 type Config struct {
 	service.Common
-	HTTPAddr    string
 	Group       string
 	LockPrefix  string
 	LockTTL     time.Duration
@@ -48,12 +47,4 @@ func Configure(e *config.Env) Config {
 	e.Check(c.LockTTL > c.LockWait && c.LockWait > 0, "PAYMENT_LOCK_TTL must exceed PAYMENT_LOCK_WAIT, both positive")
 	e.Check(c.DedupTTL > 0, "PAYMENT_DEDUP_TTL must be positive")
 	return c
-}
-
-// LoadConfig reads the configuration from getenv and validates it.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	e := config.New(getenv)
-	c := Configure(e)
-	c.Settings = e.Settings()
-	return c, e.Err()
 }

@@ -123,7 +123,7 @@ func TestSameEventTenTimes(t *testing.T) {
 			var wg sync.WaitGroup
 			run := func(p *processor, n int) {
 				for i := 0; i < n; i++ {
-					if err := p.handle(ctx, e); err != nil {
+					if err := p.handle(ctx, []event.Envelope{e}); err != nil {
 						t.Error(err)
 					}
 				}
@@ -157,11 +157,11 @@ func TestSecondEventForSameOrderIsADuplicate(t *testing.T) {
 	ctx := testkit.Context(t, 30*time.Second)
 	p, _ := f.instance(t, f.rdb, 5*time.Second)
 	e := reservedEvent(t, "10.00")
-	if err := p.handle(ctx, e); err != nil {
+	if err := p.handle(ctx, []event.Envelope{e}); err != nil {
 		t.Fatal(err)
 	}
 	e.EventID = uuid.NewString() // a different inventory.reserved for the same order
-	if err := p.handle(ctx, e); err != nil {
+	if err := p.handle(ctx, []event.Envelope{e}); err != nil {
 		t.Fatal(err)
 	}
 	if pays, evs := f.counts(t, e.OrderID); pays != 1 || evs != 1 || testutil.ToFloat64(p.metrics.dbHit) != 1 {
@@ -174,7 +174,7 @@ func TestDeclineIsRecordedAndPublished(t *testing.T) {
 	ctx := testkit.Context(t, 30*time.Second)
 	p, _ := f.instance(t, f.rdb, 5*time.Second)
 	e := reservedEvent(t, "6000.00")
-	if err := p.handle(ctx, e); err != nil {
+	if err := p.handle(ctx, []event.Envelope{e}); err != nil {
 		t.Fatal(err)
 	}
 	pay, err := p.get(ctx, e.OrderID)
@@ -204,7 +204,7 @@ func TestLockHeldByAnotherOwnerTimesOutThenSucceeds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.handle(ctx, e); !errors.Is(err, errLockTimeout) {
+	if err := p.handle(ctx, []event.Envelope{e}); !errors.Is(err, errLockTimeout) {
 		t.Fatalf("handle while locked: %v", err)
 	}
 	if testutil.ToFloat64(p.metrics.lockTimeout) != 1 {
@@ -216,7 +216,7 @@ func TestLockHeldByAnotherOwnerTimesOutThenSucceeds(t *testing.T) {
 	if ok, _ := held.Release(ctx); !ok {
 		t.Fatal("owner could not release")
 	}
-	if err := p.handle(ctx, e); err != nil { // the runner's retry
+	if err := p.handle(ctx, []event.Envelope{e}); err != nil { // the runner's retry
 		t.Fatal(err)
 	}
 	if pays, evs := f.counts(t, e.OrderID); pays != 1 || evs != 1 {
@@ -236,7 +236,7 @@ func TestCrashBetweenCommitAndRedisMark(t *testing.T) {
 	if err := p.record(ctx, []*charge{c}); err != nil || c.dup {
 		t.Fatalf("record: dup=%v err=%v", c.dup, err)
 	}
-	if err := p.handle(ctx, e); err != nil {
+	if err := p.handle(ctx, []event.Envelope{e}); err != nil {
 		t.Fatal(err)
 	}
 	if pays, evs := f.counts(t, e.OrderID); pays != 1 || evs != 1 {
@@ -245,7 +245,7 @@ func TestCrashBetweenCommitAndRedisMark(t *testing.T) {
 	if testutil.ToFloat64(p.metrics.dbHit) != 1 || testutil.ToFloat64(p.metrics.redisHit) != 0 {
 		t.Fatal("the redelivery was not caught by layer 3")
 	}
-	if err := p.handle(ctx, e); err != nil || testutil.ToFloat64(p.metrics.redisHit) != 1 {
+	if err := p.handle(ctx, []event.Envelope{e}); err != nil || testutil.ToFloat64(p.metrics.redisHit) != 1 {
 		t.Fatal("after layer 3 the event is marked in Redis")
 	}
 }
@@ -260,7 +260,7 @@ func TestRedisDownFallsBackToDatabase(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := 0; i < 5; i++ {
 		wg.Go(func() {
-			if err := p.handle(ctx, e); err != nil {
+			if err := p.handle(ctx, []event.Envelope{e}); err != nil {
 				t.Error(err)
 			}
 		})

@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/event"
-	"github.com/orderflow/orderflow/internal/platform/obs"
 	"github.com/orderflow/orderflow/internal/platform/redislock"
 )
 
@@ -79,67 +78,6 @@ type processor struct {
 
 // errLockTimeout is retryable: the runner's backoff applies and the event is never dropped.
 var errLockTimeout = errors.New("payment lock wait timed out")
-
-// handle is the consumer handler.
-func (p *processor) handle(ctx context.Context, e event.Envelope) error {
-	if e.EventType != event.InventoryReserved {
-		p.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
-		return nil
-	}
-	pl, err := event.DecodePayload[event.InventoryPayload](e)
-	if err != nil {
-		return err
-	}
-	return p.process(ctx, e, pl)
-}
-
-func (p *processor) process(ctx context.Context, e event.Envelope, pl event.InventoryPayload) error {
-	log := obs.Logger(ctx, p.log)
-	// Layer 2, fast path: a processed event is answered from Redis without touching anything else.
-	if seen, err := p.dedup.Seen(ctx, e.EventID); err != nil {
-		p.degrade("dedup_check", err, log)
-	} else if seen {
-		p.countRedisHit()
-		return nil
-	}
-	// Layer 1: serialise work on one order across instances. Taken outside the transaction.
-	lock, err := p.locker.Acquire(ctx, e.OrderID)
-	switch {
-	case errors.Is(err, redislock.ErrNotAcquired):
-		p.metrics.lockTimeout.Inc()
-		return errLockTimeout
-	case err != nil && ctx.Err() != nil:
-		return err
-	case err != nil:
-		p.degrade("lock", err, log) // Redis down: layer 3 alone still prevents a double charge
-	}
-	start := time.Now()
-	defer func() {
-		if lock != nil {
-			if _, err := lock.Release(context.WithoutCancel(ctx)); err != nil {
-				p.degrade("unlock", err, log)
-			}
-		}
-		p.metrics.duration.Observe(time.Since(start).Seconds())
-	}()
-	if lock != nil {
-		// Another instance may have finished this event while we waited for the lock.
-		if seen, err := p.dedup.Seen(ctx, e.EventID); err == nil && seen {
-			p.countRedisHit()
-			return nil
-		}
-	}
-	c := &charge{e: e, pl: pl}
-	if err := p.record(ctx, []*charge{c}); err != nil {
-		return err
-	}
-	// After commit: counters, then the Redis mark (a crash before it is caught by layer 3).
-	p.countRecorded(c)
-	if err := p.dedup.Mark(ctx, e.EventID); err != nil {
-		p.degrade("dedup_mark", err, log)
-	}
-	return nil
-}
 
 // countRedisHit counts a duplicate caught by the Redis fast path (layer 2).
 func (p *processor) countRedisHit() {

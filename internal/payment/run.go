@@ -28,21 +28,12 @@ func Migrations() pg.Migrations {
 
 // Run starts payment-service and blocks until ctx is cancelled or a component fails.
 func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := LoadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	return service.Run(ctx, Name, stdout, cfg.Common, cfg.HTTPAddr, func(ctx context.Context, s *service.Service) error {
-		return run(ctx, s, cfg)
-	})
+	return service.Main(ctx, Name, getenv, stdout, Configure, run)
 }
 
 func run(ctx context.Context, s *service.Service, cfg Config) error {
 	pool, err := s.Postgres(ctx, cfg.Postgres, outbox.Migrations(), Migrations())
 	if err != nil {
-		return err
-	}
-	if _, err := s.Kafka(cfg.Kafka); err != nil {
 		return err
 	}
 	rdb := s.Redis(cfg.Redis)
@@ -52,11 +43,8 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		dedup:   &redislock.Dedup{Client: rdb, Prefix: cfg.DedupPrefix, TTL: cfg.DedupTTL},
 		gateway: cfg.Gateway, factory: event.Factory{Producer: Name}, metrics: newMetrics(s.Reg), log: s.Log, now: time.Now,
 	}
-	if err := s.Outbox(pool, cfg.Kafka, outbox.RelayConfig{}); err != nil {
-		return err
-	}
-	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicInventory},
-		Handler: p.handle, Batch: p.handleBatch}); err != nil {
+	s.Outbox(pool, outbox.RelayConfig{})
+	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicInventory}, Handler: p.handle}); err != nil {
 		return err
 	}
 	s.Mux.Operator("GET /api/payments/{orderId}", getPayment(p, s.Log))

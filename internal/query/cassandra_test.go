@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/event"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/orderflow/orderflow/internal/platform/cass"
@@ -46,10 +48,10 @@ func TestCassandraStoreConverges(t *testing.T) {
 	contract(t, func() Store { return st }, false, 150)
 }
 
-// newBatcher runs a Batcher over a fresh Cassandra store for the test's lifetime.
-func newBatcher(t *testing.T, maxCount, flushers int) *Batcher {
+// newBatcher runs a WriteCoalescer over a fresh Cassandra store for the test's lifetime.
+func newBatcher(t *testing.T, maxCount, flushers int) *WriteCoalescer {
 	t.Helper()
-	b := NewBatcher(newCassandra(t), maxCount, flushers, prometheus.NewRegistry())
+	b := NewWriteCoalescer(newCassandra(t), maxCount, flushers, prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
@@ -79,7 +81,7 @@ func TestBatcherCoalescesConcurrentOrders(t *testing.T) {
 		evs := withID(ref, uuid.NewString())
 		ids[i] = evs[0].OrderID
 		wg.Go(func() {
-			if err := NewProjector(b, prometheus.NewRegistry()).HandleBatch(ctx, evs); err != nil {
+			if err := NewProjector(b, prometheus.NewRegistry()).Handle(ctx, evs); err != nil {
 				t.Error(err)
 			}
 		})
@@ -111,7 +113,7 @@ func TestBatcherStandbyFlushersOnlyUnderLoad(t *testing.T) {
 	ctx := testkit.Context(t, time.Minute)
 	proj := NewProjector(b, prometheus.NewRegistry())
 	for _, e := range withID(saga(t, uuid.NewString()), uuid.NewString()) {
-		if err := proj.Handle(ctx, e); err != nil {
+		if err := proj.Handle(ctx, []event.Envelope{e}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -125,7 +127,7 @@ func TestBatcherStandbyFlushersOnlyUnderLoad(t *testing.T) {
 		evs := withID(ref, uuid.NewString())
 		ids[i] = evs[0].OrderID
 		wg.Go(func() {
-			if err := proj.HandleBatch(ctx, evs); err != nil {
+			if err := proj.Handle(ctx, evs); err != nil {
 				t.Error(err)
 			}
 		})

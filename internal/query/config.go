@@ -11,15 +11,14 @@ import (
 // Name is the service name used in logs, metrics (application label) and the envelope's producer.
 const Name = "query-api"
 
-// Config is query-api's configuration; LoadConfig documents every variable and its default.
+// Config is query-api's configuration; Configure documents every variable and its default.
 type Config struct {
 	service.Common
-	HTTPAddr string
 	Group    string
 	Store    string // cassandra or memory
 	OrderAPI string // order-service base URL the tracking page posts to
 	Catalog  string // catalog file the tracking page offers
-	// WriteBatch and WriteConcurrency shape the projection's Cassandra writes (see Batcher).
+	// WriteBatch and WriteConcurrency shape the projection's Cassandra writes (see WriteCoalescer).
 	WriteBatch       int
 	WriteConcurrency int
 	Streams          StreamLimits
@@ -47,12 +46,4 @@ func Configure(e *config.Env) Config {
 	e.Check(c.WriteBatch >= 1 && c.WriteBatch <= 256, "QUERY_WRITE_BATCH must be between 1 and 256")
 	e.Check(c.WriteConcurrency >= 1 && c.WriteConcurrency <= 64, "QUERY_WRITE_CONCURRENCY must be between 1 and 64")
 	return c
-}
-
-// LoadConfig reads the configuration from getenv and validates it.
-func LoadConfig(getenv func(string) string) (Config, error) {
-	e := config.New(getenv)
-	c := Configure(e)
-	c.Settings = e.Settings()
-	return c, e.Err()
 }

@@ -135,7 +135,7 @@ func runPermutation(t testing.TB, st Store, evs []event.Envelope, order []int, r
 	var pw sync.WaitGroup
 	pw.Go(func() {
 		for i := 0; i < len(seq); i += 2 {
-			if err := projA.Handle(ctx, seq[i]); err != nil {
+			if err := projA.Handle(ctx, []event.Envelope{seq[i]}); err != nil {
 				t.Error(err)
 				return
 			}
@@ -146,7 +146,7 @@ func runPermutation(t testing.TB, st Store, evs []event.Envelope, order []int, r
 		for i := 1; i < len(seq); i += 2 {
 			batch = append(batch, seq[i])
 			if len(batch) == 3 || i+2 >= len(seq) {
-				if err := projB.HandleBatch(ctx, batch); err != nil {
+				if err := projB.Handle(ctx, batch); err != nil {
 					t.Error(err)
 					return
 				}
@@ -181,7 +181,7 @@ func contract(t *testing.T, newStore func() Store, full bool, sample int) {
 	{
 		evs := withID(ref, uuid.NewString())
 		for _, e := range evs {
-			if err := NewProjector(st, prometheus.NewRegistry()).Handle(context.Background(), e); err != nil {
+			if err := NewProjector(st, prometheus.NewRegistry()).Handle(context.Background(), []event.Envelope{e}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -204,7 +204,7 @@ func contract(t *testing.T, newStore func() Store, full bool, sample int) {
 	// view, not an error: readers see such rows whenever events arrive out of order.
 	{
 		evs := withID(ref, uuid.NewString())
-		if err := NewProjector(st, prometheus.NewRegistry()).Handle(context.Background(), evs[4]); err != nil {
+		if err := NewProjector(st, prometheus.NewRegistry()).Handle(context.Background(), []event.Envelope{evs[4]}); err != nil {
 			t.Fatal(err)
 		}
 		v, err := st.Get(context.Background(), evs[0].OrderID)

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
 )
 
@@ -20,7 +21,7 @@ func FuzzReadEndpoints(f *testing.F) {
 	st := NewMemory()
 	id := uuid.NewString()
 	for _, e := range saga(f, id) {
-		if err := NewProjector(st, prometheus.NewRegistry()).Handle(context.Background(), e); err != nil {
+		if err := NewProjector(st, prometheus.NewRegistry()).Handle(context.Background(), []event.Envelope{e}); err != nil {
 			f.Fatal(err)
 		}
 	}

@@ -59,7 +59,7 @@ func TestViewHistoryAndFailurePaths(t *testing.T) {
 	id := uuid.NewString()
 	evs := withID(saga(t, uuid.NewString()), id)
 	for _, e := range evs {
-		if err := p.Handle(ctx, e); err != nil {
+		if err := p.Handle(ctx, []event.Envelope{e}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -84,7 +84,7 @@ func TestViewHistoryAndFailurePaths(t *testing.T) {
 		OrderID: rid, Amount: event.MustMoney("42.50"), Currency: "EUR", CustomerID: "cust-7", Reason: event.ReasonInsufficientStock,
 		Items: []event.RejectedItem{{ItemID: "LOW-001", Requested: 9, Available: 5}}})
 	for _, e := range []event.Envelope{rej, created} { // out of order on purpose
-		if err := p.Handle(ctx, e); err != nil {
+		if err := p.Handle(ctx, []event.Envelope{e}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -99,7 +99,7 @@ func TestViewHistoryAndFailurePaths(t *testing.T) {
 	failed, _ := event.Factory{Producer: "payment-service"}.Caused(fevs[1], event.PaymentFailed, event.PaymentPayload{
 		PaymentID: 3, OrderID: fid, Amount: event.MustMoney("42.50"), Currency: "EUR", Status: event.PaymentStatusFailed, FailureReason: &reason})
 	for _, e := range []event.Envelope{failed, fevs[1], fevs[0]} {
-		if err := p.Handle(ctx, e); err != nil {
+		if err := p.Handle(ctx, []event.Envelope{e}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -134,7 +134,7 @@ func listing(t *testing.T, st Store) {
 		id := uuid.NewString()
 		e := withID(saga(t, uuid.NewString()), id)[0]
 		e.OccurredAt = e.OccurredAt.Add(time.Duration(i) * time.Minute)
-		if err := p.Handle(ctx, e); err != nil {
+		if err := p.Handle(ctx, []event.Envelope{e}); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, id)
@@ -226,7 +226,7 @@ func TestSSEStreamsChanges(t *testing.T) {
 	ctx := context.Background()
 	expect := []string{StatusCreated, StatusInventoryReserved, StatusPaymentAuthorized, StatusDeliveryAssigned}
 	for i, want := range expect {
-		if err := p.Handle(ctx, evs[i]); err != nil {
+		if err := p.Handle(ctx, []event.Envelope{evs[i]}); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -239,7 +239,7 @@ func TestSSEStreamsChanges(t *testing.T) {
 		}
 	}
 	// An ETA update changes the view: streamed although the status stays.
-	if err := p.Handle(ctx, evs[4]); err != nil {
+	if err := p.Handle(ctx, []event.Envelope{evs[4]}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -252,7 +252,7 @@ func TestSSEStreamsChanges(t *testing.T) {
 	}
 	done, _ := event.Factory{Producer: "delivery-service"}.New(event.DeliveryCompleted, id, event.DeliveryPayload{OrderID: id,
 		DeliveryID: "DEL-000000000001", DriverName: "Ada Lovelace", Status: event.DeliveryStatusDelivered, EstimatedDeliveryTime: time.Now()})
-	if err := p.Handle(ctx, done); err != nil {
+	if err := p.Handle(ctx, []event.Envelope{done}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.After(5 * time.Second)
@@ -304,7 +304,7 @@ func TestLongPollRead(t *testing.T) {
 	ctx := context.Background()
 	id := uuid.NewString()
 	evs := withID(saga(t, uuid.NewString()), id)
-	if err := p.Handle(ctx, evs[0]); err != nil {
+	if err := p.Handle(ctx, []event.Envelope{evs[0]}); err != nil {
 		t.Fatal(err)
 	}
 	url := srv.URL + "/api/orders/" + id
@@ -336,7 +336,7 @@ func TestLongPollRead(t *testing.T) {
 	got := poll("waitFor=DELIVERY_ASSIGNED,INVENTORY_REJECTED,PAYMENT_FAILED&wait=10s")
 	readOnce(reads)
 	for _, e := range evs[1:3] {
-		if err := p.Handle(ctx, e); err != nil {
+		if err := p.Handle(ctx, []event.Envelope{e}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -345,7 +345,7 @@ func TestLongPollRead(t *testing.T) {
 		t.Fatalf("answered %+v before the view was assigned", a)
 	case <-time.After(300 * time.Millisecond):
 	}
-	if err := p.Handle(ctx, evs[3]); err != nil {
+	if err := p.Handle(ctx, []event.Envelope{evs[3]}); err != nil {
 		t.Fatal(err)
 	}
 	expect(got, StatusDeliveryAssigned, "the long poll did not answer when the view was assigned")
@@ -357,7 +357,7 @@ func TestLongPollRead(t *testing.T) {
 	reads = st.gets.Load()
 	got = poll("waitFor=DELIVERED&wait=10s")
 	readOnce(reads)
-	if err := other.Handle(ctx, done); err != nil {
+	if err := other.Handle(ctx, []event.Envelope{done}); err != nil {
 		t.Fatal(err)
 	}
 	expect(got, StatusDelivered, "a change applied elsewhere was not found by re-reading")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"github.com/orderflow/orderflow/internal/testkit"
 )
@@ -41,7 +42,7 @@ func TestPageTokensAreValidatedBeforeUse(t *testing.T) {
 	for i := range 5 {
 		e := withID(saga(t, uuid.NewString()), uuid.NewString())[0]
 		e.OccurredAt = e.OccurredAt.Add(time.Duration(i) * time.Minute)
-		if err := p.Handle(ctx, e); err != nil {
+		if err := p.Handle(ctx, []event.Envelope{e}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -37,27 +37,10 @@ func NewProjector(st Store, reg prometheus.Registerer) *Projector {
 	return &Projector{Store: st, metrics: m, now: time.Now}
 }
 
-// Handle folds and applies one event. A payload that does not decode is a permanent error (DLQ).
-func (p *Projector) Handle(ctx context.Context, e event.Envelope) error {
-	m, err := Fold(e)
-	if err != nil {
-		return err
-	}
-	if err := p.Store.Apply(ctx, m); err != nil {
-		return err
-	}
-	p.metrics.projected.WithLabelValues(string(e.EventType)).Inc()
-	p.metrics.lag.Observe(p.now().Sub(e.OccurredAt).Seconds())
-	if p.Notify != nil {
-		p.Notify(e.OrderID)
-	}
-	return nil
-}
-
-// HandleBatch applies a partition's batch concurrently: the fold is order-independent, so there is
-// no need to apply one event after the other. Any error fails the whole batch (the runner then
-// handles its events one by one).
-func (p *Projector) HandleBatch(ctx context.Context, es []event.Envelope) error {
+// Handle is the consumer handler: it folds a partition's events and applies them concurrently
+// (the fold is order-independent, so there is no need to apply one after the other). A payload
+// that does not decode is a permanent error (DLQ).
+func (p *Projector) Handle(ctx context.Context, es []event.Envelope) error {
 	ms := make([]Mutation, len(es))
 	for i, e := range es {
 		m, err := Fold(e)

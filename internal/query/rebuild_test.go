@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/service"
 	"github.com/orderflow/orderflow/internal/testkit"
 )
 
@@ -54,14 +55,14 @@ func TestRebuildEqualsLiveProjection(t *testing.T) {
 	}
 	proj := NewProjector(live, prometheus.NewRegistry())
 	for _, i := range rng.Perm(len(all)) {
-		if err := proj.Handle(ctx, all[i]); err != nil {
+		if err := proj.Handle(ctx, []event.Envelope{all[i]}); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	target := testkit.CassandraConfig(t)
 	env := map[string]string{"CASSANDRA_KEYSPACE": target.Keyspace, "LOG_LEVEL": "warn"}
-	cfg, err := LoadConfig(func(k string) string { return env[k] })
+	cfg, err := service.Load(func(k string) string { return env[k] }, Configure)
 	if err != nil {
 		t.Fatal(err)
 	}

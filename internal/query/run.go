@@ -20,13 +20,7 @@ import (
 
 // Run starts query-api and blocks until ctx is cancelled or a component fails.
 func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := LoadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	return service.Run(ctx, Name, stdout, cfg.Common, cfg.HTTPAddr, func(ctx context.Context, s *service.Service) error {
-		return run(ctx, s, cfg)
-	})
+	return service.Main(ctx, Name, getenv, stdout, Configure, run)
 }
 
 func run(ctx context.Context, s *service.Service, cfg Config) error {
@@ -46,19 +40,16 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		if err := Migrate(ctx, sess); err != nil {
 			return err
 		}
-		w := NewBatcher(&Cassandra{S: sess}, cfg.WriteBatch, cfg.WriteConcurrency, s.Reg)
+		w := NewWriteCoalescer(&Cassandra{S: sess}, cfg.WriteBatch, cfg.WriteConcurrency, s.Reg)
 		// Added before the consumer, so it stops after it (the group stops in reverse order).
 		s.Group.Add(lifecycle.Component{Name: "cassandra-writer", Run: w.Run})
 		st = w
 	}
-	if _, err := s.Kafka(cfg.Kafka); err != nil {
-		return err
-	}
 	hub := NewHub()
 	proj := NewProjector(st, s.Reg)
 	proj.Notify = func(id string) { hub.Publish(id, time.Now()) }
-	if err := s.Consumer(cfg.Kafka, kafka.RunnerConfig{Group: group, Topics: event.MainTopics(), Handler: proj.Handle,
-		Batch: proj.HandleBatch, Unavailable: IsUnavailable}); err != nil {
+	if err := s.Consumer(kafka.RunnerConfig{Group: group, Topics: event.MainTopics(), Handler: proj.Handle,
+		Unavailable: IsUnavailable}); err != nil {
 		return err
 	}
 	s.Group.Add(lifecycle.Component{Name: "sse-broadcast", Run: func(ctx context.Context) error {
@@ -81,7 +72,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 // through the same fold as the live projection. Records that do not decode are skipped (the live
 // projection dead-letters them). The live consumer group's offsets are not touched.
 func Rebuild(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
-	cfg, err := LoadConfig(getenv)
+	cfg, err := service.Load(getenv, Configure)
 	if err != nil {
 		return err
 	}

@@ -103,7 +103,7 @@ func consistentWorld(t *testing.T) world {
 	proj := query.NewProjector(w.store, prometheus.NewRegistry())
 	for _, x := range evs {
 		e, _ := f.New(x.t, id, x.p)
-		if err := proj.Handle(ctx, e); err != nil {
+		if err := proj.Handle(ctx, []event.Envelope{e}); err != nil {
 			t.Fatal(err)
 		}
 	}

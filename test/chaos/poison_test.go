@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -211,19 +210,15 @@ func publishBrokenOrder(ctx context.Context, t *testing.T, sys *testkit.System) 
 	defer pool.Close()
 	id := uuid.NewString()
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	err = pg.InTx(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO orders (order_id, customer_id, currency, total_amount, created_at) VALUES ($1, 'repaired', 'EUR', 10.00, $2)`, id, now); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO order_items (order_id, line_no, item_id, quantity, unit_price) VALUES ($1, 1, 'SKU-001', 1, 10.00)`, id); err != nil {
-			return err
-		}
+	err = pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error {
+		tx.Writes.Queue(`INSERT INTO orders (order_id, customer_id, currency, total_amount, created_at) VALUES ($1, 'repaired', 'EUR', 10.00, $2)`, id, now)
+		tx.Writes.Queue(`INSERT INTO order_items (order_id, line_no, item_id, quantity, unit_price) VALUES ($1, 1, 'SKU-001', 1, 10.00)`, id)
 		e, err := event.Factory{Producer: "order-service"}.New(event.OrderCreated, id, brokenPayload(0))
 		if err != nil {
 			return err
 		}
 		e.OccurredAt = now
-		return outbox.Add(ctx, tx, e)
+		return outbox.Caused(tx, e)
 	})
 	if err != nil {
 		t.Fatal(err)

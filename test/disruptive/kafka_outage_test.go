@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -56,7 +55,7 @@ func TestOutboxPublishesRowsCommittedWhileKafkaIsDown(t *testing.T) {
 		e, _ := event.Factory{Producer: "test"}.New(event.OrderCreated, id, event.OrderCreatedPayload{
 			CustomerID: "outage-test", TotalAmount: event.MustMoney("1.00"), Currency: "EUR",
 			Items: []event.Item{{ItemID: "TEST-UNKNOWN", Quantity: 1, UnitPrice: event.MustMoney("1.00")}}})
-		if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, e) }); err != nil {
+		if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Caused(tx, e) }); err != nil {
 			t.Fatalf("commit while Kafka is down: %v", err)
 		}
 	}

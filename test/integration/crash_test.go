@@ -53,15 +53,22 @@ func runChildConsumer() error {
 	r, err := kafka.NewRunner(testkit.KafkaConfig(), kafka.RunnerConfig{
 		Group: os.Getenv("ORDERFLOW_TEST_GROUP"), Topics: []string{os.Getenv("ORDERFLOW_TEST_TOPIC")},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: kafka.NewRunnerMetrics(reg),
-		Handler: func(ctx context.Context, e event.Envelope) error {
+		BatchSize: 20,
+		Handler: func(ctx context.Context, es []event.Envelope) error {
 			time.Sleep(2 * time.Millisecond) // slow enough that the kill lands mid-stream
-			return pg.InTx(ctx, pool, func(tx pgx.Tx) error {
-				first, err := ib.Begin(ctx, tx, e.EventID)
-				if err != nil || !first {
+			ids := make([]string, len(es))
+			for i, e := range es {
+				ids[i] = e.EventID
+			}
+			return pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error {
+				var fresh []string
+				b := &pgx.Batch{}
+				ib.Record(b, ids, func(id string) { fresh = append(fresh, id) })
+				if err := tx.Read(ctx, b); err != nil {
 					return err
 				}
-				_, err = tx.Exec(ctx, `INSERT INTO effects (event_id) VALUES ($1)`, e.EventID)
-				return err
+				tx.Writes.Queue(`INSERT INTO effects (event_id) SELECT unnest($1::text[]::uuid[])`, fresh)
+				return nil
 			})
 		},
 	})

@@ -14,22 +14,21 @@ import (
 	"github.com/orderflow/orderflow/internal/event"
 )
 
-// Handler processes one decoded event. Returning nil acknowledges it; an error is retried with
-// backoff (see Permanent and Unavailable for the two escapes). Handlers must be idempotent: a
-// record can be delivered again after a crash or rebalance (use the inbox).
-type Handler func(ctx context.Context, e event.Envelope) error
+// Handler applies decoded events of one partition, in their order, all or nothing (typically one
+// database transaction). Returning nil acknowledges them all. On an error the runner calls it again
+// with each half of the events, down to single events, so one bad event cannot hold up the others;
+// a single event's error is retried with backoff and dead-lettered by its class (see Permanent and
+// Unavailable). Handlers must be idempotent: a record can be delivered again after a crash or
+// rebalance (use the inbox).
+type Handler func(ctx context.Context, es []event.Envelope) error
 
 // RunnerConfig configures a consumer Runner.
 type RunnerConfig struct {
 	Group   string   // consumer group; persistent state, never rename casually
 	Topics  []string // topics to consume
 	Handler Handler
-	// Batch, when set, handles a partition's queued records (up to BatchSize, in order) in one go,
-	// typically one database transaction for all of them. It is all or nothing: on any error the
-	// runner falls back to Handler for each record of that batch, with the usual retries and DLQ.
-	// Batch must therefore give the same result as Handler applied in order.
-	Batch     func(ctx context.Context, es []event.Envelope) error
-	BatchSize int // default 100
+	// BatchSize bounds the events of one Handler call (default 100; 1 hands over one at a time).
+	BatchSize int
 	// MaxAttempts bounds the attempts for an ordinary error before dead-lettering (default 5).
 	// Unavailable errors are retried without limit; Permanent errors are not retried.
 	MaxAttempts int
@@ -70,7 +69,7 @@ type RunnerMetrics struct {
 	retries  *prometheus.CounterVec
 	dlq      *prometheus.CounterVec
 	lag      *prometheus.GaugeVec
-	fallback *prometheus.CounterVec
+	splits   *prometheus.CounterVec
 }
 
 // NewRunnerMetrics registers the consumer metrics on reg.
@@ -87,10 +86,10 @@ func NewRunnerMetrics(reg prometheus.Registerer) *RunnerMetrics {
 			Help: "Records written to a dead-letter topic."}, []string{"group", "topic", "dlq"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kafka_consumer_lag",
 			Help: "Records between the last processed offset and the partition's high watermark."}, []string{"group", "topic", "partition"}),
-		fallback: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kafka_consumer_batch_fallbacks_total",
-			Help: "Batches that failed and were handled record by record (a steady rate means the batch path is not paying off)."}, []string{"group", "topic"}),
+		splits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kafka_consumer_batch_splits_total",
+			Help: "Batches that failed and were handed to the handler again in halves (a steady rate means batches rarely succeed whole)."}, []string{"group", "topic"}),
 	}
-	reg.MustRegister(m.consumed, m.duration, m.retries, m.dlq, m.lag, m.fallback)
+	reg.MustRegister(m.consumed, m.duration, m.retries, m.dlq, m.lag, m.splits)
 	return m
 }
 
@@ -163,13 +162,17 @@ func NewRunner(kcfg Config, cfg RunnerConfig) (*Runner, error) {
 	return r, nil
 }
 
-// Client exposes the underlying client (for health checks).
+// Client is the runner's client. It also produces (the DLQ writes), so a service can use it for
+// everything else it sends to Kafka, and for its health check.
 func (r *Runner) Client() *kgo.Client { return r.cl }
 
+// Close closes the client; call it after Run returned and every other user of Client is done.
+func (r *Runner) Close() { r.cl.Close() }
+
 // Run polls until ctx is cancelled, then stops the workers after their current record, commits
-// what was marked, leaves the group and closes the client.
+// what was marked and leaves the group; the client stays open for its other users (see Close).
 func (r *Runner) Run(ctx context.Context) error {
-	defer r.cl.Close()
+	defer r.cl.LeaveGroup()
 	for {
 		fetches := r.cl.PollRecords(ctx, 10000)
 		if fetches.IsClientClosed() || ctx.Err() != nil {

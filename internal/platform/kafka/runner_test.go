@@ -31,6 +31,9 @@ type harness struct {
 	reg      *prometheus.Registry
 	metrics  *kafka.RunnerMetrics
 	prod     *kgo.Client
+	// batchSize is the runner's BatchSize (default 1: the handler sees one event per call, so a
+	// failing event is not handled again as part of a split batch).
+	batchSize int
 }
 
 func newHarness(t *testing.T, partitions int32) *harness {
@@ -58,11 +61,20 @@ func (h *harness) produce(ctx context.Context, key string, value []byte) {
 	}
 }
 
-// start runs a runner until the returned stop function is called; stop waits for Run to return.
-func (h *harness) start(handler kafka.Handler, maxAttempts int) (stop func()) {
+// start runs a runner applying handler to each event in order until the returned stop function is
+// called; stop waits for Run to return.
+func (h *harness) start(handler func(context.Context, event.Envelope) error, maxAttempts int) (stop func()) {
 	h.t.Helper()
+	each := func(ctx context.Context, es []event.Envelope) error {
+		for _, e := range es {
+			if err := handler(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	r, err := kafka.NewRunner(testkit.KafkaConfig(), kafka.RunnerConfig{
-		Group: h.group, Topics: []string{h.src}, Handler: handler, MaxAttempts: maxAttempts,
+		Group: h.group, Topics: []string{h.src}, Handler: each, MaxAttempts: maxAttempts, BatchSize: max(h.batchSize, 1),
 		Backoff:  kafka.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
 		DLQTopic: func(string) string { return h.dlq },
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: h.metrics,
@@ -274,6 +286,7 @@ func TestPartitionOrderAndGracefulShutdownCommits(t *testing.T) {
 			h.produce(ctx, id, h.envelope(id, i))
 		}
 	}
+	h.batchSize = 7 // batches of several orders' events, never a failure: order must hold across them
 	var mu sync.Mutex
 	seen := map[string][]int{}
 	handler := func(_ context.Context, e event.Envelope) error {
@@ -316,46 +329,40 @@ func TestPartitionOrderAndGracefulShutdownCommits(t *testing.T) {
 	}
 }
 
-// TestBatchAndFallback: records are handed to Batch in order; a failing batch falls back to the
-// per-record handler, so one bad record is dead-lettered and the rest are processed.
-func TestBatchAndFallback(t *testing.T) {
+// TestFailedBatchIsSplitDownToTheBadEvent: a batch that fails is handed to the handler again in
+// halves, down to the single bad event, which is dead-lettered by its error's class; every other event
+// is acknowledged once, in order, and the poison record goes to the DLQ without reaching the handler.
+func TestFailedBatchIsSplitDownToTheBadEvent(t *testing.T) {
 	h := newHarness(t, 1)
 	ctx := testkit.Context(t, 60*time.Second)
 	for i := 0; i < 50; i++ {
-		id := fmt.Sprintf("o%d", i)
+		id := fmt.Sprintf("o%02d", i)
 		if i == 25 {
 			id = "bad"
 		}
 		h.produce(ctx, id, h.envelope(id, i))
 	}
-	h.produce(ctx, "k", []byte("poison")) // undecodable, in the middle of nothing special
+	h.produce(ctx, "k", []byte("poison"))
 	var mu sync.Mutex
-	var batched, single []string
+	var applied []string
+	var sizes []int
 	r, err := kafka.NewRunner(testkit.KafkaConfig(), kafka.RunnerConfig{
-		Group: h.group, Topics: []string{h.src}, MaxAttempts: 2, BatchSize: 20,
+		Group: h.group, Topics: []string{h.src}, MaxAttempts: 2, BatchSize: 64,
 		Backoff:  kafka.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
 		DLQTopic: func(string) string { return h.dlq },
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: h.metrics,
-		Batch: func(_ context.Context, es []event.Envelope) error {
+		Handler: func(_ context.Context, es []event.Envelope) error {
+			mu.Lock()
+			defer mu.Unlock()
+			sizes = append(sizes, len(es))
 			for _, e := range es {
 				if e.OrderID == "bad" {
-					return errors.New("batch contains a bad event")
+					return kafka.Permanent(errors.New("bad")) // all or nothing: nothing of es applied
 				}
 			}
-			mu.Lock()
 			for _, e := range es {
-				batched = append(batched, e.OrderID)
+				applied = append(applied, e.OrderID)
 			}
-			mu.Unlock()
-			return nil
-		},
-		Handler: func(_ context.Context, e event.Envelope) error {
-			if e.OrderID == "bad" {
-				return kafka.Permanent(errors.New("bad"))
-			}
-			mu.Lock()
-			single = append(single, e.OrderID)
-			mu.Unlock()
 			return nil
 		},
 	})
@@ -369,14 +376,28 @@ func TestBatchAndFallback(t *testing.T) {
 	testkit.Eventually(t, 30*time.Second, "all committed", func() bool { return h.committed(ctx) == 51 })
 	mu.Lock()
 	defer mu.Unlock()
-	all := append(append([]string(nil), batched...), single...)
-	if len(all) != 50-1 || len(batched) == 0 || len(single) == 0 {
-		t.Fatalf("batched %d single %d", len(batched), len(single))
+	var want []string
+	for i := 0; i < 50; i++ {
+		if i != 25 {
+			want = append(want, fmt.Sprintf("o%02d", i))
+		}
+	}
+	if strings.Join(applied, ",") != strings.Join(want, ",") {
+		t.Fatalf("applied %v, want every good event once, in order", applied)
+	}
+	singles := 0
+	for _, n := range sizes {
+		if n == 1 {
+			singles++
+		}
+	}
+	if singles == 0 || len(sizes) < 3 {
+		t.Fatalf("handler calls %v: the failed batch was not split down to the bad event", sizes)
 	}
 	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_dlq_total")); n != 2 {
 		t.Fatalf("dead-lettered %v, want the bad event and the poison record", n)
 	}
-	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_batch_fallbacks_total")); n < 1 {
-		t.Fatal("the failed batch was not counted")
+	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_batch_splits_total")); n < 1 {
+		t.Fatal("the split was not counted")
 	}
 }

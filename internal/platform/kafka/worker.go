@@ -92,11 +92,7 @@ func (w *worker) run() {
 		if w.stopping() {
 			return
 		}
-		n := 1
-		if w.r.cfg.Batch != nil {
-			n = w.r.cfg.BatchSize
-		}
-		recs, hw := w.next(n)
+		recs, hw := w.next(w.r.cfg.BatchSize)
 		if len(recs) == 0 {
 			select {
 			case <-w.quit:
@@ -113,19 +109,9 @@ func (w *worker) run() {
 	}
 }
 
-// processAll handles records in order: runs of decodable records go to the Batch handler when
-// there is one (falling back to one by one on error), undecodable ones to the DLQ. A single record
-// goes to Batch too: the batch forms are the ones written for fewer round trips.
+// processAll handles records in order: each run of decodable records goes to handle, an
+// undecodable record straight to the DLQ.
 func (w *worker) processAll(recs []*kgo.Record) bool {
-	cfg := &w.r.cfg
-	if cfg.Batch == nil {
-		for _, r := range recs {
-			if !w.process(r) {
-				return false
-			}
-		}
-		return true
-	}
 	for i := 0; i < len(recs); {
 		var envs []event.Envelope
 		j := i
@@ -136,40 +122,55 @@ func (w *worker) processAll(recs []*kgo.Record) bool {
 			}
 			envs = append(envs, e)
 		}
-		if j == i { // undecodable: straight to the DLQ
-			if !w.process(recs[i]) {
+		if j == i {
+			_, err := event.Decode(recs[i].Value)
+			if !w.deadLetter(recs[i], "", 0, err) {
 				return false
 			}
 			i++
 			continue
 		}
-		run := recs[i:j]
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(w.ctx, attemptTimeout)
-		err := cfg.Batch(ctx, envs)
-		cancel()
-		if err == nil {
-			d := time.Since(start).Seconds() / float64(len(run))
-			for k, r := range run {
-				cfg.Metrics.duration.WithLabelValues(cfg.Group, r.Topic, string(envs[k].EventType)).Observe(d)
-				cfg.Metrics.consumed.WithLabelValues(cfg.Group, r.Topic, string(envs[k].EventType), "processed").Inc()
-			}
-			w.r.cl.MarkCommitRecords(run...)
-		} else {
-			if w.ctx.Err() != nil {
-				return false
-			}
-			cfg.Metrics.fallback.WithLabelValues(cfg.Group, run[0].Topic).Inc()
-			cfg.Log.Debug("batch failed, handling its records one by one", "records", len(run), "err", err)
-			for _, r := range run {
-				if !w.process(r) {
-					return false
-				}
-			}
+		if !w.handle(recs[i:j], envs) {
+			return false
 		}
 		i = j
 	}
 	return true
+}
+
+// handle gives the handler the whole run; when that fails, each half in turn, down to single
+// records (handleOne). It returns false when the worker was stopped first.
+func (w *worker) handle(recs []*kgo.Record, envs []event.Envelope) bool {
+	if len(recs) == 1 {
+		return w.handleOne(recs[0], envs[0])
+	}
+	cfg := &w.r.cfg
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(w.ctx, attemptTimeout)
+	err := cfg.Handler(ctx, envs)
+	cancel()
+	if err == nil {
+		w.processed(recs, envs, time.Since(start))
+		return true
+	}
+	if w.ctx.Err() != nil {
+		return false
+	}
+	cfg.Metrics.splits.WithLabelValues(cfg.Group, recs[0].Topic).Inc()
+	cfg.Log.Debug("batch failed, handing it over in halves", "records", len(recs), "err", err)
+	h := len(recs) / 2
+	return w.handle(recs[:h], envs[:h]) && w.handle(recs[h:], envs[h:])
+}
+
+// processed counts and marks records the handler acknowledged in d.
+func (w *worker) processed(recs []*kgo.Record, envs []event.Envelope, d time.Duration) {
+	cfg := &w.r.cfg
+	each := d.Seconds() / float64(len(recs))
+	for k, r := range recs {
+		cfg.Metrics.duration.WithLabelValues(cfg.Group, r.Topic, string(envs[k].EventType)).Observe(each)
+		cfg.Metrics.consumed.WithLabelValues(cfg.Group, r.Topic, string(envs[k].EventType), "processed").Inc()
+	}
+	w.r.cl.MarkCommitRecords(recs...)
 }
 
 // wait sleeps d unless the worker is told to stop; it reports whether to continue.
@@ -186,26 +187,20 @@ func (w *worker) wait(d time.Duration) bool {
 	}
 }
 
-// process handles one record to completion (handled or dead-lettered, then marked). It returns
-// false when the worker was stopped first.
-func (w *worker) process(rec *kgo.Record) bool {
+// handleOne handles one record to completion (handled or dead-lettered, then marked), retrying by
+// the error's class. It returns false when the worker was stopped first.
+func (w *worker) handleOne(rec *kgo.Record, env event.Envelope) bool {
 	cfg := &w.r.cfg
-	env, err := event.Decode(rec.Value)
-	if err != nil {
-		return w.deadLetter(rec, "", 0, err)
-	}
 	ctx := obs.WithAttrs(w.ctx, "orderId", env.OrderID, "eventId", env.EventID, "correlationId", env.CorrelationID,
 		"eventType", string(env.EventType), "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
 	log := obs.Logger(ctx, cfg.Log)
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		err = cfg.Handler(actx, env)
+		err := cfg.Handler(actx, []event.Envelope{env})
 		cancel()
 		if err == nil {
-			cfg.Metrics.duration.WithLabelValues(cfg.Group, rec.Topic, string(env.EventType)).Observe(time.Since(start).Seconds())
-			cfg.Metrics.consumed.WithLabelValues(cfg.Group, rec.Topic, string(env.EventType), "processed").Inc()
-			w.r.cl.MarkCommitRecords(rec)
+			w.processed([]*kgo.Record{rec}, []event.Envelope{env}, time.Since(start))
 			return true
 		}
 		if w.ctx.Err() != nil {

@@ -1,26 +1,36 @@
 // Package outbox implements the transactional outbox: services write outgoing events in the same
-// Postgres transaction as their state change (Add), and a Relay publishes committed rows to Kafka
-// with an idempotent producer and marks them sent.
+// Postgres transaction as their state change, and a Relay publishes committed rows to Kafka with an
+// idempotent producer and marks them sent.
 //
-// The transaction also sends a NOTIFY that carries the encoded events themselves (up to Postgres's
-// 8000-byte payload limit), so the active relay, which listens, publishes them without reading them
-// back; the table is read at start, after a NOTIFY without rows (events too large to carry) and
-// once per poll interval as a safety net. Each event travels with its routing fields next to it
+// A transaction announces its events to the relay with a NOTIFY. There are two doors, and the
+// difference is when that NOTIFY is sent:
+//
+//   - Caused, for events that react to something already announced (the consumed event, or the
+//     request that opens an order): the NOTIFY follows the COMMIT and carries the encoded events
+//     themselves (up to Postgres's 8000-byte payload limit), so the relay publishes them without
+//     reading them back, and the commit stays out of the cluster-wide lock Postgres holds from a
+//     notifying commit until its WAL flush (measured in docs/benchmarks.md).
+//   - Timed, for events nobody announced a cause of (a timer's): the NOTIFY is sent inside the
+//     transaction, carries no events and makes the relay read the table in id order.
+//
+// Why two: notifications arrive in the order of the NOTIFYs, not of the commits. A caused event
+// cannot overtake an earlier event of its order, because it was written after that one was published
+// (it reacts to it, directly or further down the saga). A timed event could: its transaction may
+// commit right after an earlier one of the same order whose NOTIFY has not been sent yet. Read from
+// the table, it goes out after that row (lower id), whose late notification is then skipped. Caused
+// refuses an event that names no cause and does not open its order, so a timer cannot use it.
+//
+// Guarantees: nothing is published for a rolled-back transaction; nothing committed is lost when
+// Kafka, the relay or the process fails (a row stays unsent until Kafka acknowledged it, so it may be
+// published more than once, never zero times); events of one order are published in commit order
+// (only one relay per database is active, elected by a Postgres advisory lock; it handles
+// notifications in arrival order and reads the table in id order). The table is also read at start
+// and once per poll interval as a safety net. Each event travels with its routing fields next to it
 // (see appendFrame), so the relay neither decodes nor re-encodes the envelope's JSON: it appends
-// producedAt to the encoded envelope, which Queue writes without one.
-//
-// Guarantees: nothing is published for a rolled-back transaction (its NOTIFY is never delivered);
-// nothing committed is lost when Kafka, the relay or the process fails (a row stays unsent until
-// Kafka acknowledged it, so it may be published more than once, never zero times); events of one
-// order are published in commit order, because only one relay per database is active (a Postgres
-// advisory lock elects it), it handles notifications in commit order and reads the table in id
-// order, and a service writes the events of one order in transactions that follow each other
-// causally (each is triggered by an event published after the previous commit). The first event of
-// an order may notify after its COMMIT instead (QueueRows): nothing of its order precedes it.
+// producedAt to the encoded envelope, which is written without one.
 package outbox
 
 import (
-	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -45,80 +55,54 @@ func Migrations() pg.Migrations {
 // NotifyChannel is the LISTEN/NOTIFY channel that wakes the relay.
 const NotifyChannel = "orderflow_outbox"
 
-// Add stores envelopes in the caller's transaction, keyed by orderId on the topic of their type.
-// They are published only if tx commits. The relay is woken by a NOTIFY delivered at commit.
-func Add(ctx context.Context, tx pgx.Tx, envs ...event.Envelope) error {
-	if len(envs) == 0 {
-		return nil
-	}
-	b := &pgx.Batch{}
-	if err := Queue(b, envs...); err != nil {
-		return err
-	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("outbox: insert: %w", err)
-	}
-	return nil
-}
+// ErrUncaused: an event offered to Caused names no cause and does not open its order.
+var ErrUncaused = errors.New("outbox: an event without a cause must be written with outbox.Timed")
 
-// AddViaTable stores envelopes in the caller's transaction like Add, but its NOTIFY carries no
-// events: it makes the relay read the table, which publishes every unsent row in id order. That is
-// for writers that are not caused by the previous event of their orders (a timer's): whatever an
-// earlier transaction wrote for the same order has a lower id (it committed before this one could
-// see its rows) and goes out first, even if that transaction's own NOTIFY, sent after its COMMIT
-// (QueueRows), has not arrived yet.
-func AddViaTable(ctx context.Context, tx pgx.Tx, envs ...event.Envelope) error {
-	if len(envs) == 0 {
-		return nil
+// Caused queues the outbox rows of envs in tx's writes and has tx send their NOTIFY right after its
+// COMMIT (see the package documentation). Every event must carry its cause (event.Factory.Caused sets
+// it) or open its order.
+func Caused(tx *pg.BatchTx, envs ...event.Envelope) error {
+	for _, e := range envs {
+		if e.CausationID == "" && !e.EventType.OpensOrder() {
+			return fmt.Errorf("%w: %s for order %s", ErrUncaused, e.EventType, e.OrderID)
+		}
 	}
-	b := &pgx.Batch{}
-	if _, err := QueueRows(b, envs...); err != nil {
-		return err
-	}
-	Notice{""}.Queue(b)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("outbox: insert: %w", err)
-	}
-	return nil
-}
-
-// Queue appends the statements of Add to b, for callers that write their state change and its
-// events in one batch (sent in one round trip, as one implicit transaction when b is sent outside an
-// explicit one).
-func Queue(b *pgx.Batch, envs ...event.Envelope) error {
-	n, err := QueueRows(b, envs...)
+	n, err := queueRows(&tx.Writes, envs...)
 	if err != nil {
 		return err
 	}
-	n.Queue(b)
+	if len(n) > 0 {
+		tx.AfterCommit(n.queue)
+	}
 	return nil
 }
 
-// Notice is the NOTIFY that carries a transaction's events to the relay.
-type Notice []string
+// Timed queues the outbox rows of envs in tx's writes with a NOTIFY, inside the transaction, that
+// makes the relay read the table: the door for events written on a timer (see the package
+// documentation).
+func Timed(tx *pg.BatchTx, envs ...event.Envelope) error {
+	if len(envs) == 0 {
+		return nil
+	}
+	if _, err := queueRows(&tx.Writes, envs...); err != nil {
+		return err
+	}
+	notice{""}.queue(&tx.Writes)
+	return nil
+}
 
-// Queue appends the NOTIFY to b.
-func (n Notice) Queue(b *pgx.Batch) {
+// notice is the NOTIFY that carries a transaction's events to the relay; an empty payload asks
+// for a table read.
+type notice []string
+
+func (n notice) queue(b *pgx.Batch) {
 	for _, p := range n {
 		b.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, p)
 	}
 }
 
-// QueueRows appends the outbox rows of envs to b and returns their NOTIFY, which the caller queues
-// after its COMMIT in the same batch: `BEGIN; …rows…; COMMIT; NOTIFY` (QueueAfterCommit does that for
-// a pg.Pipe). The server runs a failed batch's statements only up to the failure, so a NOTIFY follows
-// only a COMMIT that succeeded; and a NOTIFY outside the writing transaction keeps that transaction
-// out of the cluster-wide lock Postgres holds from a notifying transaction's commit until its WAL
-// flush is over; under load that queues most commits of the system behind one another
-// (measured in docs/benchmarks.md).
-//
-// Notifications are then in the order of the NOTIFYs, not of the commits. Each order's events still
-// go out in commit order when every transaction that writes a later event of the same order either
-// starts after these events were published, because it reacts to them directly or further down the
-// saga (the POST and the inventory, payment and delivery handlers), so this NOTIFY was sent by then
-// or the relay read the rows from the table and skips the late notification; or announces its events
-// with AddViaTable (delivery-service's scheduler, which writes on a timer).
-func QueueRows(b *pgx.Batch, envs ...event.Envelope) (Notice, error) {
+// queueRows appends the outbox rows of envs to b and returns the NOTIFY that carries them.
+func queueRows(b *pgx.Batch, envs ...event.Envelope) (notice, error) {
 	var n notes
 	for _, e := range envs {
 		topic := e.EventType.Topic()
@@ -135,19 +119,6 @@ func QueueRows(b *pgx.Batch, envs ...event.Envelope) (Notice, error) {
 		n.add(appendFrame(nil, e, v))
 	}
 	return n.payloads(), nil
-}
-
-// QueueAfterCommit appends the outbox rows of envs to b, the writes p commits, and has p send their
-// NOTIFY right after the COMMIT. Only for causal writers (see QueueRows).
-func QueueAfterCommit(p *pg.Pipe, b *pgx.Batch, envs ...event.Envelope) error {
-	n, err := QueueRows(b, envs...)
-	if err != nil {
-		return err
-	}
-	if len(n) > 0 {
-		p.AfterCommit(n.Queue)
-	}
-	return nil
 }
 
 // maxNotifyPayload stays under Postgres's limit (payloads must be shorter than 8000 bytes).
@@ -213,7 +184,7 @@ var errFrame = errors.New("malformed outbox notification")
 // maxLengthDigits bounds a field's length prefix; payloads are shorter than 8000 bytes.
 const maxLengthDigits = 4
 
-// parseFrames reads a payload written by Queue. Any error means the payload was not (and it is
+// parseFrames reads a payload written by queueRows. Any error means the payload was not (and it is
 // handled like an event too large to carry: by reading the table); it says where parsing stopped.
 func parseFrames(p string) ([]notified, error) {
 	var out []notified

@@ -114,17 +114,17 @@ func TestRolledBackTransactionPublishesNothing(t *testing.T) {
 	ctx := testkit.Context(t, 60*time.Second)
 	rolledBack, committed := testkit.Name("rb"), testkit.Name("ok")
 	tl := startTail(t, event.TopicOrders, map[string]bool{rolledBack: true, committed: true})
-	errAbort := errors.New("abort")
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if err := outbox.Add(ctx, tx, envelope(t, rolledBack, 1)); err != nil {
+	err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error {
+		if err := outbox.Caused(tx, envelope(t, rolledBack, 1)); err != nil {
 			return err
 		}
-		return errAbort
+		tx.Writes.Queue("SELECT 1 / 0") // the transaction fails after the outbox rows
+		return nil
 	})
-	if !errors.Is(err, errAbort) {
-		t.Fatal(err)
+	if err == nil {
+		t.Fatal("a transaction with a failing statement committed")
 	}
-	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, envelope(t, committed, 1)) }); err != nil {
+	if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Caused(tx, envelope(t, committed, 1)) }); err != nil {
 		t.Fatal(err)
 	}
 	startRelay(t, pool)
@@ -180,7 +180,7 @@ func TestTwoRelaysKeepPerOrderCommitOrder(t *testing.T) {
 					envs = append(envs, envelope(t, id, seq))
 					seq++
 				}
-				if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, envs...) }); err != nil {
+				if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Caused(tx, envs...) }); err != nil {
 					t.Error(err)
 					return
 				}
@@ -277,7 +277,7 @@ func TestNotificationsCarryTheEvents(t *testing.T) {
 	ctx := testkit.Context(t, 60*time.Second)
 	for seq := 0; seq < 30; seq += 3 {
 		envs := []event.Envelope{envelope(t, id, seq), envelope(t, id, seq+1), envelope(t, id, seq+2)}
-		if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, envs...) }); err != nil {
+		if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Caused(tx, envs...) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -293,7 +293,7 @@ func TestNotificationsCarryTheEvents(t *testing.T) {
 }
 
 // A transaction whose NOTIFY follows its COMMIT (QueueRows) may be notified after a later one. A
-// writer not caused by the earlier event (delivery's scheduler) uses AddViaTable, whose notification
+// writer not caused by the earlier event (delivery's scheduler) uses Timed, whose notification
 // makes the relay read the table: the earlier row still goes out first, and its late notification
 // publishes nothing again.
 func TestTableNoticeGoesAfterALateNotice(t *testing.T) {
@@ -310,7 +310,7 @@ func TestTableNoticeGoesAfterALateNotice(t *testing.T) {
 	if err := pool.SendBatch(ctx, b).Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.AddViaTable(ctx, tx, envelope(t, id, 1)) }); err != nil {
+	if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Timed(tx, envelope(t, id, 1)) }); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 20*time.Second, "both events published", func() bool { return len(tl.snapshot()) >= 2 })
@@ -323,11 +323,11 @@ func TestTableNoticeGoesAfterALateNotice(t *testing.T) {
 	// The held-back NOTIFY arrives now, then a regular transaction's: once that one is published, the
 	// late one has been handled (notifications are handled in order) and skipped.
 	lb := &pgx.Batch{}
-	late.Queue(lb)
+	late(lb)
 	if err := pool.SendBatch(ctx, lb).Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, envelope(t, id, 2)) }); err != nil {
+	if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Caused(tx, envelope(t, id, 2)) }); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 20*time.Second, "third event published and all marked", func() bool {
@@ -362,7 +362,7 @@ func TestOversizedEventsKeepCommitOrder(t *testing.T) {
 		{envelope(t, id, 5)},
 	}
 	for _, envs := range txs {
-		if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, envs...) }); err != nil {
+		if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Caused(tx, envs...) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -399,7 +399,7 @@ func TestUndecodableNotificationReadsTheTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error { return outbox.AddViaTable(ctx, tx, envelope(t, id, 1)) }); err != nil {
+	if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Timed(tx, envelope(t, id, 1)) }); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 20*time.Second, "2 events published and marked", func() bool {
@@ -413,8 +413,8 @@ func TestUndecodableNotificationReadsTheTable(t *testing.T) {
 	}
 }
 
-// A NOTIFY queued after the COMMIT (QueueRows with a hand-built batch, or QueueAfterCommit in a
-// pg.Pipe, as every saga writer does) reaches the listener only for a batch that committed, and
+// A NOTIFY queued after the COMMIT (by hand, or outbox.Caused in a pg.BatchTx, as every saga writer
+// does) reaches the listener only for a batch that committed, and
 // when it arrives the rows are already visible; a batch that fails before its COMMIT sends none.
 func TestNoticeAfterCommitOnlyForCommittedRows(t *testing.T) {
 	testkit.Integration(t)
@@ -431,22 +431,21 @@ func TestNoticeAfterCommitOnlyForCommittedRows(t *testing.T) {
 				b.Queue("SELECT 1 / 0")
 			}
 			b.Queue("COMMIT")
-			n.Queue(b)
+			n(b)
 			return pool.SendBatch(ctx, b).Close()
 		},
-		"pipe": func(ctx context.Context, e event.Envelope, fail bool) error {
-			return pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
-				if err := p.SendBatch(ctx, &pgx.Batch{QueuedQueries: []*pgx.QueuedQuery{{SQL: "SELECT 1"}}}).Close(); err != nil {
-					return nil, err
+		"batchtx": func(ctx context.Context, e event.Envelope, fail bool) error {
+			return pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error {
+				if err := tx.Read(ctx, &pgx.Batch{QueuedQueries: []*pgx.QueuedQuery{{SQL: "SELECT 1"}}}); err != nil {
+					return err
 				}
-				w := &pgx.Batch{}
-				if err := outbox.QueueAfterCommit(p, w, e); err != nil {
+				if err := outbox.Caused(tx, e); err != nil {
 					t.Fatal(err)
 				}
 				if fail {
-					w.Queue("SELECT 1 / 0")
+					tx.Writes.Queue("SELECT 1 / 0")
 				}
-				return w, nil
+				return nil
 			})
 		},
 	}
@@ -494,5 +493,48 @@ func TestNoticeAfterCommitOnlyForCommittedRows(t *testing.T) {
 				t.Fatal("the failed batch left a row")
 			}
 		})
+	}
+}
+
+// TestCausedRefusesEventsWithoutACause: an event that names no cause and does not open its order
+// (a timer's) cannot take the caused door, whose late NOTIFY could let it overtake an earlier event
+// of its order; nothing of the transaction is written. Timed takes it.
+func TestCausedRefusesEventsWithoutACause(t *testing.T) {
+	testkit.Integration(t)
+	pool := openDB(t)
+	ctx := testkit.Context(t, 30*time.Second)
+	id := testkit.Name("door")
+	f := event.Factory{Producer: "test"}
+	p := event.DeliveryPayload{OrderID: id, DeliveryID: "DEL-1", DriverName: "d", Status: event.DeliveryStatusAssigned,
+		EstimatedDeliveryTime: time.Now().UTC()}
+	timer, err := f.New(event.ETAUpdated, id, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caused, err := f.Caused(envelope(t, id, 0), event.DeliveryAssigned, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Caused(tx, caused, timer) })
+	if !errors.Is(err, outbox.ErrUncaused) {
+		t.Fatalf("caused door with a timer's event: %v, want ErrUncaused", err)
+	}
+	rows := func() (n int) {
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE record_key = $1`, id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := rows(); n != 0 {
+		t.Fatalf("%d rows written by a refused transaction", n)
+	}
+	if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Caused(tx, caused) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.InBatchTx(ctx, pool, func(tx *pg.BatchTx) error { return outbox.Timed(tx, timer) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(); n != 2 {
+		t.Fatalf("%d rows, want the caused and the timed event", n)
 	}
 }

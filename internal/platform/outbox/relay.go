@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
 // RelayConfig configures a Relay. Zero values take the documented defaults.
@@ -60,9 +61,8 @@ type relayMetrics struct {
 	leader    prometheus.Gauge
 }
 
-// NewRelay returns a relay reading pool's outbox and producing with producer, which must be a client
-// used by this relay alone (it aborts the client's buffered records when it loses leadership) and an
-// idempotent producer with acks=all (franz-go's default). Metrics are registered on reg.
+// NewRelay returns a relay reading pool's outbox and producing with producer, an idempotent producer
+// with acks=all (franz-go's default). Metrics are registered on reg.
 func NewRelay(pool *pgxpool.Pool, producer *kgo.Client, log *slog.Logger, reg prometheus.Registerer, cfg RelayConfig) *Relay {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
@@ -136,15 +136,6 @@ func (r *Relay) lead(ctx context.Context) error {
 	// at the end, so the lock is never left behind on a pooled connection.
 	conn := pc.Hijack()
 	defer func() { _ = conn.Close(context.Background()) }()
-	// Before the lock is released (conn closed above, deferred first), make sure no record of ours is
-	// still buffered: a late delivery after the next leader started would break per-order order.
-	defer func() {
-		actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.producer.AbortBufferedRecords(actx); err != nil {
-			r.log.Warn("could not settle buffered records before releasing leadership", "err", err)
-		}
-	}()
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, r.cfg.LockKey).Scan(&got); err != nil {
 		return fmt.Errorf("advisory lock: %w", err)
@@ -152,6 +143,21 @@ func (r *Relay) lead(ctx context.Context) error {
 	if !got {
 		return nil
 	}
+	// Before the lock is released (conn closed above, deferred first), make sure no record of ours is
+	// still buffered: a late delivery after the next leader started would break per-order order. The
+	// client may be shared (a consumer's DLQ writes): those fail with ErrAborting and are retried.
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := r.producer.Flush(fctx); err == nil {
+			return
+		}
+		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := r.producer.AbortBufferedRecords(actx); err != nil {
+			r.log.Warn("could not settle buffered records before releasing leadership", "err", err)
+		}
+	}()
 	// Listen before the first read: a row committed in between is then both read and notified, and
 	// the notification is skipped (recent); none is missed.
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{NotifyChannel}.Sanitize()); err != nil {
@@ -413,9 +419,7 @@ func (r *Relay) record(e *notified) (*kgo.Record, error) {
 }
 
 func (r *Relay) purge(ctx context.Context) error {
-	_, err := r.pool.Exec(ctx, `DELETE FROM outbox WHERE id IN (
-		SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - $1::interval LIMIT 10000)`,
-		r.cfg.Retention.String())
+	_, err := pg.Retention{Table: "outbox", Column: "sent_at", Keep: r.cfg.Retention}.Purge(ctx, r.pool)
 	return err
 }
 

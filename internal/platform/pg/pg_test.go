@@ -7,7 +7,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/platform/inbox"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
@@ -47,46 +46,5 @@ func TestOpenCreatesDatabaseMigratesAndRetriesSerializationFailures(t *testing.T
 	calls = 0
 	if err := pg.InTx(ctx, pool, func(pgx.Tx) error { calls++; return boom }); !errors.Is(err, boom) || calls != 1 {
 		t.Fatalf("non-retryable error: calls %d err %v", calls, err)
-	}
-}
-
-func TestInboxAppliesEachEventOnce(t *testing.T) {
-	testkit.Integration(t)
-	ctx := testkit.Context(t, 60*time.Second)
-	pool, err := pg.Open(ctx, testkit.NewDatabase(t), inbox.Migrations())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if _, err := pool.Exec(ctx, `CREATE TABLE effects (event_id uuid)`); err != nil {
-		t.Fatal(err)
-	}
-	ib := inbox.New("test-group", prometheus.NewRegistry())
-	other := inbox.New("other-group", prometheus.NewRegistry())
-	const id = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
-	apply := func(i *inbox.Inbox) bool {
-		var first bool
-		if err := pg.InTx(ctx, pool, func(tx pgx.Tx) error {
-			var err error
-			if first, err = i.Begin(ctx, tx, id); err != nil || !first {
-				return err
-			}
-			_, err = tx.Exec(ctx, `INSERT INTO effects VALUES ($1)`, id)
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return first
-	}
-	if !apply(ib) || apply(ib) || apply(ib) {
-		t.Fatal("duplicate delivery was applied again")
-	}
-	if !apply(other) {
-		t.Fatal("another consumer group must process the same event")
-	}
-	var n int
-	_ = pool.QueryRow(ctx, `SELECT count(*) FROM effects`).Scan(&n)
-	if n != 2 {
-		t.Fatalf("effects %d, want 2 (one per consumer group)", n)
 	}
 }

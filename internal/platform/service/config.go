@@ -17,6 +17,7 @@ import (
 // Common is the configuration every service shares. Defaults match the native infrastructure
 // (scripts/infra) on 127.0.0.1.
 type Common struct {
+	HTTPAddr        string // read by each service under its own name (ORDER_HTTP_ADDR, ...)
 	LogLevel        string
 	LogFormat       string
 	Pprof           bool
@@ -27,8 +28,30 @@ type Common struct {
 	Cassandra       cass.Config
 	Guard           httpx.GuardConfig
 	// Settings is every variable the service read with its effective value, secrets masked (logged
-	// at start-up); each service's LoadConfig fills it last.
+	// at start-up); Load fills it last.
 	Settings map[string]string
+}
+
+func (c *Common) common() *Common { return c }
+
+// Load reads a service's configuration (a struct embedding Common) with configure, which reads
+// every variable through e, and validates it.
+func Load[C any, P interface {
+	*C
+	common() *Common
+}](getenv func(string) string, configure func(e *config.Env) C) (C, error) {
+	e := config.New(getenv)
+	c := configure(e)
+	P(&c).common().Settings = e.Settings()
+	return c, e.Err()
+}
+
+// DedupRetention reads how long a service keeps what makes a repeated input harmless (inbox records,
+// Idempotency-Keys).
+func DedupRetention(e *config.Env) time.Duration {
+	d := e.Duration("DEDUP_RETENTION", 8*24*time.Hour, "How long a processed event's inbox record and an Idempotency-Key are kept before the periodic purge deletes them. Keep it longer than the topics' retention (7 days by default): an event redelivered after its record was purged would be applied again.")
+	e.Check(d > 0, "DEDUP_RETENTION must be positive")
+	return d
 }
 
 // postgresSSLMode applies the TLS policy: verification whenever a CA is given, and no TLS that

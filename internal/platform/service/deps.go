@@ -8,10 +8,8 @@ import (
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orderflow/internal/platform/cass"
-	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/redislock"
 )
@@ -49,21 +47,6 @@ func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations ...pg.Mi
 	s.Health.AddCheck("postgres", pg.Ping(pool))
 	s.OnClose(pool.Close)
 	return pool, nil
-}
-
-// Kafka returns a client with the shared options plus extra, registers the "kafka" health check
-// and closes the client on shutdown. franz-go connects lazily, so this does not wait for the broker.
-func (s *Service) Kafka(c kafka.Config, extra ...kgo.Opt) (*kgo.Client, error) {
-	if c.ClientID == "" {
-		c.ClientID = s.Name
-	}
-	cl, err := kgo.NewClient(c.Options(extra...)...)
-	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
-	}
-	s.Health.AddCheck("kafka", kafka.Check(cl))
-	s.OnClose(cl.Close)
-	return cl, nil
 }
 
 // Redis returns a client, registers the "redis" health check and closes it on shutdown. The

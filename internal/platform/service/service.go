@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/lifecycle"
@@ -35,8 +36,10 @@ type Service struct {
 	closers        []func()
 	onHTTPShutdown []func()
 
-	runnerMetrics *kafka.RunnerMetrics
-	adminToken    bool // ADMIN_TOKEN is set
+	kafka      kafka.Config
+	consumer   *kafka.RunnerConfig
+	relay      *relaySpec
+	adminToken bool // ADMIN_TOKEN is set
 }
 
 // loopbackOnly reports whether addr (host:port) accepts loopback connections only.
@@ -59,7 +62,7 @@ func New(name string, stdout io.Writer, c Common) *Service {
 	s := &Service{
 		Name: name, Log: log, Reg: reg, Gatherer: gatherer,
 		Health: httpx.NewHealth(), Mux: httpx.NewMux(c.Guard),
-		PageTokens: httpx.NewPageTokens(c.Guard.AdminToken), adminToken: c.Guard.AdminToken != "",
+		PageTokens: httpx.NewPageTokens(c.Guard.AdminToken), adminToken: c.Guard.AdminToken != "", kafka: c.Kafka,
 	}
 	if c.Postgres.Unverified() {
 		log.Warn("POSTGRES_SSLMODE does not verify the Postgres server (POSTGRES_SSL_ALLOW_UNVERIFIED): a machine in the middle can read and change every query", "sslmode", c.Postgres.SSLMode)
@@ -100,6 +103,12 @@ func (s *Service) Serve(ctx context.Context, addr string) error {
 // serve is Serve on ln when it is not nil (already bound to addr).
 func (s *Service) serve(ctx context.Context, addr string, ln net.Listener) error {
 	defer s.Close()
+	if err := s.connectKafka(); err != nil {
+		if ln != nil {
+			_ = ln.Close()
+		}
+		return err
+	}
 	m := httpx.NewMetrics(s.Reg)
 	srv := &httpx.Server{Addr: addr, Listener: ln, Handler: m.Wrap(s.Mux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
 		OnShutdown: s.onHTTPShutdown}
@@ -115,6 +124,21 @@ func (s *Service) serve(ctx context.Context, addr string, ln net.Listener) error
 		s.Log.Info("stopped")
 	}
 	return err
+}
+
+// Main loads a service's configuration with configure (see Load) and runs it (see Run) on its
+// HTTPAddr.
+func Main[C any, P interface {
+	*C
+	common() *Common
+}](ctx context.Context, name string, getenv func(string) string, stdout io.Writer, configure func(e *config.Env) C,
+	wire func(ctx context.Context, s *Service, cfg C) error) error {
+	cfg, err := Load[C, P](getenv, configure)
+	if err != nil {
+		return err
+	}
+	c := P(&cfg).common()
+	return Run(ctx, name, stdout, *c, c.HTTPAddr, func(ctx context.Context, s *Service) error { return wire(ctx, s, cfg) })
 }
 
 // Run builds a service, lets wire connect its dependencies and register its components and routes,

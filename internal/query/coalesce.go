@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Batcher is the Cassandra store with write coalescing: mutations handed to Apply by concurrent
+// WriteCoalescer is the Cassandra store with write coalescing: mutations handed to Apply by concurrent
 // callers (the projection's partition workers) are sent together as one unlogged batch per round
 // trip, so Cassandra parses, schedules and answers one request for many events. Nothing waits for
 // a batch to fill: a flusher takes what is queued the moment it is free, so at low load every
@@ -20,7 +20,7 @@ import (
 // Each mutation keeps its own USING TIMESTAMP cells, so a batch means the same as its parts applied
 // one by one. Batches span partitions, which suits one node or a small cluster; on a large one set
 // the batch size to 1 (see QUERY_WRITE_BATCH).
-type Batcher struct {
+type WriteCoalescer struct {
 	*Cassandra
 	in       chan *pendingWrite
 	stopped  chan struct{}
@@ -52,11 +52,11 @@ var ErrWriterStopped = errors.New("cassandra writer stopped")
 // maxBatchBytes keeps a batch well below Cassandra's default batch_size_fail_threshold (50 KiB).
 const maxBatchBytes = 32 << 10
 
-// NewBatcher returns a Batcher writing through c with up to maxCount mutations per request and
+// NewWriteCoalescer returns a WriteCoalescer writing through c with up to maxCount mutations per request and
 // flushers requests in flight; it registers query_cassandra_write_batch_size.
-func NewBatcher(c *Cassandra, maxCount, flushers int, reg prometheus.Registerer) *Batcher {
+func NewWriteCoalescer(c *Cassandra, maxCount, flushers int, reg prometheus.Registerer) *WriteCoalescer {
 	maxCount, flushers = max(maxCount, 1), max(flushers, 1)
-	b := &Batcher{Cassandra: c, in: make(chan *pendingWrite, 4*maxCount*flushers), stopped: make(chan struct{}),
+	b := &WriteCoalescer{Cassandra: c, in: make(chan *pendingWrite, 4*maxCount*flushers), stopped: make(chan struct{}),
 		maxCount: maxCount, maxBytes: maxBatchBytes, flushers: flushers, deep: make(chan struct{}, flushers),
 		sizes: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "query_cassandra_write_batch_size",
 			Help:    "Events written to Cassandra per request by the projection.",
@@ -66,7 +66,7 @@ func NewBatcher(c *Cassandra, maxCount, flushers int, reg prometheus.Registerer)
 }
 
 // Apply queues m and waits until the batch holding it has been written (or failed).
-func (b *Batcher) Apply(ctx context.Context, m Mutation) error {
+func (b *WriteCoalescer) Apply(ctx context.Context, m Mutation) error {
 	p := &pendingWrite{m: m, done: make(chan error, 1)}
 	select {
 	case b.in <- p:
@@ -88,7 +88,7 @@ func (b *Batcher) Apply(ctx context.Context, m Mutation) error {
 
 // ApplyMany queues every mutation at once and waits for all of them: one goroutine per partition
 // batch instead of one per event. It returns the first error.
-func (b *Batcher) ApplyMany(ctx context.Context, ms []Mutation) error {
+func (b *WriteCoalescer) ApplyMany(ctx context.Context, ms []Mutation) error {
 	ps := make([]*pendingWrite, 0, len(ms))
 	var err error
 	for _, m := range ms {
@@ -123,7 +123,7 @@ func (b *Batcher) ApplyMany(ctx context.Context, ms []Mutation) error {
 // Run flushes until ctx is cancelled; callers of writes still queued then get ErrWriterStopped
 // (they wait on stopped too). Add it to the lifecycle group before the consumer that calls Apply, so
 // it stops after it.
-func (b *Batcher) Run(ctx context.Context) error {
+func (b *WriteCoalescer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i := range b.flushers {
 		wg.Go(func() { b.flushLoop(ctx, i < eagerFlushers) })
@@ -134,7 +134,7 @@ func (b *Batcher) Run(ctx context.Context) error {
 }
 
 // wakeStandby signals a standby flusher when at least half a batch is waiting.
-func (b *Batcher) wakeStandby() {
+func (b *WriteCoalescer) wakeStandby() {
 	if len(b.in) >= max(b.maxCount/2, 1) {
 		select {
 		case b.deep <- struct{}{}:
@@ -145,7 +145,7 @@ func (b *Batcher) wakeStandby() {
 
 // flushLoop sends batches until ctx ends. An eager flusher waits for any queued write; a standby
 // one for the signal that writes are queueing, and then sends batches until the queue is short.
-func (b *Batcher) flushLoop(ctx context.Context, eager bool) {
+func (b *WriteCoalescer) flushLoop(ctx context.Context, eager bool) {
 	for {
 		var first *pendingWrite
 		if eager {
@@ -188,7 +188,7 @@ func (b *Batcher) flushLoop(ctx context.Context, eager bool) {
 
 // write sends the batch; if Cassandra refuses it as a whole for a reason other than availability,
 // each mutation is retried alone so that one bad write cannot fail its neighbours.
-func (b *Batcher) write(ctx context.Context, batch []*pendingWrite) {
+func (b *WriteCoalescer) write(ctx context.Context, batch []*pendingWrite) {
 	q := b.S.Batch(gocql.UnloggedBatch)
 	for _, p := range batch {
 		addMutation(q, p.m)

@@ -30,9 +30,9 @@ func (s *sends) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQue
 }
 func (*sends) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
-// pipePool opens a fresh database with a table t(k text primary key, n int) and a pool whose sends
+// batchTxPool opens a fresh database with a table t(k text primary key, n int) and a pool whose sends
 // are counted.
-func pipePool(t *testing.T) (*pgxpool.Pool, *sends) {
+func batchTxPool(t *testing.T) (*pgxpool.Pool, *sends) {
 	t.Helper()
 	ctx := testkit.Context(t, 30*time.Second)
 	c := testkit.NewDatabase(t)
@@ -68,34 +68,28 @@ func value(t *testing.T, pool *pgxpool.Pool, k string) int {
 	return n
 }
 
-// TestPipeReadsLocksAndWritesInTwoRoundTrips: the row read under lock is written from the decision,
+// TestBatchTxReadsLocksAndWritesInTwoRoundTrips: the row read under lock is written from the decision,
 // the whole transaction is two batches and nothing else, and it is atomic.
-func TestPipeReadsLocksAndWritesInTwoRoundTrips(t *testing.T) {
+func TestBatchTxReadsLocksAndWritesInTwoRoundTrips(t *testing.T) {
 	testkit.Integration(t)
 	ctx := testkit.Context(t, 30*time.Second)
-	pool, tr := pipePool(t)
-	err := pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+	pool, tr := batchTxPool(t)
+	err := pg.InBatchTx(ctx, pool, func(p *pg.BatchTx) error {
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO t VALUES ('b', 5)`)
 		b.Queue(`SELECT n FROM t WHERE k = 'a' FOR UPDATE`)
-		br := p.SendBatch(ctx, b)
-		if _, err := br.Exec(); err != nil {
-			return nil, err
-		}
 		var n int
-		if err := br.QueryRow().Scan(&n); err != nil {
-			return nil, err
-		}
-		if err := br.Close(); err != nil {
-			return nil, err
+		b.QueuedQueries[1].QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+		if err := p.Read(ctx, b); err != nil {
+			return err
 		}
 		// While the transaction is open, another connection sees neither write.
 		if v := value(t, pool, "b"); v != -1 {
 			t.Errorf("uncommitted insert visible: %d", v)
 		}
-		w := &pgx.Batch{}
+		w := &p.Writes
 		w.Queue(`UPDATE t SET n = $1 WHERE k = 'a'`, n+10)
-		return w, nil
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,16 +103,16 @@ func TestPipeReadsLocksAndWritesInTwoRoundTrips(t *testing.T) {
 	}
 
 	// A write that fails rolls back the reads' writes too, and the connection is clean afterwards.
-	err = pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+	err = pg.InBatchTx(ctx, pool, func(p *pg.BatchTx) error {
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO t VALUES ('c', 1)`)
-		if err := p.SendBatch(ctx, b).Close(); err != nil {
-			return nil, err
+		if err := p.Read(ctx, b); err != nil {
+			return err
 		}
-		w := &pgx.Batch{}
+		w := &p.Writes
 		w.Queue(`UPDATE t SET n = 0 WHERE k = 'a'`)
 		w.Queue(`UPDATE t SET n = -1 WHERE k = 'b'`) // violates the check
-		return w, nil
+		return nil
 	})
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "23514" {
@@ -130,29 +124,29 @@ func TestPipeReadsLocksAndWritesInTwoRoundTrips(t *testing.T) {
 
 	// fn failing after its reads rolls back; a retryable error runs fn again.
 	boom := errors.New("boom")
-	err = pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+	err = pg.InBatchTx(ctx, pool, func(p *pg.BatchTx) error {
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO t VALUES ('d', 1)`)
-		if err := p.SendBatch(ctx, b).Close(); err != nil {
-			return nil, err
+		if err := p.Read(ctx, b); err != nil {
+			return err
 		}
-		return nil, boom
+		return boom
 	})
 	if !errors.Is(err, boom) || value(t, pool, "d") != -1 {
 		t.Fatalf("fn error: err %v, d=%d", err, value(t, pool, "d"))
 	}
 	calls := 0
-	err = pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+	err = pg.InBatchTx(ctx, pool, func(p *pg.BatchTx) error {
 		calls++
 		b := &pgx.Batch{}
 		b.Queue(`INSERT INTO t VALUES ('e', $1)`, calls)
-		if err := p.SendBatch(ctx, b).Close(); err != nil {
-			return nil, err
+		if err := p.Read(ctx, b); err != nil {
+			return err
 		}
 		if calls < 3 {
-			return nil, &pgconn.PgError{Code: "40P01", Message: "deadlock detected"}
+			return &pgconn.PgError{Code: "40P01", Message: "deadlock detected"}
 		}
-		return nil, nil
+		return nil
 	})
 	if err != nil || calls != 3 || value(t, pool, "e") != 3 {
 		t.Fatalf("retry: calls %d err %v e=%d", calls, err, value(t, pool, "e"))
@@ -165,16 +159,16 @@ func TestPipeReadsLocksAndWritesInTwoRoundTrips(t *testing.T) {
 	}
 }
 
-// TestPipeWithoutReadsIsOneAtomicBatch: writes alone go out as one implicit transaction.
-func TestPipeWithoutReadsIsOneAtomicBatch(t *testing.T) {
+// TestBatchTxWithoutReadsIsOneAtomicBatch: writes alone go out as one implicit transaction.
+func TestBatchTxWithoutReadsIsOneAtomicBatch(t *testing.T) {
 	testkit.Integration(t)
 	ctx := testkit.Context(t, 30*time.Second)
-	pool, tr := pipePool(t)
-	err := pg.InPipe(ctx, pool, func(*pg.Pipe) (*pgx.Batch, error) {
-		w := &pgx.Batch{}
+	pool, tr := batchTxPool(t)
+	err := pg.InBatchTx(ctx, pool, func(p *pg.BatchTx) error {
+		w := &p.Writes
 		w.Queue(`INSERT INTO t VALUES ('x', 1)`)
 		w.Queue(`INSERT INTO t VALUES ('a', 1)`) // duplicate key
-		return w, nil
+		return nil
 	})
 	if !pg.IsUniqueViolation(err, "") {
 		t.Fatalf("err %v, want a unique violation", err)
@@ -185,28 +179,28 @@ func TestPipeWithoutReadsIsOneAtomicBatch(t *testing.T) {
 	if x := value(t, pool, "x"); x != -1 {
 		t.Fatalf("half of a failed batch was applied: x=%d", x)
 	}
-	if err := pg.InPipe(ctx, pool, func(*pg.Pipe) (*pgx.Batch, error) { return nil, nil }); err != nil {
+	if err := pg.InBatchTx(ctx, pool, func(*pg.BatchTx) error { return nil }); err != nil {
 		t.Fatalf("nothing to do: %v", err)
 	}
 }
 
-// TestPipeAfterCommit: statements queued with AfterCommit ride in the COMMIT's round trip, run only
+// TestBatchTxAfterCommit: statements queued with AfterCommit ride in the COMMIT's round trip, run only
 // when the transaction committed, and run outside it: their failure neither undoes the commit nor
-// makes InPipe report an error (or run fn again).
-func TestPipeAfterCommit(t *testing.T) {
+// makes InBatchTx report an error (or run fn again).
+func TestBatchTxAfterCommit(t *testing.T) {
 	testkit.Integration(t)
 	ctx := testkit.Context(t, 30*time.Second)
-	pool, tr := pipePool(t)
+	pool, tr := batchTxPool(t)
 	withReads := func(write, after string) (calls int, err error) {
-		err = pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+		err = pg.InBatchTx(ctx, pool, func(p *pg.BatchTx) error {
 			calls++
-			if err := p.SendBatch(ctx, &pgx.Batch{QueuedQueries: []*pgx.QueuedQuery{{SQL: `SELECT n FROM t WHERE k = 'a' FOR UPDATE`}}}).Close(); err != nil {
-				return nil, err
+			if err := p.Read(ctx, &pgx.Batch{QueuedQueries: []*pgx.QueuedQuery{{SQL: `SELECT n FROM t WHERE k = 'a' FOR UPDATE`}}}); err != nil {
+				return err
 			}
 			p.AfterCommit(func(b *pgx.Batch) { b.Queue(after) })
-			w := &pgx.Batch{}
+			w := &p.Writes
 			w.Queue(write)
-			return w, nil
+			return nil
 		})
 		return calls, err
 	}
@@ -232,7 +226,7 @@ func TestPipeAfterCommit(t *testing.T) {
 		t.Fatalf("statement after a failed transaction ran: c-after=%d", after)
 	}
 
-	// The statement after the COMMIT fails: the transaction stands, InPipe succeeds without a rerun.
+	// The statement after the COMMIT fails: the transaction stands, InBatchTx succeeds without a rerun.
 	calls, err := withReads(`INSERT INTO t VALUES ('d', 4)`, `UPDATE t SET n = -1 WHERE k = 'd'`)
 	if err != nil || calls != 1 {
 		t.Fatalf("failure after the commit: calls %d err %v, want 1 and nil", calls, err)
@@ -244,13 +238,13 @@ func TestPipeAfterCommit(t *testing.T) {
 	// Without reads the writes become an explicit transaction, still one batch and still atomic.
 	tr.batches.Store(0)
 	noReads := func(after string, writes ...string) error {
-		return pg.InPipe(ctx, pool, func(p *pg.Pipe) (*pgx.Batch, error) {
+		return pg.InBatchTx(ctx, pool, func(p *pg.BatchTx) error {
 			p.AfterCommit(func(b *pgx.Batch) { b.Queue(after) })
-			w := &pgx.Batch{}
+			w := &p.Writes
 			for _, s := range writes {
 				w.Queue(s)
 			}
-			return w, nil
+			return nil
 		})
 	}
 	if err := noReads(`INSERT INTO t VALUES ('e-after', 1)`, `INSERT INTO t VALUES ('e', 5)`); err != nil {

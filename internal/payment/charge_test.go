@@ -2,6 +2,7 @@ package payment
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -29,7 +30,7 @@ func TestBatchAppliesTheThreeLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.handleBatch(ctx, []event.Envelope{e1, e2, e3, e1, second, rejected}); err != nil {
+	if err := p.handle(ctx, []event.Envelope{e1, e2, e3, e1, second, rejected}); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range []event.Envelope{e1, e2, e3} {
@@ -54,7 +55,7 @@ func TestBatchAppliesTheThreeLayers(t *testing.T) {
 		}
 	}
 	// The whole batch again (a redelivery): every event is a Redis hit, nothing new is written.
-	if err := p.handleBatch(ctx, []event.Envelope{e1, e2, e3}); err != nil {
+	if err := p.handle(ctx, []event.Envelope{e1, e2, e3}); err != nil {
 		t.Fatal(err)
 	}
 	if got := sum(m, func(m *metrics) prometheus.Counter { return m.redisHit }); got != 4 {
@@ -65,8 +66,9 @@ func TestBatchAppliesTheThreeLayers(t *testing.T) {
 	}
 }
 
-// An event whose order lock another instance holds is not skipped: it waits on the single-event
-// path while the rest of the batch goes ahead, and is charged once the lock is free.
+// An event whose order lock another instance holds fails its batch without charging anything; the
+// runner then hands the batch over in halves (done by hand here): the free event is charged at once,
+// and the held one, alone, waits for the lock and is charged once it is free.
 func TestBatchWaitsForALockHeldElsewhere(t *testing.T) {
 	f := newFixture(t)
 	ctx := testkit.Context(t, time.Minute)
@@ -83,8 +85,16 @@ func TestBatchWaitsForALockHeldElsewhere(t *testing.T) {
 		released <- time.Now()
 		_, _ = lk.Release(context.Background())
 	}()
-	if err := p.handleBatch(ctx, []event.Envelope{free, held}); err != nil {
-		t.Fatal(err)
+	if err := p.handle(ctx, []event.Envelope{free, held}); !errors.Is(err, errLockHeld) {
+		t.Fatalf("batch with a lock held elsewhere: %v, want errLockHeld", err)
+	}
+	if pays, _ := f.counts(t, free.OrderID); pays != 0 {
+		t.Fatal("the failed batch charged the free order")
+	}
+	for _, half := range []event.Envelope{free, held} {
+		if err := p.handle(ctx, []event.Envelope{half}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Charged only under the lock, i.e. after the other owner let go.
 	pay, err := p.get(ctx, held.OrderID)
@@ -114,7 +124,7 @@ func TestBatchWithoutRedis(t *testing.T) {
 	p, _ := f.instance(t, down, time.Second)
 	es := []event.Envelope{reservedEvent(t, "10.00"), reservedEvent(t, "12.00")}
 	for range 2 {
-		if err := p.handleBatch(ctx, es); err != nil {
+		if err := p.handle(ctx, es); err != nil {
 			t.Fatal(err)
 		}
 	}

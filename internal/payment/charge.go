@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,19 +23,20 @@ type charge struct {
 	dup bool // a unique constraint already held this charge: nothing written, nothing published
 }
 
-// handleBatch is the consumer's batch handler: the same three layers as handle, with four round
-// trips for the whole batch instead of several per event — one Redis pipeline takes the locks and
-// checks the dedup cache, a two-round-trip transaction writes every payment and its event, then one
-// pipeline marks the events and releases the locks. Events whose lock another instance holds right now, and a second
-// event for an order already in the batch, take the single-event path afterwards (it waits for the
-// lock), so nothing is decided twice. Any error fails the batch; the runner then handles its events
-// one by one, and whatever this call committed is recognised there as a duplicate.
-func (p *processor) handleBatch(ctx context.Context, es []event.Envelope) error {
+// errLockHeld fails a batch of several events when another instance holds one of their orders'
+// locks: the runner hands the batch over in halves, and a single event waits for its lock.
+var errLockHeld = errors.New("a payment lock of the batch is held elsewhere")
+
+// handle is the consumer handler: the three layers (docs/payment.md) for a partition's events, in
+// four round trips whatever their number — one Redis pipeline takes the locks and checks the dedup
+// cache, a two-round-trip transaction writes every payment and its event, one pipeline marks the
+// events and releases the locks. A second event of an order already in the batch goes in a later
+// round, so every order is decided under its own lock once at a time. An error fails what is left;
+// whatever was committed is recognised as a duplicate when the events come again.
+func (p *processor) handle(ctx context.Context, es []event.Envelope) error {
 	var (
-		batch   []*charge
-		later   []event.Envelope
+		todo    []*charge
 		ignored []event.Type
-		orders  = map[string]bool{}
 	)
 	for _, e := range es {
 		if e.EventType != event.InventoryReserved {
@@ -45,24 +47,23 @@ func (p *processor) handleBatch(ctx context.Context, es []event.Envelope) error 
 		if err != nil {
 			return err
 		}
-		if orders[e.OrderID] {
-			later = append(later, e)
-			continue
-		}
-		orders[e.OrderID] = true
-		batch = append(batch, &charge{e: e, pl: pl})
+		todo = append(todo, &charge{e: e, pl: pl})
 	}
-	if len(batch) > 0 {
-		contended, err := p.chargeBatch(ctx, batch)
-		if err != nil {
+	for len(todo) > 0 {
+		var round, later []*charge
+		orders := map[string]bool{}
+		for _, c := range todo {
+			if orders[c.e.OrderID] {
+				later = append(later, c)
+				continue
+			}
+			orders[c.e.OrderID] = true
+			round = append(round, c)
+		}
+		if err := p.chargeRound(ctx, round); err != nil {
 			return err
 		}
-		later = append(contended, later...)
-	}
-	for _, e := range later {
-		if err := p.handle(ctx, e); err != nil {
-			return err
-		}
+		todo = later
 	}
 	for _, t := range ignored {
 		p.metrics.ignored.WithLabelValues(string(t)).Inc()
@@ -70,69 +71,90 @@ func (p *processor) handleBatch(ctx context.Context, es []event.Envelope) error 
 	return nil
 }
 
-// chargeBatch runs the layers for events of distinct orders and returns the events whose lock was
-// taken by someone else. Redis sees two round trips: the locks with the dedup check, then the dedup
-// marks with the releases.
-func (p *processor) chargeBatch(ctx context.Context, batch []*charge) ([]event.Envelope, error) {
+// chargeRound runs the layers for events of distinct orders.
+func (p *processor) chargeRound(ctx context.Context, batch []*charge) error {
 	ids := make([]string, len(batch))
 	eventIDs := make([]string, len(batch))
 	for i, c := range batch {
 		ids[i], eventIDs[i] = c.e.OrderID, c.e.EventID
 	}
-	// Layer 1 without waiting (a lock held elsewhere sends its event to the single-event path) and
-	// layer 2, read after the locks were taken, so an event another instance finished meanwhile is seen.
+	// Layer 1 without waiting, and layer 2, read after the locks were taken, so an event another
+	// instance finished meanwhile is seen.
 	locks, seen, err := redislock.TryAcquireAndCheck(ctx, p.locker, ids, p.dedup, eventIDs)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return err
+	case err != nil:
 		// Redis down: layer 3 alone still prevents a double charge.
 		p.degrade("lock", err, p.log)
 		p.degrade("dedup_check", err, p.log)
 		locks, seen = make([]*redislock.Lock, len(batch)), make([]bool, len(batch))
+	case slices.Contains(locks, nil) && len(batch) > 1:
+		p.release(ctx, nil, locks)
+		return errLockHeld
+	case locks[0] == nil:
+		if locks[0], seen[0], err = p.waitLock(ctx, batch[0].e); err != nil {
+			return err
+		}
 	}
 	start := time.Now()
-	var contended []event.Envelope
-	todo := batch[:0:0]
-	held := 0
-	for i, c := range batch {
-		switch {
-		case locks[i] == nil && err == nil: // without Redis, go ahead on the database layer
-			contended = append(contended, c.e)
-		case seen[i]:
-			held++
-			p.countRedisHit()
-		default:
-			held++
-			todo = append(todo, c)
-		}
-	}
 	var done []string
 	defer func() {
-		// After commit, the Redis marks go before the locks (a crash before them is caught by layer 3).
-		if err := redislock.MarkAndRelease(context.WithoutCancel(ctx), p.dedup, done, p.locker, locks); err != nil {
-			op := "unlock"
-			if len(done) > 0 {
-				op = "dedup_mark"
-			}
-			p.degrade(op, err, p.log)
-		}
-		for range held {
+		p.release(ctx, done, locks)
+		for range batch {
 			p.metrics.duration.Observe(time.Since(start).Seconds())
 		}
 	}()
+	todo := batch[:0:0]
+	for i, c := range batch {
+		if seen[i] {
+			p.countRedisHit()
+			continue
+		}
+		todo = append(todo, c)
+	}
 	if len(todo) == 0 {
-		return contended, nil
+		return nil
 	}
 	if err := p.record(ctx, todo); err != nil {
-		return nil, err
+		return err
 	}
 	done = make([]string, len(todo))
 	for i, c := range todo {
 		done[i] = c.e.EventID
 		p.countRecorded(c)
 	}
-	return contended, nil
+	return nil
+}
+
+// waitLock waits for the lock of a single event's order held by another instance (layer 1), then
+// checks layer 2 again: that instance may have finished the event meanwhile.
+func (p *processor) waitLock(ctx context.Context, e event.Envelope) (*redislock.Lock, bool, error) {
+	lock, err := p.locker.Acquire(ctx, e.OrderID)
+	switch {
+	case errors.Is(err, redislock.ErrNotAcquired):
+		p.metrics.lockTimeout.Inc()
+		return nil, false, errLockTimeout
+	case err != nil && ctx.Err() != nil:
+		return nil, false, err
+	case err != nil:
+		p.degrade("lock", err, p.log) // Redis failed meanwhile: go on on the database layer
+		return nil, false, nil
+	}
+	seen, err := p.dedup.Seen(ctx, e.EventID)
+	return lock, err == nil && seen, nil
+}
+
+// release marks the committed events in Redis, then releases the locks (a crash before the marks
+// is caught by layer 3).
+func (p *processor) release(ctx context.Context, done []string, locks []*redislock.Lock) {
+	if err := redislock.MarkAndRelease(context.WithoutCancel(ctx), p.dedup, done, p.locker, locks); err != nil {
+		op := "unlock"
+		if len(done) > 0 {
+			op = "dedup_mark"
+		}
+		p.degrade(op, err, p.log)
+	}
 }
 
 // record decides each charge with the gateway and writes the payments of events of distinct orders
@@ -152,7 +174,7 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 		}
 	}
 	// Two round trips: the inserts with the BEGIN, the events of the rows inserted with the COMMIT.
-	return pg.InPipe(ctx, p.pool, func(tx *pg.Pipe) (*pgx.Batch, error) {
+	return pg.InBatchTx(ctx, p.pool, func(tx *pg.BatchTx) error {
 		b := &pgx.Batch{}
 		for _, c := range todo {
 			c.dup = false
@@ -169,8 +191,8 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 				return nil
 			})
 		}
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return nil, fmt.Errorf("insert payments: %w", err)
+		if err := tx.Read(ctx, b); err != nil {
+			return fmt.Errorf("insert payments: %w", err)
 		}
 		var outs []event.Envelope
 		for _, c := range todo {
@@ -179,12 +201,10 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 			}
 			out, err := p.factory.Caused(c.e, paymentEventType(c.pay), paymentPayload(c.pay))
 			if err != nil {
-				return nil, err
+				return err
 			}
 			outs = append(outs, out)
 		}
-		w := &pgx.Batch{}
-		// NOTIFY after the COMMIT: a payment event is caused by its order's inventory.reserved.
-		return w, outbox.QueueAfterCommit(tx, w, outs...)
+		return outbox.Caused(tx, outs...)
 	})
 }

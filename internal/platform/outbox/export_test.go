@@ -1,0 +1,13 @@
+package outbox
+
+import (
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orderflow/orderflow/internal/event"
+)
+
+// QueueRows lets the tests hold a caused transaction's NOTIFY back and send it late.
+func QueueRows(b *pgx.Batch, envs ...event.Envelope) (func(*pgx.Batch), error) {
+	n, err := queueRows(b, envs...)
+	return n.queue, err
+}
