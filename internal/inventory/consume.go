@@ -59,10 +59,10 @@ func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 	if err != nil {
 		return err
 	}
-	for i, out := range outs {
-		switch {
+	for i, e := range es {
+		switch out := outs[i]; {
 		case out.result == "":
-			c.metrics.ignored.WithLabelValues(string(es[i].EventType)).Inc()
+			c.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
 		case out.duplicate:
 			c.store.inbox.Duplicate()
 		case out.result == "released":
