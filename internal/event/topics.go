@@ -15,6 +15,7 @@ const (
 
 // Consumer groups. Group names are persistent state in Kafka: renaming one loses its committed offsets.
 const (
+	GroupOrder     = "order-service-group"
 	GroupInventory = "inventory-service-group"
 	GroupPayment   = "payment-service-group"
 	GroupDelivery  = "delivery-service-group"

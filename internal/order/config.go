@@ -3,6 +3,7 @@ package order
 import (
 	"time"
 
+	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
@@ -14,9 +15,10 @@ const Name = "order-service"
 type Config struct {
 	service.Common
 	Limits Limits
-	CORS   []string
+	CORS   []string // origins allowed to call the API from a browser
+	Group  string   // consumer group following the saga's outcome events
 	// DedupRetention is how long Idempotency-Keys are kept.
-	DedupRetention time.Duration // origins allowed to call the API from a browser
+	DedupRetention time.Duration
 }
 
 // Configure reads every variable of the service from e (which records them for the generated
@@ -33,6 +35,7 @@ func Configure(e *config.Env) Config {
 	e.Check(c.Limits.MaxBodyBytes > 0 && c.Limits.MaxItems > 0 && c.Limits.MaxQuantity > 0, "ORDER_MAX_* limits must be positive")
 	c.Limits = c.Limits.withDefaults()
 	c.CORS = e.List("ORDER_CORS_ORIGINS", "", "Origins whose pages may call the API from a browser (e.g. the tracking page, http://127.0.0.1:8080); empty: none (CORS off).")
+	c.Group = e.String("ORDER_CONSUMER_GROUP", event.GroupOrder, "Kafka consumer group that follows the saga's outcome events to keep each order's status. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
 	c.DedupRetention = service.DedupRetention(e)
 	return c
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/service"
@@ -32,6 +33,9 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		return err
 	}
 	s.Outbox(pool, outbox.RelayConfig{})
+	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: trackedTopics(), Handler: newTracker(pool, s.Reg).handle}); err != nil {
+		return err
+	}
 	s.Purge(pool, pg.Retention{Table: "idempotency_keys", Column: "created_at", Keep: cfg.DedupRetention})
 	a := &api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}, limits: cfg.Limits, log: s.Log,
 		cors: httpx.CORS{Origins: cfg.CORS, Methods: []string{"GET", "POST"}, Headers: []string{"Content-Type", "Idempotency-Key"}}}

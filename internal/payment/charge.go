@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/redislock"
@@ -134,7 +135,7 @@ func (p *processor) waitLock(ctx context.Context, e event.Envelope) (*redislock.
 	switch {
 	case errors.Is(err, redislock.ErrNotAcquired):
 		p.metrics.lockTimeout.Inc()
-		return nil, false, errLockTimeout
+		return nil, false, kafka.Unavailable(errLockTimeout) // retried without limit: never dead-lettered
 	case err != nil && ctx.Err() != nil:
 		return nil, false, err
 	case err != nil:

@@ -76,7 +76,9 @@ type processor struct {
 	now     func() time.Time
 }
 
-// errLockTimeout is retryable: the runner's backoff applies and the event is never dropped.
+// errLockTimeout: another instance held the order's lock for the whole wait. It is returned marked
+// kafka.Unavailable, like an outage: contention is no fault of the event, so it is retried without
+// an attempt limit and never dead-lettered.
 var errLockTimeout = errors.New("payment lock wait timed out")
 
 // countRedisHit counts a duplicate caught by the Redis fast path (layer 2).

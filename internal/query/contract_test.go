@@ -109,7 +109,7 @@ func runPermutation(t testing.TB, st Store, evs []event.Envelope, order []int, r
 	var readerErr error // written by the reader goroutine, read after wg.Wait
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		last := int64(-1)
+		last := -1
 		for {
 			select {
 			case <-done:
@@ -122,7 +122,7 @@ func runPermutation(t testing.TB, st Store, evs []event.Envelope, order []int, r
 				return
 			}
 			if err == nil && v.Status != "" {
-				if r := rankOf[v.Status]; r < last {
+				if r, _ := event.StatusRank(v.Status); r < last {
 					readerErr = &regression{from: last, to: r}
 					return
 				} else {
@@ -167,7 +167,7 @@ func runPermutation(t testing.TB, st Store, evs []event.Envelope, order []int, r
 	return v
 }
 
-type regression struct{ from, to int64 }
+type regression struct{ from, to int }
 
 func (r *regression) Error() string { return "status went backwards" }
 

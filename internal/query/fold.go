@@ -15,32 +15,19 @@ import (
 	"github.com/orderflow/orderflow/internal/event"
 )
 
-// Order statuses of the read model, with their ranks.
+// Order statuses of the read model (see event.StatusOf for their ranks).
 const (
-	StatusCreated           = "CREATED"
-	StatusInventoryReserved = "INVENTORY_RESERVED"
-	StatusInventoryRejected = "INVENTORY_REJECTED"
-	StatusPaymentAuthorized = "PAYMENT_AUTHORIZED"
-	StatusPaymentFailed     = "PAYMENT_FAILED"
-	StatusDeliveryAssigned  = "DELIVERY_ASSIGNED"
-	StatusDelivered         = "DELIVERED"
+	StatusCreated           = event.OrderStatusCreated
+	StatusInventoryReserved = event.OrderStatusInventoryReserved
+	StatusInventoryRejected = event.OrderStatusInventoryRejected
+	StatusPaymentAuthorized = event.OrderStatusPaymentAuthorized
+	StatusPaymentFailed     = event.OrderStatusPaymentFailed
+	StatusDeliveryAssigned  = event.OrderStatusDeliveryAssigned
+	StatusDelivered         = event.OrderStatusDelivered
 )
 
-// rankOf orders statuses: CREATED 0, INVENTORY_* 1, PAYMENT_* 2, DELIVERY_ASSIGNED 3, DELIVERED 4.
-var rankOf = map[string]int64{
-	StatusCreated: 0, StatusInventoryReserved: 1, StatusInventoryRejected: 1,
-	StatusPaymentAuthorized: 2, StatusPaymentFailed: 2, StatusDeliveryAssigned: 3, StatusDelivered: 4,
-}
-
-// Terminal reports whether no further status change is expected in the saga (DELIVERED may still
-// follow DELIVERY_ASSIGNED, but the saga is complete).
-func Terminal(status string) bool {
-	switch status {
-	case StatusInventoryRejected, StatusPaymentFailed, StatusDeliveryAssigned, StatusDelivered:
-		return true
-	}
-	return false
-}
+// Terminal reports whether no further status change is expected (event.TerminalStatus).
+func Terminal(status string) bool { return event.TerminalStatus(status) }
 
 const rankStep = int64(100_000_000_000_000_000) // 1e17 µs ≈ 3170 years: room for any occurredAt
 
@@ -106,7 +93,6 @@ func Fold(e event.Envelope) (Mutation, error) {
 	m := Mutation{OrderID: e.OrderID, History: HistoryEntry{OrderID: e.OrderID, EventID: e.EventID,
 		EventType: string(e.EventType), OccurredAt: occ, Producer: e.Producer, Payload: string(e.Payload)}}
 	fields := map[string]any{FLastEventAt: occ}
-	status := ""
 	switch e.EventType {
 	case event.OrderCreated:
 		p, err := event.DecodePayload[event.OrderCreatedPayload](e)
@@ -114,7 +100,6 @@ func Fold(e event.Envelope) (Mutation, error) {
 			return m, err
 		}
 		fields[FCustomerID], fields[FTotalAmount], fields[FCurrency], fields[FCreatedAt] = p.CustomerID, p.TotalAmount, p.Currency, occ
-		status = StatusCreated
 		m.Customer = &CustomerEntry{CustomerID: p.CustomerID, CreatedAt: occ, OrderID: e.OrderID}
 		m.History.Summary = "order placed: " + p.TotalAmount.String() + " " + p.Currency
 	case event.InventoryReserved, event.InventoryRejected:
@@ -126,10 +111,8 @@ func Fold(e event.Envelope) (Mutation, error) {
 		if p.ReservationID != "" {
 			fields[FReservationID] = p.ReservationID
 		}
-		status = StatusInventoryReserved
 		m.History.Summary = "stock reserved"
 		if e.EventType == event.InventoryRejected {
-			status = StatusInventoryRejected
 			fields[FRejectionReason] = p.Reason
 			m.History.Summary = "stock rejected: " + p.Reason
 		}
@@ -145,10 +128,8 @@ func Fold(e event.Envelope) (Mutation, error) {
 			return m, err
 		}
 		fields[FPaymentID], fields[FTotalAmount], fields[FCurrency] = p.PaymentID, p.Amount, p.Currency
-		status = StatusPaymentAuthorized
 		m.History.Summary = "payment authorized"
 		if e.EventType == event.PaymentFailed {
-			status = StatusPaymentFailed
 			reason := ""
 			if p.FailureReason != nil {
 				reason = *p.FailureReason
@@ -164,14 +145,12 @@ func Fold(e event.Envelope) (Mutation, error) {
 		fields[FDeliveryID], fields[FDriverName] = p.DeliveryID, p.DriverName
 		switch e.EventType {
 		case event.DeliveryAssigned:
-			status = StatusDeliveryAssigned
 			fields[FETA] = p.EstimatedDeliveryTime.UTC()
 			m.History.Summary = "driver assigned: " + p.DriverName
 		case event.ETAUpdated:
 			fields[FETA] = p.EstimatedDeliveryTime.UTC()
 			m.History.Summary = "ETA " + p.EstimatedDeliveryTime.UTC().Format(time.RFC3339)
 		case event.DeliveryCompleted:
-			status = StatusDelivered
 			fields[FDeliveredAt] = occ
 			m.History.Summary = "delivered"
 		}
@@ -179,8 +158,8 @@ func Fold(e event.Envelope) (Mutation, error) {
 		m.History.Summary = string(e.EventType)
 	}
 	m.Writes = append(m.Writes, Write{Timestamp: ts, Values: fields})
-	if status != "" {
-		m.Writes = append(m.Writes, Write{Timestamp: rankOf[status]*rankStep + ts,
+	if status, rank, ok := event.StatusOf(e.EventType); ok {
+		m.Writes = append(m.Writes, Write{Timestamp: int64(rank)*rankStep + ts,
 			Values: map[string]any{FStatus: status, FUpdatedAt: occ}})
 	}
 	return m, nil

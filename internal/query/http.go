@@ -58,20 +58,8 @@ func (a *api) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 // maxWait bounds a long-poll read (?wait=).
 const maxWait = 10 * time.Second
 
-// statusNames lists the view's statuses (rankOf's keys) in saga order, for error messages.
-func statusNames() string {
-	names := make([]string, 0, len(rankOf))
-	for st := range rankOf {
-		names = append(names, st)
-	}
-	slices.SortFunc(names, func(a, b string) int {
-		if d := rankOf[a] - rankOf[b]; d != 0 {
-			return int(d)
-		}
-		return strings.Compare(a, b)
-	})
-	return strings.Join(names, ", ")
-}
+// statusNames lists the view's statuses in saga order, for error messages.
+func statusNames() string { return strings.Join(event.OrderStatuses(), ", ") }
 
 // waitParams reads ?waitFor=STATUS[,STATUS...]&wait=DURATION: the read may be held until the view
 // shows one of the statuses, for at most wait.
@@ -86,7 +74,7 @@ func waitParams(r *http.Request) (want map[string]bool, wait time.Duration, p *h
 	}
 	want = map[string]bool{}
 	for _, st := range strings.Split(wf, ",") {
-		if _, ok := rankOf[st]; !ok {
+		if _, ok := event.StatusRank(st); !ok {
 			return nil, 0, httpx.NewProblem(http.StatusBadRequest, "waitFor: unknown status "+strconv.Quote(st)+"; one of "+statusNames())
 		}
 		want[st] = true

@@ -47,6 +47,7 @@ func startSystem(t testing.TB, prefix []string, ip string, oneProcess bool, env 
 	t.Helper()
 	sys := &System{Addrs: map[string]string{}, DBs: map[string]pg.Config{}, Env: map[string]string{}, Procs: map[string]*Process{},
 		Groups: map[string]string{}, Topics: map[string][]string{
+			"ORDER":     {event.TopicInventory, event.TopicPayments, event.TopicDelivery},
 			"INVENTORY": {event.TopicOrders, event.TopicPayments}, "PAYMENT": {event.TopicInventory},
 			"DELIVERY": {event.TopicPayments}, "QUERY": event.MainTopics(),
 		}}

@@ -49,6 +49,7 @@ func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 		"delivery":  e.String("DELIVERY_DB_NAME", "delivery_db", ""),
 	}}
 	c.Groups = []string{
+		e.String("ORDER_CONSUMER_GROUP", event.GroupOrder, ""),
 		e.String("INVENTORY_CONSUMER_GROUP", event.GroupInventory, ""), e.String("PAYMENT_CONSUMER_GROUP", event.GroupPayment, ""),
 		e.String("DELIVERY_CONSUMER_GROUP", event.GroupDelivery, ""), e.String("QUERY_CONSUMER_GROUP", event.GroupQuery, ""),
 	}
@@ -265,7 +266,7 @@ type data struct {
 	views        map[string]query.View
 }
 
-type orderRow struct{ total string }
+type orderRow struct{ total, status string }
 type reservation struct{ id, status, reason string }
 type paymentRow struct {
 	id     int64
@@ -322,10 +323,11 @@ func load(ctx context.Context, st stores, ids []string) (*data, error) {
 		return rows.Err()
 	}
 	err := errors.Join(
-		q("order", `SELECT order_id::text, total_amount::text FROM orders`+filter("order_id::text"), func(r pgx.Rows) error {
-			var id, total string
-			err := r.Scan(&id, &total)
-			d.orders[id] = orderRow{total}
+		q("order", `SELECT order_id::text, total_amount::text, status FROM orders`+filter("order_id::text"), func(r pgx.Rows) error {
+			var o orderRow
+			var id string
+			err := r.Scan(&id, &o.total, &o.status)
+			d.orders[id] = o
 			return err
 		}),
 		q("order", `SELECT record_key FROM (SELECT record_key, event_type FROM outbox) o`+filter("record_key")+andIfFiltered(ids)+` event_type = 'order.created'`, func(r pgx.Rows) error {
@@ -525,7 +527,7 @@ func checkView(rep *Report, cfg Config, d *data, st stores) {
 	for _, msg := range bad {
 		lines = append(lines, msg)
 	}
-	rep.add("view equals sources of truth", lines, cfg.MaxReport, "status, total, payment, delivery, driver and latest ETA of %d orders", len(d.orders))
+	rep.add("view equals sources of truth", lines, cfg.MaxReport, "status (also order-service's), total, payment, delivery, driver and latest ETA of %d orders", len(d.orders))
 }
 
 // viewOffenders returns, per order id, why its view differs from its sources.
@@ -541,6 +543,10 @@ func viewOffenders(d *data, only []string) map[string]string {
 		}
 		if want := expectedStatus(d, id); v.Status != want {
 			bad[id] = fmt.Sprintf("%s: view %s, sources say %s", id, v.Status, want)
+			continue
+		}
+		if o.status != v.Status {
+			bad[id] = fmt.Sprintf("%s: view %s, order-service says %s", id, v.Status, o.status)
 			continue
 		}
 		if v.TotalAmount == nil || v.TotalAmount.String() != o.total {

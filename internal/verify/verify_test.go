@@ -69,7 +69,7 @@ func consistentWorld(t *testing.T) world {
 	id := w.order
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	eta := now.Add(40 * time.Minute)
-	exec("order", `INSERT INTO orders (order_id, customer_id, currency, total_amount, created_at) VALUES ($1, 'c', 'EUR', 20.00, $2)`, id, now)
+	exec("order", `INSERT INTO orders (order_id, customer_id, currency, total_amount, created_at, status, status_rank, status_at) VALUES ($1, 'c', 'EUR', 20.00, $2, 'DELIVERY_ASSIGNED', 3, $2)`, id, now)
 	exec("order", `INSERT INTO outbox (event_id, event_type, topic, record_key, value, sent_at) VALUES ($1, 'order.created', 'raw.order-events', $2, '{}', now())`, uuid.NewString(), id)
 	exec("inventory", `INSERT INTO stock (item_id, name, available, reserved, on_hand) VALUES ('A', 'a', 8, 2, 10)`)
 	exec("inventory", `INSERT INTO reservations (reservation_id, order_id, status, created_at) VALUES ('6ba7b810-9dad-11d1-80b4-00c04fd430c8', $1, 'RESERVED', now())`, id)
@@ -185,6 +185,15 @@ func TestStaleViewRowIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustFail(t, w.run(t), "view equals sources of truth", w.order)
+}
+
+// TestOrderServiceBehindTheViewIsReported: order-service's status must equal the view's once quiet.
+func TestOrderServiceBehindTheViewIsReported(t *testing.T) {
+	w := consistentWorld(t)
+	if _, err := w.conns["order"].Exec(context.Background(), `UPDATE orders SET status = 'PAYMENT_AUTHORIZED', status_rank = 2 WHERE order_id = $1`, w.order); err != nil {
+		t.Fatal(err)
+	}
+	mustFail(t, w.run(t), "view equals sources of truth", w.order+": view DELIVERY_ASSIGNED, order-service says PAYMENT_AUTHORIZED")
 }
 
 func TestDriverOverCapacityIsReported(t *testing.T) {

@@ -187,6 +187,23 @@ func runSaga(t *testing.T, begin func(t *testing.T) target) {
 		}
 	}
 
+	// order-service follows the saga too: its GET reaches the same terminal status (DELIVERED may
+	// have followed DELIVERY_ASSIGNED meanwhile, so it may be further than the view read above).
+	for _, o := range orders {
+		want, _ := event.StatusRank(views[o.id]["status"].(string))
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("order-service to report order %s at least as far as the view's %v", o.id, views[o.id]["status"]), func() bool {
+			resp, err := http.Get("http://" + sys.addrs["ORDER"] + "/api/orders/" + o.id)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			var v struct{ Status string }
+			_ = json.NewDecoder(resp.Body).Decode(&v)
+			r, known := event.StatusRank(v.Status)
+			return known && r >= want && event.TerminalStatus(v.Status)
+		})
+	}
+
 	// Sources of truth.
 	db := func(prefix string) *pgx.Conn {
 		c := sys.dbs[prefix]

@@ -1,0 +1,80 @@
+package order
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/testkit"
+)
+
+// TestTrackerFollowsTheSagaInAnyOrder: whatever order and however often the saga's events arrive,
+// in one batch or several, the order ends on the status of its highest-ranked event, the read
+// model's rule; events that set no status, and events of ids that are not this service's orders,
+// change nothing.
+func TestTrackerFollowsTheSagaInAnyOrder(t *testing.T) {
+	h, pool := realAPI(t)
+	ctx := testkit.Context(t, time.Minute)
+	tr := newTracker(pool, prometheus.NewRegistry())
+	status := func(id string) string {
+		w := do(h, "GET", "/api/orders/"+id, "", nil)
+		var o Order
+		_ = json.Unmarshal(w.Body.Bytes(), &o)
+		return o.Status
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	f := event.Factory{Producer: "test"}
+	base := time.Now().UTC()
+	for round := range 20 {
+		w := do(h, "POST", "/api/orders", validBody, nil)
+		var o Order
+		_ = json.Unmarshal(w.Body.Bytes(), &o)
+		var es []event.Envelope
+		for i, typ := range []event.Type{event.InventoryReserved, event.PaymentAuthorized, event.DeliveryAssigned,
+			event.ETAUpdated, event.DeliveryCompleted} {
+			e, err := f.New(typ, o.OrderID, map[string]string{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.OccurredAt = base.Add(time.Duration(i) * time.Second)
+			es = append(es, e)
+		}
+		other, _ := f.New(event.DeliveryCompleted, "not-an-order-of-ours", map[string]string{})
+		es = append(es, es[rng.IntN(len(es))], other) // a redelivery and a foreign id
+		rng.Shuffle(len(es), func(i, j int) { es[i], es[j] = es[j], es[i] })
+		for len(es) > 0 {
+			n := 1 + rng.IntN(len(es))
+			if err := tr.handle(ctx, es[:n]); err != nil {
+				t.Fatal(err)
+			}
+			es = es[n:]
+		}
+		if got := status(o.OrderID); got != event.OrderStatusDelivered {
+			t.Fatalf("round %d: order ends %s, want DELIVERED", round, got)
+		}
+	}
+	// A late lower-ranked event changes nothing.
+	w := do(h, "POST", "/api/orders", validBody, nil)
+	var o Order
+	_ = json.Unmarshal(w.Body.Bytes(), &o)
+	failed, _ := f.New(event.PaymentFailed, o.OrderID, map[string]string{})
+	reserved, _ := f.New(event.InventoryReserved, o.OrderID, map[string]string{})
+	reserved.OccurredAt = failed.OccurredAt.Add(time.Second) // later clock, lower rank
+	before := testutil.ToFloat64(tr.updated)
+	for _, e := range []event.Envelope{failed, reserved} {
+		if err := tr.handle(ctx, []event.Envelope{e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := status(o.OrderID); got != event.OrderStatusPaymentFailed {
+		t.Fatalf("after a late inventory.reserved: %s, want PAYMENT_FAILED", got)
+	}
+	if d := testutil.ToFloat64(tr.updated) - before; d != 1 {
+		t.Fatalf("%v status changes counted, want 1 (the late event changes nothing)", d)
+	}
+}
