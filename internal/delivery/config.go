@@ -31,7 +31,7 @@ func Configure(e *config.Env) Config {
 	c.Group = e.String("DELIVERY_CONSUMER_GROUP", event.GroupDelivery, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
 	c.Rules = Rules{
 		Drivers:      e.Int("DELIVERY_DRIVERS", 20, "Drivers seeded at start-up (existing drivers are kept)."),
-		Capacity:     e.Int("DELIVERY_DRIVER_CAPACITY", 5, "Most active deliveries per driver; when every driver is full, orders wait (retried with backoff)."),
+		Capacity:     e.Int("DELIVERY_DRIVER_CAPACITY", 5, "Most active deliveries per driver; when every driver is full, orders wait in the driver queue, first come, first served."),
 		Speed:        float64(e.Int("DELIVERY_TIME_SPEED", 60, "Simulated minutes per real minute: 60 makes a 45-minute delivery take 45 s (demos, tests); 1 is real time (production).")),
 		EtaThreshold: e.Duration("DELIVERY_ETA_THRESHOLD", time.Minute, "Smallest simulated ETA change that is published as eta.updated."),
 	}

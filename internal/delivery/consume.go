@@ -2,15 +2,12 @@ package delivery
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/event"
-	"github.com/orderflow/orderflow/internal/platform/kafka"
 )
 
 type metrics struct {
@@ -19,6 +16,7 @@ type metrics struct {
 	completed   prometheus.Counter
 	active      prometheus.Gauge
 	waiting     prometheus.Gauge
+	queued      prometheus.Counter
 	runs        prometheus.Histogram
 	ignored     *prometheus.CounterVec
 }
@@ -30,13 +28,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		completed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "delivery_completed_total", Help: "Deliveries marked DELIVERED."}),
 		active:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "delivery_active", Help: "Deliveries assigned and not yet delivered."}),
 		waiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "delivery_waiting_for_driver",
-			Help: "Orders (on this instance) waiting because every driver is at capacity."}),
+			Help: "Orders in the driver queue (every driver was at capacity), refreshed each scheduler pass."}),
+		queued: prometheus.NewCounter(prometheus.CounterOpts{Name: "delivery_queued_total",
+			Help: "Orders put in the driver queue because every driver was at capacity (or others waited)."}),
 		runs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "delivery_scheduler_run_seconds", Help: "Duration of one ETA scheduler pass.",
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 5}}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "delivery_events_ignored_total",
 			Help: "Events acknowledged without effect (payment.failed, ...)."}, []string{"type"}),
 	}
-	reg.MustRegister(m.assignments, m.etaUpdates, m.completed, m.active, m.waiting, m.runs, m.ignored)
+	reg.MustRegister(m.assignments, m.etaUpdates, m.completed, m.active, m.waiting, m.queued, m.runs, m.ignored)
 	return m
 }
 
@@ -44,24 +44,10 @@ type consumer struct {
 	store   *store
 	metrics *metrics
 	log     *slog.Logger
-	mu      sync.Mutex
-	waiting map[string]bool // orders currently waiting for a driver
-}
-
-func (c *consumer) setWaiting(orderID string, w bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if w {
-		c.waiting[orderID] = true
-	} else {
-		delete(c.waiting, orderID)
-	}
-	c.metrics.waiting.Set(float64(len(c.waiting)))
 }
 
 // handle is the consumer handler: it assigns a partition's authorizations in one transaction (see
-// assignAll). When every driver with room is taken, a batch fails and the runner hands it over in
-// halves; a single event waits for a driver: "no driver" is retried without an attempt limit.
+// assignAll); an order without a free driver is queued and the partition moves on.
 func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 	var auth []event.Envelope
 	for _, e := range es {
@@ -75,17 +61,16 @@ func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 	}
 	if len(auth) > 0 {
 		res, err := c.store.assignAll(ctx, auth)
-		if errors.Is(err, ErrNoDriver) && len(es) == 1 {
-			c.setWaiting(es[0].OrderID, true)
-			return kafka.Unavailable(err) // a business wait, not a failure
-		}
 		if err != nil {
 			return err
 		}
 		for _, r := range res {
-			if r.duplicate {
+			switch {
+			case r.duplicate:
 				c.store.inbox.Duplicate()
-			} else {
+			case r.waiting:
+				c.metrics.queued.Inc()
+			default:
 				c.metrics.assignments.Inc()
 			}
 		}
@@ -93,14 +78,12 @@ func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 	for _, e := range es {
 		if e.EventType != event.PaymentAuthorized {
 			c.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
-		} else {
-			c.setWaiting(e.OrderID, false)
 		}
 	}
 	return nil
 }
 
-// schedule runs the ETA scheduler until ctx ends. Every delivery is re-checked once per interval,
+// schedule runs the ETA scheduler, then the driver queue, until ctx ends. Every delivery is re-checked once per interval,
 // but passes run every passEvery(interval) and take only the deliveries due by then: deliveries are
 // assigned continuously, so the work arrives as a steady trickle instead of one burst per interval
 // (a burst of a thousand eta.updated events every 10 s queued the next delivery.assigned events
@@ -130,9 +113,33 @@ func (c *consumer) schedule(ctx context.Context, interval time.Duration) error {
 				break
 			}
 		}
+		c.assignWaiting(ctx)
 		if n, err := c.store.activeCount(ctx); err == nil {
 			c.metrics.active.Set(float64(n))
 		}
+	}
+}
+
+// assignWaiting gives the drivers freed since the last pass (the completions just made, on any
+// replica) to the queue, oldest order first.
+func (c *consumer) assignWaiting(ctx context.Context) {
+	n, err := c.store.waitingCount(ctx)
+	if err == nil {
+		c.metrics.waiting.Set(float64(n))
+	}
+	for n > 0 {
+		done, err := c.store.assignWaiting(ctx, 500)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("driver queue pass failed", "err", err)
+			}
+			return
+		}
+		c.metrics.assignments.Add(float64(done))
+		if done < 500 {
+			return
+		}
+		n -= done
 	}
 }
 

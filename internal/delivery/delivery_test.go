@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/inbox"
@@ -120,16 +121,16 @@ func TestDuplicateAuthorizationsAssignOnce(t *testing.T) {
 	s := newStore(t, 3, 5, clk)
 	ctx := testkit.Context(t, 30*time.Second)
 	e := authorized(t, uuid.NewString())
-	d, dup, err := s.assign(ctx, e)
+	d, dup, _, err := s.assign(ctx, e)
 	if err != nil || dup {
 		t.Fatalf("assign: %v dup=%v", err, dup)
 	}
-	if _, dup, _ := s.assign(ctx, e); !dup {
+	if _, dup, _, _ := s.assign(ctx, e); !dup {
 		t.Fatal("same event assigned twice")
 	}
 	e2 := e
 	e2.EventID = uuid.NewString()
-	if _, dup, _ := s.assign(ctx, e2); !dup {
+	if _, dup, _, _ := s.assign(ctx, e2); !dup {
 		t.Fatal("second authorization for the order assigned again")
 	}
 	// An operator removed the delivery row by hand: the redelivered event is still a duplicate and
@@ -138,7 +139,7 @@ func TestDuplicateAuthorizationsAssignOnce(t *testing.T) {
 	if _, err := s.pool.Exec(ctx, `DELETE FROM deliveries WHERE order_id = $1`, e.OrderID); err != nil {
 		t.Fatal(err)
 	}
-	if _, dup, err := s.assign(ctx, e); err != nil || !dup {
+	if _, dup, _, err := s.assign(ctx, e); err != nil || !dup {
 		t.Fatalf("redelivery after the row was removed: dup=%v err=%v", dup, err)
 	}
 	if after, _ := s.drivers(ctx); fmt.Sprint(after) != fmt.Sprint(before) {
@@ -155,7 +156,11 @@ func TestDuplicateAuthorizationsAssignOnce(t *testing.T) {
 	}
 }
 
-func TestCapacityUnderConcurrencyAndWaitingOrder(t *testing.T) {
+// TestCapacityUnderConcurrencyAndTheQueue: 100 concurrent single assignments fill 20 drivers of
+// capacity 5 exactly (none waits: a single event waits for drivers others hold locked); later
+// orders queue, first come first served, and newer ones go behind them even when a driver frees up;
+// completions hand the freed drivers to the queue in order.
+func TestCapacityUnderConcurrencyAndTheQueue(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
 	s := newStore(t, 20, 5, clk)
 	ctx := testkit.Context(t, 2*time.Minute)
@@ -163,20 +168,14 @@ func TestCapacityUnderConcurrencyAndWaitingOrder(t *testing.T) {
 	var assigned atomic.Int32
 	for i := 0; i < 100; i++ {
 		wg.Go(func() {
-			e := authorized(t, uuid.NewString())
-			// As the consumer runner does, a momentary "no driver" (rows locked by concurrent
-			// assignments that then filled them) is retried.
-			for attempt := 0; ; attempt++ {
-				_, _, err := s.assign(ctx, e)
-				if err == nil {
-					assigned.Add(1)
-					return
-				}
-				if !errors.Is(err, ErrNoDriver) || attempt == 50 {
-					t.Error(err)
-					return
-				}
-				time.Sleep(10 * time.Millisecond)
+			d, _, waiting, err := s.assign(ctx, authorized(t, uuid.NewString()))
+			switch {
+			case err != nil:
+				t.Error(err)
+			case waiting:
+				t.Error("an order was queued while capacity was left")
+			case d.DriverID != 0:
+				assigned.Add(1)
 			}
 		})
 	}
@@ -190,21 +189,63 @@ func TestCapacityUnderConcurrencyAndWaitingOrder(t *testing.T) {
 			t.Fatalf("driver %d has %d active deliveries, want exactly 5", d.DriverID, d.ActiveDeliveries)
 		}
 	}
-	late := authorized(t, uuid.NewString())
-	if _, _, err := s.assign(ctx, late); !errors.Is(err, ErrNoDriver) {
-		t.Fatalf("101st order: %v", err)
+	// Full: three more orders queue, in arrival order, and the consumer goes on.
+	var late []event.Envelope
+	for i := range 3 {
+		e := authorized(t, uuid.NewString())
+		clk.advance(time.Millisecond * time.Duration(i+1))
+		if _, _, waiting, err := s.assign(ctx, e); err != nil || !waiting {
+			t.Fatalf("order %d after capacity: waiting=%v err=%v", 101+i, waiting, err)
+		}
+		late = append(late, e)
 	}
-	// Time passes in the simulation; deliveries complete and free their drivers.
+	if evs := s.events(t, late[0].OrderID); len(evs) != 1 || evs[0].EventType != event.DeliveryWaiting || evs[0].CausationID != late[0].EventID {
+		t.Fatalf("queued order's events: %v", evs)
+	}
+	if n, _ := s.waitingCount(ctx); n != 3 {
+		t.Fatalf("queue holds %d, want 3", n)
+	}
+	// A driver frees up (one of its deliveries removed by hand): a newer order still goes behind
+	// the queue, and the queue pass gives the driver to the oldest.
+	if _, err := s.pool.Exec(ctx, `WITH gone AS (DELETE FROM deliveries WHERE delivery_id =
+			(SELECT delivery_id FROM deliveries WHERE driver_id = 1 LIMIT 1) RETURNING driver_id)
+		UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id IN (SELECT driver_id FROM gone)`); err != nil {
+		t.Fatal(err)
+	}
+	newer := authorized(t, uuid.NewString())
+	if _, _, waiting, err := s.assign(ctx, newer); err != nil || !waiting {
+		t.Fatalf("a new order overtook the queue: waiting=%v err=%v", waiting, err)
+	}
+	if n, err := s.assignWaiting(ctx, 500); err != nil || n != 1 {
+		t.Fatalf("queue pass assigned %d (%v), want 1", n, err)
+	}
+	if got, err := s.get(ctx, late[0].OrderID); err != nil || got.Status != StatusAssigned {
+		t.Fatalf("oldest waiting order: %+v %v", got, err)
+	}
+	evs := s.events(t, late[0].OrderID)
+	if len(evs) != 3 || evs[1].EventType != event.DeliveryAssigned || evs[1].CausationID != late[0].EventID ||
+		evs[1].CorrelationID != late[0].CorrelationID {
+		t.Fatalf("events of the oldest waiting order: %v", evs)
+	}
+	// Time passes in the simulation; deliveries complete, free their drivers, and the queue empties.
 	clk.advance(61 * time.Minute)
-	res, err := s.tick(ctx, time.Second, 500)
-	if err != nil || res.delivered != 100 {
+	if res, err := s.tick(ctx, time.Second, 500); err != nil || res.delivered != 100 {
 		t.Fatalf("tick %+v %v", res, err)
 	}
-	if _, _, err := s.assign(ctx, late); err != nil {
-		t.Fatalf("after capacity freed: %v", err)
+	if n, err := s.assignWaiting(ctx, 500); err != nil || n != 3 {
+		t.Fatalf("queue pass after completions assigned %d (%v), want 3", n, err)
 	}
-	if got, _ := s.get(ctx, late.OrderID); got.Status != StatusAssigned {
-		t.Fatalf("late order %+v", got)
+	for _, e := range append(late[1:], newer) {
+		if got, _ := s.get(ctx, e.OrderID); got.Status != StatusAssigned {
+			t.Fatalf("waiting order %s: %+v", e.OrderID, got)
+		}
+	}
+	if n, _ := s.waitingCount(ctx); n != 0 {
+		t.Fatalf("queue holds %d after the pass, want 0", n)
+	}
+	// A redelivered authorization of an order that waited is a duplicate.
+	if _, dup, _, err := s.assign(ctx, late[1]); err != nil || !dup {
+		t.Fatalf("redelivery of a served order: dup=%v err=%v", dup, err)
 	}
 }
 
@@ -215,7 +256,7 @@ func TestSchedulerUpdatesInOrderNeverAfterDelivery(t *testing.T) {
 	var orders []string
 	for i := 0; i < 10; i++ {
 		e := authorized(t, uuid.NewString())
-		if _, _, err := s.assign(ctx, e); err != nil {
+		if _, _, _, err := s.assign(ctx, e); err != nil {
 			t.Fatal(err)
 		}
 		orders = append(orders, e.OrderID)
@@ -270,7 +311,7 @@ func TestSchedulerUpdatesInOrderNeverAfterDelivery(t *testing.T) {
 func TestBatchAssignsOnceAndFailsWhenFull(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
 	s := newStore(t, 2, 2, clk)
-	c := &consumer{store: s, metrics: newMetrics(prometheus.NewRegistry()), waiting: map[string]bool{}}
+	c := &consumer{store: s, metrics: newMetrics(prometheus.NewRegistry())}
 	ctx := testkit.Context(t, 30*time.Second)
 	a, b := authorized(t, uuid.NewString()), authorized(t, uuid.NewString())
 	failed, _ := event.Factory{Producer: "payment-service"}.New(event.PaymentFailed, uuid.NewString(), event.PaymentPayload{
@@ -297,13 +338,58 @@ func TestBatchAssignsOnceAndFailsWhenFull(t *testing.T) {
 	if n, _ := s.activeCount(ctx); n != 3 || ds[0].ActiveDeliveries+ds[1].ActiveDeliveries != 3 {
 		t.Fatalf("%d active deliveries, drivers %+v; want 3 of each", n, ds)
 	}
-	// Capacity 2×2 = 4: a batch of two more orders cannot both fit and fails as a whole.
+	// Capacity 2×2 = 4: of a batch of two more orders the first takes the last slot and the second
+	// waits in the queue; the batch succeeds and the partition moves on.
 	more := []event.Envelope{authorized(t, uuid.NewString()), authorized(t, uuid.NewString())}
-	if err := c.handle(ctx, more); !errors.Is(err, ErrNoDriver) {
-		t.Fatalf("full batch: %v", err)
+	if err := c.handle(ctx, more); err != nil {
+		t.Fatalf("batch beyond capacity: %v", err)
 	}
-	if n, _ := s.activeCount(ctx); n != 3 {
-		t.Fatalf("a failed batch left %d deliveries, want the 3 committed before", n)
+	if n, _ := s.activeCount(ctx); n != 4 {
+		t.Fatalf("%d active deliveries, want 4", n)
+	}
+	if w, _ := s.waitingCount(ctx); w != 1 || testutil.ToFloat64(c.metrics.queued) != 1 {
+		t.Fatalf("queue holds %d (queued counter %v), want 1", w, testutil.ToFloat64(c.metrics.queued))
+	}
+	if got, err := s.get(ctx, more[0].OrderID); err != nil || got.Status != StatusAssigned {
+		t.Fatalf("first of the batch: %+v %v", got, err)
+	}
+}
+
+// TestBatchFindingDriversLockedIsSplit: room that a concurrent assignment holds locked fails a
+// batch (the runner splits it), while a single event waits for the lock and takes the room.
+func TestBatchFindingDriversLockedIsSplit(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	s := newStore(t, 1, 2, clk)
+	c := &consumer{store: s, metrics: newMetrics(prometheus.NewRegistry())}
+	ctx := testkit.Context(t, 30*time.Second)
+	lock, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM drivers WHERE driver_id = 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	batch := []event.Envelope{authorized(t, uuid.NewString()), authorized(t, uuid.NewString())}
+	if err := c.handle(ctx, batch); !errors.Is(err, errDriversBusy) {
+		t.Fatalf("batch while the only driver is locked: %v, want errDriversBusy", err)
+	}
+	var released atomic.Bool
+	go func() {
+		time.Sleep(200 * time.Millisecond) // the concurrent assignment ends
+		released.Store(true)
+		_ = lock.Rollback(context.Background())
+	}()
+	if err := c.handle(ctx, batch[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if !released.Load() {
+		t.Fatal("the single event was assigned while the driver was still locked")
+	}
+	if got, err := s.get(ctx, batch[0].OrderID); err != nil || got.Status != StatusAssigned {
+		t.Fatalf("single event after the lock: %+v %v", got, err)
+	}
+	if w, _ := s.waitingCount(ctx); w != 0 {
+		t.Fatalf("%d queued while there was room", w)
 	}
 }
 
@@ -348,7 +434,7 @@ func TestSchedulerAnnouncesThroughTheTable(t *testing.T) {
 	}
 
 	e := authorized(t, uuid.NewString())
-	if _, _, err := s.assign(ctx, e); err != nil {
+	if _, _, _, err := s.assign(ctx, e); err != nil {
 		t.Fatal(err)
 	}
 	if p := next(); !strings.Contains(p, e.OrderID) || !strings.Contains(p, string(event.DeliveryAssigned)) {
@@ -368,10 +454,10 @@ func TestSchedulerAnnouncesThroughTheTable(t *testing.T) {
 }
 
 // assign runs the handler's store path for one event, as the runner does for a single event.
-func (s *store) assign(ctx context.Context, e event.Envelope) (Delivery, bool, error) {
+func (s *store) assign(ctx context.Context, e event.Envelope) (d Delivery, duplicate, waiting bool, err error) {
 	res, err := s.assignAll(ctx, []event.Envelope{e})
 	if err != nil {
-		return Delivery{}, false, err
+		return Delivery{}, false, false, err
 	}
-	return res[0].delivery, res[0].duplicate, nil
+	return res[0].delivery, res[0].duplicate, res[0].waiting, nil
 }

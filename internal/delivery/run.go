@@ -41,13 +41,11 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	if err := st.seedDrivers(ctx, cfg.Rules.Drivers); err != nil {
 		return err
 	}
-	c := &consumer{store: st, metrics: newMetrics(s.Reg), log: s.Log, waiting: map[string]bool{}}
+	c := &consumer{store: st, metrics: newMetrics(s.Reg), log: s.Log}
 	s.Group.Add(lifecycle.Component{Name: "eta-scheduler", Run: func(ctx context.Context) error { return c.schedule(ctx, cfg.SchedulerInterval) }})
 	s.Purge(pool, inbox.Retention(cfg.DedupRetention))
 	s.Outbox(pool, outbox.RelayConfig{})
-	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments}, Handler: c.handle,
-		// Waiting for a driver can last a while; back off up to 2 s between checks.
-		Backoff: kafka.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second}}); err != nil {
+	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments}, Handler: c.handle}); err != nil {
 		return err
 	}
 	s.Mux.Operator("GET /api/deliveries/{orderId}", func(w http.ResponseWriter, r *http.Request) {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,8 +44,9 @@ type Driver struct {
 	ActiveDeliveries int    `json:"activeDeliveries"`
 }
 
-// ErrNoDriver: every driver is at capacity. A business wait, not a failure: retried with backoff.
-var ErrNoDriver = errors.New("every driver is at capacity")
+// errDriversBusy: a batch found drivers with room that concurrent assignments held locked. The
+// runner hands the batch over in halves; a single event waits for those locks instead.
+var errDriversBusy = errors.New("drivers with room are locked by concurrent assignments")
 
 // ErrNotFound: no delivery for the order.
 var ErrNotFound = errors.New("delivery not found")
@@ -84,16 +84,21 @@ func (s *store) seedDrivers(ctx context.Context, n int) error {
 type assigned struct {
 	delivery  Delivery
 	duplicate bool // the event or its order was handled before (or earlier in the batch)
+	waiting   bool // every driver is at capacity (or others wait already): queued
 }
 
 // assignAll handles the payment.authorized events es in one transaction of two round trips: the
-// inbox records, the orders' existing deliveries and one driver pick per new order go out with the
-// BEGIN; the deliveries and their events with the COMMIT. The picks take the least-loaded driver
-// with room, ties by driver_id, skipping drivers locked by concurrent assignments (also on another
-// replica) instead of queueing on one row; the capacity condition is part of the locked update, so
-// no driver ever exceeds it. When every driver with room is locked, a single event takes one more
-// round trip that waits for those locks instead of reporting a false "all full" (it holds no other
-// driver, so it cannot deadlock); a batch reports ErrNoDriver.
+// inbox records, the orders' existing deliveries or queue places, the free capacity and one driver
+// pick per new order go out with the BEGIN; the deliveries (or queue places) and their events with
+// the COMMIT. A pick takes the least-loaded driver with room, ties by driver_id, skipping drivers
+// locked by concurrent assignments (also on another replica) instead of queueing on one row; the
+// capacity condition is part of the locked update, so no driver ever exceeds it.
+//
+// An order that finds no driver waits in the queue (waiting_orders, delivery.waiting) when the
+// capacity is used up, or when orders wait already: first come, first served (assignWaiting takes
+// them in order). When there was room that others held locked, a single event takes one more round
+// trip that waits for those locks (it holds no other driver, so it cannot deadlock); a batch
+// fails with errDriversBusy.
 func (s *store) assignAll(ctx context.Context, es []event.Envelope) ([]assigned, error) {
 	var res []assigned
 	err := pg.InBatchTx(ctx, s.pool, func(tx *pg.BatchTx) error {
@@ -103,21 +108,52 @@ func (s *store) assignAll(ctx context.Context, es []event.Envelope) ([]assigned,
 		if err != nil {
 			return err
 		}
-		return s.writeDeliveries(tx, es, res, giveBack)
+		for _, id := range giveBack {
+			tx.Writes.Queue(`UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id = $1`, id)
+		}
+		now := s.now().UTC().Truncate(time.Millisecond)
+		events, err := s.queueDeliveries(&tx.Writes, es, res, now)
+		if err != nil {
+			return err
+		}
+		waits, err := s.queueWaits(&tx.Writes, es, res, now)
+		if err != nil {
+			return err
+		}
+		// The deliveries and their events with the COMMIT: the driver rows stay locked until then.
+		return outbox.Caused(tx, append(events, waits...)...)
 	})
 	return res, err
 }
 
+// pickDriver takes a driver with room for order $2 unless it has a delivery; %s is the row lock
+// (SKIP LOCKED or waiting), %s an extra condition.
 const pickDriver = `UPDATE drivers SET active_deliveries = active_deliveries + 1
 	WHERE driver_id = (SELECT driver_id FROM drivers WHERE active_deliveries < $1
 		ORDER BY active_deliveries, driver_id LIMIT 1 %s)
-	AND NOT EXISTS (SELECT 1 FROM deliveries WHERE order_id = $2)
+	AND NOT EXISTS (SELECT 1 FROM deliveries WHERE order_id = $2) %s
 	RETURNING driver_id, name`
 
-// pick records es in the inbox and takes a driver for every order that has no delivery yet; it
-// fills res[i].delivery's driver for the events to assign and marks the others duplicate. A driver
-// taken for an event found to be a duplicate (its inbox record exists but its order's delivery does
-// not: only possible if that row was removed by hand) is returned in giveBack.
+// behindTheQueue keeps a new order from overtaking those that wait.
+const behindTheQueue = `AND NOT EXISTS (SELECT 1 FROM waiting_orders)`
+
+// queuePick queues a pick for orderID into b, filling r's driver and *picked.
+func (s *store) queuePick(b *pgx.Batch, r *assigned, picked *bool, orderID, lock, cond string) {
+	b.Queue(fmt.Sprintf(pickDriver, lock, cond), s.rules.Capacity, orderID).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&r.delivery.DriverID, &r.delivery.DriverName)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // the order has a delivery, others wait, or every driver with room is full or locked
+		}
+		*picked = err == nil
+		return err
+	})
+}
+
+// pick records es in the inbox and takes a driver for every order that has neither a delivery nor a
+// place in the queue; it fills res[i].delivery's driver for the events to assign, marks the others
+// duplicate or waiting. A driver taken for an event found to be a duplicate (its inbox record
+// exists but its order's delivery does not: only possible if that row was removed by hand) is
+// returned in giveBack.
 func (s *store) pick(ctx context.Context, tx *pg.BatchTx, es []event.Envelope, wait bool) (res []assigned, giveBack []int, err error) {
 	res = make([]assigned, len(es))
 	fresh, exists := map[string]bool{}, map[string]bool{}
@@ -130,73 +166,71 @@ func (s *store) pick(ctx context.Context, tx *pg.BatchTx, es []event.Envelope, w
 			orders = append(orders, e.OrderID)
 		}
 	}
+	var (
+		free   int  // unused capacity before this transaction's picks
+		queued bool // orders wait already: new ones go behind them
+	)
 	b := &pgx.Batch{}
+	b.Queue(`SELECT coalesce(sum($1 - active_deliveries), 0), EXISTS (SELECT 1 FROM waiting_orders) FROM drivers WHERE active_deliveries < $1`,
+		s.rules.Capacity).QueryRow(func(row pgx.Row) error { return row.Scan(&free, &queued) })
 	s.inbox.Record(b, ids, func(id string) { fresh[id] = true })
-	b.Queue(`SELECT order_id FROM deliveries WHERE order_id = ANY($1)`, orders).Query(func(rows pgx.Rows) error {
+	b.Queue(`SELECT order_id FROM deliveries WHERE order_id = ANY($1) UNION ALL SELECT order_id FROM waiting_orders WHERE order_id = ANY($1)`,
+		orders).Query(func(rows pgx.Rows) error {
 		var o string
 		_, err := pgx.ForEachRow(rows, []any{&o}, func() error { exists[o] = true; return nil })
 		return err
 	})
 	picked := make([]bool, len(es))
-	queuePick := func(b *pgx.Batch, i int, lockMode string) {
-		b.Queue(fmt.Sprintf(pickDriver, lockMode), s.rules.Capacity, es[i].OrderID).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&res[i].delivery.DriverID, &res[i].delivery.DriverName)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil // the order has a delivery, or every driver with room is full or locked
-			}
-			picked[i] = err == nil
-			return err
-		})
-	}
 	for _, o := range orders {
-		queuePick(b, first[o], "FOR UPDATE SKIP LOCKED")
+		i := first[o]
+		s.queuePick(b, &res[i], &picked[i], o, "FOR UPDATE SKIP LOCKED", behindTheQueue)
 	}
 	if err := tx.Read(ctx, b); err != nil {
 		return nil, nil, fmt.Errorf("pick drivers: %w", err)
 	}
-	var waiting []int
+	var unpicked []int
 	for i, e := range es {
 		switch {
 		case first[e.OrderID] != i, !fresh[e.EventID], exists[e.OrderID]:
 			res[i].duplicate = true
 		case !picked[i]:
-			waiting = append(waiting, i)
+			unpicked = append(unpicked, i)
 		}
 	}
-	if len(waiting) > 0 && wait {
+	// Room that this transaction did not get is held by concurrent assignments.
+	busy := len(unpicked) > 0 && !queued && countTrue(picked) < free
+	if busy && !wait {
+		return nil, nil, errDriversBusy
+	}
+	if busy {
 		b := &pgx.Batch{}
-		for _, i := range waiting {
-			queuePick(b, i, "FOR UPDATE")
+		for _, i := range unpicked {
+			s.queuePick(b, &res[i], &picked[i], es[i].OrderID, "FOR UPDATE", behindTheQueue)
 		}
 		if err := tx.Read(ctx, b); err != nil {
 			return nil, nil, fmt.Errorf("pick drivers: %w", err)
 		}
-		waiting = slices.DeleteFunc(waiting, func(i int) bool { return picked[i] })
-	}
-	if len(waiting) > 0 {
-		return nil, nil, ErrNoDriver
 	}
 	for i := range es {
-		if res[i].duplicate {
-			if picked[i] {
-				giveBack = append(giveBack, res[i].delivery.DriverID)
-			}
+		switch {
+		case res[i].duplicate && picked[i]:
+			giveBack = append(giveBack, res[i].delivery.DriverID)
 			res[i].delivery = Delivery{}
+		case res[i].duplicate:
+			res[i].delivery = Delivery{}
+		case !picked[i]:
+			res[i].waiting = true
 		}
 	}
 	return res, giveBack, nil
 }
 
-// writeDeliveries queues the writes for the events pick assigned.
-func (s *store) writeDeliveries(tx *pg.BatchTx, es []event.Envelope, res []assigned, giveBack []int) error {
-	b := &tx.Writes
-	for _, id := range giveBack {
-		b.Queue(`UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id = $1`, id)
-	}
-	now := s.now().UTC().Truncate(time.Millisecond)
+// queueDeliveries queues the deliveries of the events pick assigned a driver and returns their
+// events (delivery.assigned, eta.updated).
+func (s *store) queueDeliveries(b *pgx.Batch, es []event.Envelope, res []assigned, now time.Time) ([]event.Envelope, error) {
 	var events []event.Envelope
 	for i, e := range es {
-		if res[i].duplicate {
+		if res[i].duplicate || res[i].waiting {
 			continue
 		}
 		d := &res[i].delivery
@@ -206,19 +240,106 @@ func (s *store) writeDeliveries(tx *pg.BatchTx, es []event.Envelope, res []assig
 			Status: StatusAssigned, EstimatedDeliveryTime: d.ETA}
 		as, err := s.factory.Caused(e, event.DeliveryAssigned, p)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		eta, err := s.factory.Caused(e, event.ETAUpdated, p)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		as.OccurredAt, eta.OccurredAt = now, now
 		events = append(events, as, eta)
 		b.Queue(`INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now)
 	}
-	// The deliveries and their events with the COMMIT: the driver rows stay locked until then.
-	return outbox.Caused(tx, events...)
+	return events, nil
+}
+
+// queueWaits queues the queue places of the events pick left waiting and returns their
+// delivery.waiting events.
+func (s *store) queueWaits(b *pgx.Batch, es []event.Envelope, res []assigned, now time.Time) ([]event.Envelope, error) {
+	var events []event.Envelope
+	for i, e := range es {
+		if !res[i].waiting {
+			continue
+		}
+		w, err := s.factory.Caused(e, event.DeliveryWaiting, event.DeliveryWaitingPayload{OrderID: e.OrderID, WaitingSince: now})
+		if err != nil {
+			return nil, err
+		}
+		w.OccurredAt = now
+		events = append(events, w)
+		b.Queue(`INSERT INTO waiting_orders (order_id, cause_event_id, correlation_id, waiting_since) VALUES ($1, $2, $3, $4)`,
+			e.OrderID, e.EventID, e.CorrelationID, now)
+	}
+	return events, nil
+}
+
+// assignWaiting assigns up to limit waiting orders, oldest first, to drivers with room, in one
+// transaction of two round trips; it returns how many it assigned. Orders another replica is
+// assigning are skipped (SKIP LOCKED). Written on a timer, the events take the table door.
+func (s *store) assignWaiting(ctx context.Context, limit int) (int, error) {
+	n := 0
+	err := pg.InBatchTx(ctx, s.pool, func(tx *pg.BatchTx) error {
+		n = 0
+		var causes []event.Envelope
+		b := &pgx.Batch{}
+		b.Queue(`SELECT order_id, cause_event_id::text, correlation_id FROM waiting_orders
+			ORDER BY waiting_since, order_id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit).Query(func(rows pgx.Rows) error {
+			var e event.Envelope
+			_, err := pgx.ForEachRow(rows, []any{&e.OrderID, &e.EventID, &e.CorrelationID}, func() error {
+				causes = append(causes, e)
+				return nil
+			})
+			return err
+		})
+		if err := tx.Read(ctx, b); err != nil {
+			return fmt.Errorf("read the driver queue: %w", err)
+		}
+		if len(causes) == 0 {
+			return nil
+		}
+		res, picked := make([]assigned, len(causes)), make([]bool, len(causes))
+		b = &pgx.Batch{}
+		for i, e := range causes {
+			s.queuePick(b, &res[i], &picked[i], e.OrderID, "FOR UPDATE SKIP LOCKED", "")
+		}
+		if err := tx.Read(ctx, b); err != nil {
+			return fmt.Errorf("pick drivers for the queue: %w", err)
+		}
+		var done []string
+		for i, e := range causes {
+			res[i].waiting = !picked[i]
+			if picked[i] {
+				done = append(done, e.OrderID)
+			}
+		}
+		if len(done) == 0 {
+			return nil
+		}
+		tx.Writes.Queue(`DELETE FROM waiting_orders WHERE order_id = ANY($1)`, done)
+		events, err := s.queueDeliveries(&tx.Writes, causes, res, s.now().UTC().Truncate(time.Millisecond))
+		if err != nil {
+			return err
+		}
+		n = len(done)
+		return outbox.Timed(tx, events...)
+	})
+	return n, err
+}
+
+func (s *store) waitingCount(ctx context.Context) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM waiting_orders`).Scan(&n)
+	return n, err
+}
+
+func countTrue(bs []bool) (n int) {
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // tickResult summarises one scheduler pass.

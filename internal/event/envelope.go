@@ -18,7 +18,8 @@ const SchemaVersion = 1
 // Type names an event; it is also the envelope's eventType and the eventType header.
 type Type string
 
-// Event types of the saga. DeliveryCompleted is additive: consumers that do not know it ignore it.
+// Event types of the saga. DeliveryCompleted and DeliveryWaiting are additive: consumers that do not
+// know them ignore them.
 const (
 	OrderCreated      Type = "order.created"
 	InventoryReserved Type = "inventory.reserved"
@@ -29,12 +30,13 @@ const (
 	DeliveryAssigned  Type = "delivery.assigned"
 	ETAUpdated        Type = "eta.updated"
 	DeliveryCompleted Type = "delivery.completed"
+	DeliveryWaiting   Type = "delivery.waiting"
 )
 
 // Types lists every event type this build knows.
 func Types() []Type {
 	return []Type{OrderCreated, InventoryReserved, InventoryRejected, InventoryReleased,
-		PaymentAuthorized, PaymentFailed, DeliveryAssigned, ETAUpdated, DeliveryCompleted}
+		PaymentAuthorized, PaymentFailed, DeliveryAssigned, ETAUpdated, DeliveryCompleted, DeliveryWaiting}
 }
 
 // Topic returns the topic an event type is published on, or "" for an unknown type.
@@ -46,7 +48,7 @@ func (t Type) Topic() string {
 		return TopicInventory
 	case PaymentAuthorized, PaymentFailed:
 		return TopicPayments
-	case DeliveryAssigned, ETAUpdated, DeliveryCompleted:
+	case DeliveryAssigned, ETAUpdated, DeliveryCompleted, DeliveryWaiting:
 		return TopicDelivery
 	}
 	return ""
@@ -206,6 +208,8 @@ func ValidatePayload(e Envelope) error {
 		_, err = DecodePayload[PaymentPayload](e)
 	case DeliveryAssigned, ETAUpdated, DeliveryCompleted:
 		_, err = DecodePayload[DeliveryPayload](e)
+	case DeliveryWaiting:
+		_, err = DecodePayload[DeliveryWaitingPayload](e)
 	}
 	return err
 }

@@ -48,6 +48,7 @@ func goldenCases(t *testing.T) map[Type]any {
 			EstimatedDeliveryTime: t0.Add(47 * time.Minute)},
 		DeliveryCompleted: DeliveryPayload{OrderID: orderA, DeliveryID: "DEL-0123456789ab", DriverName: "Ada Lovelace", Status: DeliveryStatusDelivered,
 			EstimatedDeliveryTime: t0.Add(47 * time.Minute)},
+		DeliveryWaiting: DeliveryWaitingPayload{OrderID: orderA, WaitingSince: t0},
 	}
 }
 
@@ -65,6 +66,8 @@ func decodeTyped(e Envelope) (any, error) {
 		return DecodePayload[PaymentPayload](e)
 	case DeliveryAssigned, ETAUpdated, DeliveryCompleted:
 		return DecodePayload[DeliveryPayload](e)
+	case DeliveryWaiting:
+		return DecodePayload[DeliveryWaitingPayload](e)
 	}
 	return nil, errors.New("unknown type")
 }

@@ -128,3 +128,19 @@ func (p *DeliveryPayload) Validate() error {
 	}
 	return nil
 }
+
+// DeliveryWaitingPayload is the payload of delivery.waiting: every driver is at capacity, so the
+// order waits in delivery-service's queue (first come, first served) from WaitingSince until a
+// driver frees up; delivery.assigned follows.
+type DeliveryWaitingPayload struct {
+	OrderID      string    `json:"orderId"`
+	WaitingSince time.Time `json:"waitingSince"`
+}
+
+// Validate checks the fields the query-api relies on.
+func (p *DeliveryWaitingPayload) Validate() error {
+	if p.OrderID == "" || p.WaitingSince.IsZero() {
+		return errors.New("orderId and waitingSince are required")
+	}
+	return nil
+}

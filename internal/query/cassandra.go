@@ -86,7 +86,7 @@ type Cassandra struct {
 }
 
 var viewColumns = []string{FCustomerID, FTotalAmount, FCurrency, FStatus, FCreatedAt, FUpdatedAt, FPaymentID, FDeliveryID,
-	FDriverName, FETA, FReservationID, FRejectionReason, FFailureReason, FDeliveredAt, FLastEventAt}
+	FDriverName, FETA, FReservationID, FRejectionReason, FFailureReason, FDeliveredAt, FLastEventAt, FWaitingSince}
 
 // Apply writes the mutation alone: the view cells of each write in one UPDATE … USING TIMESTAMP,
 // the history row and, for order.created, the customer row, in one unlogged batch (the view and
@@ -152,11 +152,12 @@ func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
 		status, customer, currency, delivery, driver *string
 		reservation, rejection, failure              *string
 		created, updated, eta, delivered, last       *time.Time
+		waiting                                      *time.Time
 		payment                                      *int64
 	)
 	var total *inf.Dec // nil while order.created has not been projected (the driver refuses null into inf.Dec)
 	ok := sc.Scan(&v.OrderID, &customer, &total, &currency, &status, &created, &updated, &payment, &delivery, &driver, &eta,
-		&reservation, &rejection, &failure, &delivered, &last)
+		&reservation, &rejection, &failure, &delivered, &last, &waiting)
 	if !ok {
 		return false
 	}
@@ -173,7 +174,7 @@ func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
 	for _, pair := range []struct {
 		dst **time.Time
 		src *time.Time
-	}{{&v.CreatedAt, created}, {&v.UpdatedAt, updated}, {&v.EstimatedDeliveryTime, eta}, {&v.DeliveredAt, delivered}, {&v.LastEventAt, last}} {
+	}{{&v.CreatedAt, created}, {&v.UpdatedAt, updated}, {&v.EstimatedDeliveryTime, eta}, {&v.DeliveredAt, delivered}, {&v.LastEventAt, last}, {&v.WaitingSince, waiting}} {
 		if pair.src != nil && !pair.src.IsZero() {
 			t := pair.src.UTC()
 			*pair.dst = &t

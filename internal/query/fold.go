@@ -47,6 +47,7 @@ const (
 	FDriverName      = "driver_name"
 	FETA             = "estimated_delivery_time"
 	FDeliveredAt     = "delivered_at"
+	FWaitingSince    = "waiting_since"
 	FLastEventAt     = "last_event_at"
 )
 
@@ -154,6 +155,13 @@ func Fold(e event.Envelope) (Mutation, error) {
 			fields[FDeliveredAt] = occ
 			m.History.Summary = "delivered"
 		}
+	case event.DeliveryWaiting:
+		p, err := event.DecodePayload[event.DeliveryWaitingPayload](e)
+		if err != nil {
+			return m, err
+		}
+		fields[FWaitingSince] = p.WaitingSince.UTC()
+		m.History.Summary = "waiting for a free driver"
 	default:
 		m.History.Summary = string(e.EventType)
 	}

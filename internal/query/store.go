@@ -30,7 +30,10 @@ type View struct {
 	RejectionReason       string       `json:"rejectionReason,omitempty"`
 	FailureReason         string       `json:"failureReason,omitempty"`
 	DeliveredAt           *time.Time   `json:"deliveredAt,omitempty"`
-	LastEventAt           *time.Time   `json:"lastEventAt"`
+	// WaitingSince is when the order began waiting for a free driver (delivery.waiting); it stays
+	// after the assignment. With status PAYMENT_AUTHORIZED it means the order is waiting now.
+	WaitingSince *time.Time `json:"waitingSince,omitempty"`
+	LastEventAt  *time.Time `json:"lastEventAt"`
 }
 
 // ErrNotFound: no view for the order (no event of it applied yet).
@@ -87,6 +90,8 @@ func setField(v *View, field string, val any) {
 		v.EstimatedDeliveryTime = timePtr(val)
 	case FDeliveredAt:
 		v.DeliveredAt = timePtr(val)
+	case FWaitingSince:
+		v.WaitingSince = timePtr(val)
 	case FLastEventAt:
 		v.LastEventAt = timePtr(val)
 	}

@@ -143,18 +143,7 @@ func TestDeliveryThroughRunningService(t *testing.T) {
 		t.Fatalf("eta payload %+v %v", p, err)
 	}
 	// delivery.assigned precedes eta.updated on the partition (outbox order).
-	out, _ := exec.CommandContext(ctx, "kcat", "-b", "127.0.0.1:9092", "-C", "-t", event.TopicDelivery, "-o", "beginning", "-e", "-q",
-		"-f", "%k %h\n").Output()
-	var types []string
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, orderID+" ") {
-			for _, h := range strings.Split(strings.TrimPrefix(line, orderID+" "), ",") {
-				if v, ok := strings.CutPrefix(h, "eventType="); ok {
-					types = append(types, v)
-				}
-			}
-		}
-	}
+	types := typesOnTopic(t, ctx, event.TopicDelivery, orderID)
 	if len(types) < 2 || types[0] != "delivery.assigned" || types[1] != "eta.updated" {
 		t.Fatalf("event order on the topic: %v", types)
 	}

@@ -155,6 +155,7 @@ function renderView(v) {
     ["Customer", v.customerId], ["Total", v.totalAmount != null ? fmtMoney(v.totalAmount, v.currency) : ""],
     ["Reservation", v.reservationId], ["Rejected because", v.rejectionReason],
     ["Payment", v.paymentId != null ? `#${v.paymentId}` : ""], ["Declined because", v.failureReason],
+    ["Waiting for a driver since", v.waitingSince ? timeEl(v.waitingSince) : ""],
     ["Driver", v.driverName], ["Delivery", v.deliveryId],
     ["ETA", v.estimatedDeliveryTime ? timeEl(v.estimatedDeliveryTime) : ""], ["Delivered", v.deliveredAt ? timeEl(v.deliveredAt) : ""],
     ["Last event", v.lastEventAt ? timeEl(v.lastEventAt) : ""],
