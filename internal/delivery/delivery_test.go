@@ -243,6 +243,33 @@ func TestCapacityUnderConcurrencyAndTheQueue(t *testing.T) {
 	if n, _ := s.waitingCount(ctx); n != 0 {
 		t.Fatalf("queue holds %d after the pass, want 0", n)
 	}
+	// An order of the queue assigned by other means (an older replica knows no queue) leaves the
+	// queue at the next pass instead of holding up the orders behind it.
+	if _, err := s.pool.Exec(ctx, `UPDATE drivers SET active_deliveries = 5`); err != nil { // full again
+		t.Fatal(err)
+	}
+	stuck, behind := authorized(t, uuid.NewString()), authorized(t, uuid.NewString())
+	for _, e := range []event.Envelope{stuck, behind} {
+		if _, _, waiting, err := s.assign(ctx, e); err != nil || !waiting {
+			t.Fatalf("queueing %s: waiting=%v err=%v", e.OrderID, waiting, err)
+		}
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
+		VALUES ('DEL-elsewhere', $1, 2, 'north', 'DELIVERED', now(), now(), now())`, stuck.OrderID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE drivers SET active_deliveries = 4 WHERE driver_id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.assignWaiting(ctx, 1); err != nil || n != 1 {
+		t.Fatalf("queue pass behind an order assigned elsewhere: assigned %d (%v), want 1", n, err)
+	}
+	if got, _ := s.get(ctx, behind.OrderID); got.Status != StatusAssigned {
+		t.Fatalf("order behind it: %+v", got)
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE drivers SET active_deliveries = 0`); err != nil {
+		t.Fatal(err)
+	}
 	// A redelivered authorization of an order that waited is a duplicate.
 	if _, dup, _, err := s.assign(ctx, late[1]); err != nil || !dup {
 		t.Fatalf("redelivery of a served order: dup=%v err=%v", dup, err)

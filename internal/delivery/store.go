@@ -283,6 +283,9 @@ func (s *store) assignWaiting(ctx context.Context, limit int) (int, error) {
 		n = 0
 		var causes []event.Envelope
 		b := &pgx.Batch{}
+		// An order assigned meanwhile by other means (an older replica during a rolling upgrade, which
+		// knows no queue) has left the queue; without this it would hold up every order behind it.
+		b.Queue(`DELETE FROM waiting_orders w USING deliveries d WHERE w.order_id = d.order_id`)
 		b.Queue(`SELECT order_id, cause_event_id::text, correlation_id FROM waiting_orders
 			ORDER BY waiting_since, order_id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit).Query(func(rows pgx.Rows) error {
 			var e event.Envelope

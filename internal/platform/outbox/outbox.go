@@ -175,6 +175,7 @@ func appendFrame(b []byte, e event.Envelope, value []byte) []byte {
 // notified is one event as the relay publishes it.
 type notified struct {
 	id, typ, key, correlation string
+	topic                     string
 	occurredAt                time.Time
 	value                     []byte // the encoded envelope, without producedAt
 }
@@ -211,7 +212,12 @@ func parseFrames(p string) ([]notified, error) {
 			// stamp appends producedAt inside the object, which needs a non-empty JSON object.
 			return nil, fmt.Errorf("%w: event %s: the envelope is not an encoded object", errFrame, f[0])
 		}
-		out = append(out, notified{id: f[0], typ: f[1], key: f[2], correlation: f[3], occurredAt: at, value: []byte(f[5])})
+		topic := event.Type(f[1]).Topic()
+		if topic == "" {
+			// Written by a newer version: the table has the row's topic.
+			return nil, fmt.Errorf("%w: event %s has type %q, unknown to this version", errFrame, f[0], f[1])
+		}
+		out = append(out, notified{id: f[0], typ: f[1], key: f[2], correlation: f[3], topic: topic, occurredAt: at, value: []byte(f[5])})
 	}
 	if out == nil {
 		return nil, fmt.Errorf("%w: empty", errFrame)

@@ -308,12 +308,16 @@ func (r *Relay) handle(ctx context.Context, st *leaderState, notes []*pgconn.Not
 func (r *Relay) readTable(ctx context.Context, st *leaderState) error {
 	for {
 		rows, err := r.pool.Query(ctx, `WITH marked AS (UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[]::uuid[]))
-			SELECT value FROM outbox WHERE sent_at IS NULL AND NOT (event_id = ANY($1::text[]::uuid[])) ORDER BY id LIMIT $2`,
+			SELECT topic, value FROM outbox WHERE sent_at IS NULL AND NOT (event_id = ANY($1::text[]::uuid[])) ORDER BY id LIMIT $2`,
 			st.unmarkedOrEmpty(), r.cfg.BatchSize)
 		if err != nil {
 			return fmt.Errorf("read outbox: %w", err)
 		}
-		values, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		type row struct {
+			Topic string
+			Value []byte
+		}
+		values, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
 		if err != nil {
 			return fmt.Errorf("read outbox: %w", err)
 		}
@@ -322,12 +326,14 @@ func (r *Relay) readTable(ctx context.Context, st *leaderState) error {
 		evs := make([]notified, len(values))
 		for i, v := range values {
 			var e event.Envelope
-			if err := json.Unmarshal(v, &e); err != nil {
+			if err := json.Unmarshal(v.Value, &e); err != nil {
 				return fmt.Errorf("outbox row holds an undecodable envelope: %w", err)
 			}
 			if evs[i], err = fromEnvelope(e); err != nil {
 				return fmt.Errorf("outbox row %s: %w", e.EventID, err)
 			}
+			// The row's own topic: a newer version may write event types this build does not know.
+			evs[i].topic = v.Topic
 		}
 		now := time.Now()
 		for _, e := range evs {
@@ -403,9 +409,9 @@ func (r *Relay) publish(ctx context.Context, st *leaderState, evs []notified) er
 
 // record stamps producedAt into the envelope and adds the routing headers.
 func (r *Relay) record(e *notified) (*kgo.Record, error) {
-	topic := event.Type(e.typ).Topic()
+	topic := e.topic
 	if topic == "" {
-		return nil, fmt.Errorf("outbox event %s has type %q, which has no topic", e.id, e.typ)
+		return nil, fmt.Errorf("outbox event %s has no topic", e.id)
 	}
 	now := r.cfg.Now().UTC().Truncate(time.Microsecond)
 	if now.Before(e.occurredAt) {
