@@ -91,11 +91,17 @@ func TestServiceConfigPrintsEffectiveSettings(t *testing.T) {
 }
 
 // TestAllServesHealthWithRealDependencies starts every service in one process against the real
-// servers and checks each reports its dependencies UP, then stops cleanly.
+// servers and checks each reports its dependencies UP, then stops cleanly. Its databases, groups and
+// keyspace are its own: with the defaults it would consume the shared groups' backlogs into the
+// databases that dev runs and benchmarks use.
 func TestAllServesHealthWithRealDependencies(t *testing.T) {
 	testkit.Integration(t)
 	addrs := map[string]string{}
 	env := map[string]string{}
+	for _, kv := range testkit.Isolate(t).Env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
 	for _, p := range []string{"ORDER", "INVENTORY", "PAYMENT", "DELIVERY", "QUERY"} {
 		addrs[p] = freePort(t)
 		env[p+"_HTTP_ADDR"] = addrs[p]

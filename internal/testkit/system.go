@@ -43,30 +43,56 @@ func StartSystemIn(t testing.TB, ns *Netns, ip string, env ...string) *System {
 	return startSystem(t, ns.Prefix(), ip, true, env...)
 }
 
+// ConsumedTopics maps a consumer service's prefix to the topics it consumes.
+func ConsumedTopics() map[string][]string {
+	return map[string][]string{
+		"ORDER":     {event.TopicInventory, event.TopicPayments, event.TopicDelivery},
+		"INVENTORY": {event.TopicOrders, event.TopicPayments}, "PAYMENT": {event.TopicInventory},
+		"DELIVERY": {event.TopicPayments}, "QUERY": event.MainTopics(),
+	}
+}
+
+// Isolation keeps a test's services off the shared state the defaults name (the databases, consumer
+// groups and keyspace that `orderflow all`, dev runs and benchmarks use): fresh databases, fresh
+// groups starting at the topics' ends, a fresh keyspace.
+type Isolation struct {
+	DBs    map[string]pg.Config // by service prefix (not QUERY)
+	Groups map[string]string    // by service prefix
+	Env    []string             // the variables that select them
+}
+
+// Isolate creates an Isolation for every service.
+func Isolate(t testing.TB) Isolation {
+	t.Helper()
+	iso := Isolation{DBs: map[string]pg.Config{}, Groups: map[string]string{},
+		Env: []string{"CASSANDRA_KEYSPACE=" + CassandraConfig(t).Keyspace}}
+	topics := ConsumedTopics()
+	for _, s := range Services {
+		if s.Prefix != "QUERY" {
+			db := NewDatabase(t)
+			iso.DBs[s.Prefix] = db
+			iso.Env = append(iso.Env, s.Prefix+"_DB_NAME="+db.Database)
+		}
+		if ts, ok := topics[s.Prefix]; ok {
+			g := Name(strings.ToLower(s.Prefix))
+			GroupAtEnd(t, g, ts...)
+			iso.Groups[s.Prefix] = g
+			iso.Env = append(iso.Env, s.Prefix+"_CONSUMER_GROUP="+g)
+		}
+	}
+	return iso
+}
+
 func startSystem(t testing.TB, prefix []string, ip string, oneProcess bool, env ...string) *System {
 	t.Helper()
-	sys := &System{Addrs: map[string]string{}, DBs: map[string]pg.Config{}, Env: map[string]string{}, Procs: map[string]*Process{},
-		Groups: map[string]string{}, Topics: map[string][]string{
-			"ORDER":     {event.TopicInventory, event.TopicPayments, event.TopicDelivery},
-			"INVENTORY": {event.TopicOrders, event.TopicPayments}, "PAYMENT": {event.TopicInventory},
-			"DELIVERY": {event.TopicPayments}, "QUERY": event.MainTopics(),
-		}}
-	all := []string{"CASSANDRA_KEYSPACE=" + CassandraConfig(t).Keyspace}
+	iso := Isolate(t)
+	sys := &System{Addrs: map[string]string{}, DBs: iso.DBs, Env: map[string]string{}, Procs: map[string]*Process{},
+		Groups: iso.Groups, Topics: ConsumedTopics()}
+	all := iso.Env
 	for _, s := range Services {
 		_, port, _ := net.SplitHostPort(FreeAddr(t))
 		sys.Addrs[s.Prefix] = net.JoinHostPort(ip, port)
 		all = append(all, s.Prefix+"_HTTP_ADDR="+sys.Addrs[s.Prefix])
-		if s.Prefix != "QUERY" {
-			db := NewDatabase(t)
-			sys.DBs[s.Prefix] = db
-			all = append(all, s.Prefix+"_DB_NAME="+db.Database)
-		}
-		if topics, ok := sys.Topics[s.Prefix]; ok {
-			g := Name(strings.ToLower(s.Prefix))
-			GroupAtEnd(t, g, topics...)
-			sys.Groups[s.Prefix] = g
-			all = append(all, s.Prefix+"_CONSUMER_GROUP="+g)
-		}
 	}
 	all = append(all, env...)
 	for _, kv := range all {

@@ -104,6 +104,12 @@ func fuzzAPIs(t *testing.T, st string, addrs map[string]string, token string) {
 				// appear): not something a request/response fuzzer can judge. Its HTTP and browser
 				// tests cover it.
 				args = append(args, "--exclude-operation-id", "streamView")
+				// {"all": true} would replay every dead letter of the shared dlq.* topics into the
+				// shared domain topics, where every consumer group dead-letters the poison again: the
+				// dead-letter topics grew geometrically from run to run (one such replay put 770 000
+				// copies of one poison record on raw.payment-events). Replay is tested on topics of
+				// its own (internal/cli) and for access (test/integration/access_test.go).
+				args = append(args, "--exclude-operation-id", "dlqReplay")
 			}
 			cmd := exec.CommandContext(ctx, st, args...)
 			cmd.Dir = t.TempDir() // its example database and reports stay out of the repository
