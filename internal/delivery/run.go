@@ -36,14 +36,13 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	st := &store{pool: pool, inbox: inbox.New(cfg.Group, s.Reg), factory: event.Factory{Producer: Name, Now: time.Now},
+	st := &store{pool: pool, inbox: s.Inbox(pool, cfg.Group, cfg.DedupRetention), factory: event.Factory{Producer: Name, Now: time.Now},
 		rules: cfg.Rules, now: time.Now}
 	if err := st.seedDrivers(ctx, cfg.Rules.Drivers); err != nil {
 		return err
 	}
 	c := &consumer{store: st, metrics: newMetrics(s.Reg), log: s.Log}
 	s.Group.Add(lifecycle.Component{Name: "eta-scheduler", Run: func(ctx context.Context) error { return c.schedule(ctx, cfg.SchedulerInterval) }})
-	s.Purge(pool, inbox.Retention(cfg.DedupRetention))
 	s.Outbox(pool, outbox.RelayConfig{})
 	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments}, Handler: c.handle}); err != nil {
 		return err

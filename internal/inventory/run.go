@@ -38,7 +38,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	st := &store{pool: pool, inbox: inbox.New(cfg.Group, s.Reg), factory: event.Factory{Producer: Name}, now: time.Now}
+	st := &store{pool: pool, inbox: s.Inbox(pool, cfg.Group, cfg.DedupRetention), factory: event.Factory{Producer: Name}, now: time.Now}
 	if err := st.seed(ctx, items); err != nil {
 		return err
 	}
@@ -48,7 +48,6 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		ids[i] = it.ItemID
 	}
 	s.Group.Add(lifecycle.Component{Name: "stock-gauge", Run: func(ctx context.Context) error { return c.reportStock(ctx, ids) }})
-	s.Purge(pool, inbox.Retention(cfg.DedupRetention))
 	s.Outbox(pool, outbox.RelayConfig{})
 	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicOrders, event.TopicPayments}, Handler: c.handle}); err != nil {
 		return err

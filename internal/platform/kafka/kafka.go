@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -117,6 +118,32 @@ func EnsureTopics(ctx context.Context, c Config, log *slog.Logger, topics ...str
 		}
 	}
 	return lastErr
+}
+
+// Retentions returns how long each topic keeps records (retention.ms); a negative duration means
+// forever.
+func Retentions(ctx context.Context, cl *kgo.Client, topics ...string) (map[string]time.Duration, error) {
+	rs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("describe topics: %w", err)
+	}
+	out := map[string]time.Duration{}
+	for _, r := range rs {
+		if r.Err != nil {
+			return nil, fmt.Errorf("describe topic %s: %w", r.Name, r.Err)
+		}
+		for _, c := range r.Configs {
+			if c.Key != "retention.ms" || c.Value == nil {
+				continue
+			}
+			ms, err := strconv.ParseInt(*c.Value, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("topic %s: retention.ms %q: %w", r.Name, *c.Value, err)
+			}
+			out[r.Name] = time.Duration(ms) * time.Millisecond
+		}
+	}
+	return out, nil
 }
 
 // Check is a health check: a metadata round trip that reports the brokers seen.

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/orderflow/orderflow/internal/platform/inbox"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/lifecycle"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
@@ -80,6 +81,9 @@ func (s *Service) connectKafka() error {
 	}
 	if runner != nil {
 		s.Group.Add(lifecycle.Component{Name: "consumer " + s.consumer.Group, Run: runner.Run})
+		if s.inboxKeep > 0 {
+			s.checkRetention(cl, s.consumer.Topics)
+		}
 	}
 	return nil
 }
@@ -111,4 +115,55 @@ func (s *Service) Purge(pool *pgxpool.Pool, rs ...pg.Retention) {
 			}
 		}
 	}})
+}
+
+// Inbox returns the inbox of consumer group, keeps its records for keep (purged like Purge) and,
+// once the service's consumer runs, warns when a consumed topic keeps records longer than that: an
+// event redelivered after its inbox record was purged would be applied again.
+func (s *Service) Inbox(pool *pgxpool.Pool, group string, keep time.Duration) *inbox.Inbox {
+	s.Purge(pool, inbox.Retention(keep))
+	s.inboxKeep = keep
+	return inbox.New(group, s.Reg)
+}
+
+// checkRetention compares the consumed topics' retention with the inbox's, once, without holding
+// up the start (Kafka may not be up yet).
+func (s *Service) checkRetention(cl *kgo.Client, topics []string) {
+	keep := s.inboxKeep
+	s.Group.Add(lifecycle.Component{Name: "retention-check", Run: func(ctx context.Context) error {
+		for attempt := 0; ; attempt++ {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			rs, err := kafka.Retentions(rctx, cl, topics...)
+			cancel()
+			if err == nil {
+				for _, t := range topics {
+					if r, ok := rs[t]; ok && (r < 0 || r > keep) {
+						s.Log.Warn("DEDUP_RETENTION is shorter than a consumed topic's retention: an event redelivered after its inbox record was purged would be applied again",
+							"topic", t, "topicRetention", retentionString(r), "dedupRetention", keep.String())
+					} else {
+						s.Log.Debug("the inbox outlives the topic's records", "topic", t, "topicRetention", retentionString(r), "dedupRetention", keep.String())
+					}
+				}
+				break
+			}
+			if attempt == 5 {
+				s.Log.Debug("could not read the topics' retention", "err", err)
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(5 * time.Second):
+			}
+		}
+		<-ctx.Done()
+		return nil
+	}})
+}
+
+func retentionString(d time.Duration) string {
+	if d < 0 {
+		return "forever"
+	}
+	return d.String()
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http/pprof"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,7 +40,8 @@ type Service struct {
 	kafka      kafka.Config
 	consumer   *kafka.RunnerConfig
 	relay      *relaySpec
-	adminToken bool // ADMIN_TOKEN is set
+	inboxKeep  time.Duration // the inbox's retention (Inbox), checked against the consumed topics'
+	adminToken bool          // ADMIN_TOKEN is set
 }
 
 // loopbackOnly reports whether addr (host:port) accepts loopback connections only.
