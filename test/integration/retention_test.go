@@ -28,10 +28,13 @@ func TestInboxRetentionIsCheckedAgainstTheTopics(t *testing.T) {
 			testkit.GroupAtEnd(t, group, event.TopicOrders, event.TopicPayments)
 			p := testkit.Start(t, "inventory-service", addr, "INVENTORY_HTTP_ADDR="+addr, "INVENTORY_DB_NAME="+db.Database,
 				"INVENTORY_CONSUMER_GROUP="+group, c.retention)
-			testkit.Eventually(t, 30*time.Second, "the retention check's log line", func() bool {
-				out := p.Output()
-				return strings.Contains(out, c.want) && strings.Contains(out, event.TopicOrders)
+			// inventory-service consumes two topics: one line each, then the check is over.
+			testkit.Eventually(t, 30*time.Second, "the retention check's line for both topics", func() bool {
+				return strings.Count(p.Output(), c.want) == 2
 			})
+			if out := p.Output(); !strings.Contains(out, event.TopicOrders) || !strings.Contains(out, event.TopicPayments) {
+				t.Fatalf("the check does not name both consumed topics:\n%s", out)
+			}
 			if c.retention == "LOG_LEVEL=debug" && strings.Contains(p.Output(), "DEDUP_RETENTION is shorter") {
 				t.Fatal("the default retention was reported shorter than the topics'")
 			}

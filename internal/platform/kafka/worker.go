@@ -113,18 +113,21 @@ func (w *worker) run() {
 // undecodable record straight to the DLQ.
 func (w *worker) processAll(recs []*kgo.Record) bool {
 	for i := 0; i < len(recs); {
-		var envs []event.Envelope
+		var (
+			envs      []event.Envelope
+			decodeErr error
+		)
 		j := i
 		for ; j < len(recs); j++ {
 			e, err := event.Decode(recs[j].Value)
 			if err != nil {
+				decodeErr = err
 				break
 			}
 			envs = append(envs, e)
 		}
 		if j == i {
-			_, err := event.Decode(recs[i].Value)
-			if !w.deadLetter(recs[i], "", 0, err) {
+			if !w.deadLetter(recs[i], "", 0, decodeErr) {
 				return false
 			}
 			i++

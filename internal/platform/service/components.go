@@ -147,7 +147,7 @@ func (s *Service) checkRetention(cl *kgo.Client, topics []string) {
 				break
 			}
 			if attempt == 5 {
-				s.Log.Debug("could not read the topics' retention", "err", err)
+				s.Log.Warn("could not read the consumed topics' retention; DEDUP_RETENTION was not checked against it", "err", err)
 				break
 			}
 			select {
