@@ -28,7 +28,7 @@ func (s *store) apply(ctx context.Context, es []event.Envelope, created map[int]
 			return err
 		}
 		var w writes
-		outs, w, err = s.plan(es, created, r)
+		outs, w, err = s.plan(es, created, &r)
 		if err != nil {
 			return err
 		}
@@ -146,8 +146,9 @@ type writes struct {
 
 // plan decides the events in order against what read found, as if they were applied one by one:
 // a duplicate event, or a second order.created for a decided order, changes nothing; a reservation
-// made earlier in the batch can be released by a later payment.failed.
-func (s *store) plan(es []event.Envelope, created map[int]event.OrderCreatedPayload, r batchReads) ([]outcome, writes, error) {
+// made earlier in the batch can be released by a later payment.failed. It updates r (stock, decided
+// orders, live reservations) as it goes.
+func (s *store) plan(es []event.Envelope, created map[int]event.OrderCreatedPayload, r *batchReads) ([]outcome, writes, error) {
 	outs := make([]outcome, len(es))
 	w := writes{delta: map[string]int{}}
 	for i, e := range es {
@@ -171,7 +172,7 @@ func (s *store) plan(es []event.Envelope, created map[int]event.OrderCreatedPayl
 	return outs, w, nil
 }
 
-func (s *store) planReserve(e event.Envelope, p event.OrderCreatedPayload, r batchReads, w *writes) (outcome, error) {
+func (s *store) planReserve(e event.Envelope, p event.OrderCreatedPayload, r *batchReads, w *writes) (outcome, error) {
 	if r.decided[e.OrderID] {
 		return outcome{duplicate: true, result: "duplicate"}, nil
 	}
@@ -202,7 +203,7 @@ func (s *store) planReserve(e event.Envelope, p event.OrderCreatedPayload, r bat
 	return outcome{result: "reserved"}, nil
 }
 
-func (s *store) planRelease(e event.Envelope, r batchReads, w *writes) (outcome, error) {
+func (s *store) planRelease(e event.Envelope, r *batchReads, w *writes) (outcome, error) {
 	l := r.releasable[e.OrderID]
 	if l == nil {
 		return outcome{result: "ignored"}, nil // nothing held: rejected, or released before
