@@ -19,6 +19,9 @@ type metrics struct {
 	queued      prometheus.Counter
 	runs        prometheus.Histogram
 	ignored     *prometheus.CounterVec
+	// cancellations counts delivery-service's decisions on order.cancelled, and payments that came
+	// for an order already cancelled (not_assigned).
+	cancellations *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,8 +38,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 5}}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "delivery_events_ignored_total",
 			Help: "Events acknowledged without effect (payment.failed, ...)."}, []string{"type"}),
+		cancellations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "delivery_cancellations_total",
+			Help: "Cancellations decided, by outcome: driver_freed, left_queue, before_assignment (accepted), refused (already delivered); not_assigned counts payments that came after the cancellation."},
+			[]string{"outcome"}),
 	}
-	reg.MustRegister(m.assignments, m.etaUpdates, m.completed, m.active, m.waiting, m.queued, m.runs, m.ignored)
+	reg.MustRegister(m.assignments, m.etaUpdates, m.completed, m.active, m.waiting, m.queued, m.runs, m.ignored, m.cancellations)
 	return m
 }
 
@@ -47,17 +53,28 @@ type consumer struct {
 }
 
 // handle is the consumer handler: it assigns a partition's authorizations in one transaction (see
-// assignAll); an order without a free driver is queued and the partition moves on.
+// assignAll; an order without a free driver is queued and the partition moves on) and decides its
+// cancellations in another (see cancelAll).
 func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
-	var auth []event.Envelope
+	var auth, cancels []event.Envelope
+	var reasons []string
+	var ignored []event.Type
 	for _, e := range es {
-		if e.EventType != event.PaymentAuthorized {
-			continue
+		switch e.EventType {
+		case event.PaymentAuthorized:
+			if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
+				return err
+			}
+			auth = append(auth, e)
+		case event.OrderCancelled:
+			p, err := event.DecodePayload[event.OrderCancelledPayload](e)
+			if err != nil {
+				return err
+			}
+			cancels, reasons = append(cancels, e), append(reasons, p.Reason)
+		default:
+			ignored = append(ignored, e.EventType)
 		}
-		if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
-			return err
-		}
-		auth = append(auth, e)
 	}
 	if len(auth) > 0 {
 		res, err := c.store.assignAll(ctx, auth)
@@ -66,6 +83,8 @@ func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 		}
 		for _, r := range res {
 			switch {
+			case r.cancelled:
+				c.metrics.cancellations.WithLabelValues("not_assigned").Inc()
 			case r.duplicate:
 				c.store.inbox.Duplicate()
 			case r.waiting:
@@ -75,10 +94,28 @@ func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 			}
 		}
 	}
-	for _, e := range es {
-		if e.EventType != event.PaymentAuthorized {
-			c.metrics.ignored.WithLabelValues(string(e.EventType)).Inc()
+	if len(cancels) > 0 {
+		res, err := c.store.cancelAll(ctx, cancels, reasons)
+		if err != nil {
+			return err
 		}
+		for _, r := range res {
+			switch {
+			case r.duplicate:
+				c.store.inbox.Duplicate()
+			case r.refusal != "":
+				c.metrics.cancellations.WithLabelValues("refused").Inc()
+			case r.freed:
+				c.metrics.cancellations.WithLabelValues("driver_freed").Inc()
+			case r.dequeued:
+				c.metrics.cancellations.WithLabelValues("left_queue").Inc()
+			default:
+				c.metrics.cancellations.WithLabelValues("before_assignment").Inc()
+			}
+		}
+	}
+	for _, t := range ignored {
+		c.metrics.ignored.WithLabelValues(string(t)).Inc()
 	}
 	return nil
 }

@@ -44,7 +44,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	c := &consumer{store: st, metrics: newMetrics(s.Reg), log: s.Log}
 	s.Group.Add(lifecycle.Component{Name: "eta-scheduler", Run: func(ctx context.Context) error { return c.schedule(ctx, cfg.SchedulerInterval) }})
 	s.Outbox(pool, outbox.RelayConfig{})
-	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments}, Handler: c.handle}); err != nil {
+	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicPayments, event.TopicOrders}, Handler: c.handle}); err != nil {
 		return err
 	}
 	s.Mux.Operator("GET /api/deliveries/{orderId}", func(w http.ResponseWriter, r *http.Request) {

@@ -85,6 +85,7 @@ type assigned struct {
 	delivery  Delivery
 	duplicate bool // the event or its order was handled before (or earlier in the batch)
 	waiting   bool // every driver is at capacity (or others wait already): queued
+	cancelled bool // with duplicate: the order was cancelled before its payment came (nothing to assign)
 }
 
 // assignAll handles the payment.authorized events es in one transaction of two round trips: the
@@ -108,9 +109,7 @@ func (s *store) assignAll(ctx context.Context, es []event.Envelope) ([]assigned,
 		if err != nil {
 			return err
 		}
-		for _, id := range giveBack {
-			tx.Writes.Queue(`UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id = $1`, id)
-		}
+		queueFreeDrivers(&tx.Writes, giveBack)
 		now := s.now().UTC().Truncate(time.Millisecond)
 		events, err := s.queueDeliveries(&tx.Writes, es, res, now)
 		if err != nil {
@@ -126,12 +125,13 @@ func (s *store) assignAll(ctx context.Context, es []event.Envelope) ([]assigned,
 	return res, err
 }
 
-// pickDriver takes a driver with room for order $2 unless it has a delivery; %s is the row lock
+// pickDriver takes a driver with room for order $2 unless it has a delivery or was cancelled; %s is the row lock
 // (SKIP LOCKED or waiting), %s an extra condition.
 const pickDriver = `UPDATE drivers SET active_deliveries = active_deliveries + 1
 	WHERE driver_id = (SELECT driver_id FROM drivers WHERE active_deliveries < $1
 		ORDER BY active_deliveries, driver_id LIMIT 1 %s)
-	AND NOT EXISTS (SELECT 1 FROM deliveries WHERE order_id = $2) %s
+	AND NOT EXISTS (SELECT 1 FROM deliveries WHERE order_id = $2)
+	AND NOT EXISTS (SELECT 1 FROM cancellations WHERE order_id = $2 AND refusal IS NULL) %s
 	RETURNING driver_id, name`
 
 // behindTheQueue keeps a new order from overtaking those that wait.
@@ -156,7 +156,7 @@ func (s *store) queuePick(b *pgx.Batch, r *assigned, picked *bool, orderID, lock
 // returned in giveBack.
 func (s *store) pick(ctx context.Context, tx *pg.BatchTx, es []event.Envelope, wait bool) (res []assigned, giveBack []int, err error) {
 	res = make([]assigned, len(es))
-	fresh, exists := map[string]bool{}, map[string]bool{}
+	fresh, exists, cancelled := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	ids, orders := make([]string, len(es)), make([]string, 0, len(es))
 	first := map[string]int{} // order → index of its first event in es
 	for i, e := range es {
@@ -171,13 +171,16 @@ func (s *store) pick(ctx context.Context, tx *pg.BatchTx, es []event.Envelope, w
 		queued bool // orders wait already: new ones go behind them
 	)
 	b := &pgx.Batch{}
+	lockOrders(b, orders)
 	b.Queue(`SELECT coalesce(sum($1 - active_deliveries), 0), EXISTS (SELECT 1 FROM waiting_orders) FROM drivers WHERE active_deliveries < $1`,
 		s.rules.Capacity).QueryRow(func(row pgx.Row) error { return row.Scan(&free, &queued) })
 	s.inbox.Record(b, ids, func(id string) { fresh[id] = true })
-	b.Queue(`SELECT order_id FROM deliveries WHERE order_id = ANY($1) UNION ALL SELECT order_id FROM waiting_orders WHERE order_id = ANY($1)`,
+	b.Queue(`SELECT order_id, false FROM deliveries WHERE order_id = ANY($1) UNION ALL SELECT order_id, false FROM waiting_orders WHERE order_id = ANY($1)
+		UNION ALL SELECT order_id, true FROM cancellations WHERE order_id = ANY($1) AND refusal IS NULL`,
 		orders).Query(func(rows pgx.Rows) error {
 		var o string
-		_, err := pgx.ForEachRow(rows, []any{&o}, func() error { exists[o] = true; return nil })
+		var c bool
+		_, err := pgx.ForEachRow(rows, []any{&o, &c}, func() error { exists[o], cancelled[o] = true, cancelled[o] || c; return nil })
 		return err
 	})
 	picked := make([]bool, len(es))
@@ -193,6 +196,7 @@ func (s *store) pick(ctx context.Context, tx *pg.BatchTx, es []event.Envelope, w
 		switch {
 		case first[e.OrderID] != i, !fresh[e.EventID], exists[e.OrderID]:
 			res[i].duplicate = true
+			res[i].cancelled = cancelled[e.OrderID] && fresh[e.EventID] && first[e.OrderID] == i
 		case !picked[i]:
 			unpicked = append(unpicked, i)
 		}
@@ -389,6 +393,7 @@ func (s *store) tick(ctx context.Context, interval time.Duration, batch int) (ti
 func (s *store) recheck(b *pgx.Batch, ds []Delivery, now time.Time, interval time.Duration, res *tickResult) ([]event.Envelope, error) {
 	slot := now.UnixNano() / int64(interval)
 	var events []event.Envelope
+	var freed []int
 	for _, d := range ds {
 		res.checked++
 		p := event.DeliveryPayload{OrderID: d.OrderID, DeliveryID: d.DeliveryID, DriverName: d.DriverName,
@@ -397,7 +402,7 @@ func (s *store) recheck(b *pgx.Batch, ds []Delivery, now time.Time, interval tim
 		switch next := s.rules.NextETA(now, d.ETA, d.AssignedAt, d.Zone, slot); {
 		case !d.ETA.After(now):
 			b.Queue(`UPDATE deliveries SET status = 'DELIVERED', delivered_at = $2, eta_checked_at = $2 WHERE delivery_id = $1`, d.DeliveryID, now)
-			b.Queue(`UPDATE drivers SET active_deliveries = active_deliveries - 1 WHERE driver_id = $1`, d.DriverID)
+			freed = append(freed, d.DriverID)
 			typ, p.Status = event.DeliveryCompleted, StatusDelivered
 			res.delivered++
 		case !s.rules.Significant(d.ETA, next):
@@ -414,6 +419,7 @@ func (s *store) recheck(b *pgx.Batch, ds []Delivery, now time.Time, interval tim
 		}
 		events = append(events, e)
 	}
+	queueFreeDrivers(b, freed)
 	return events, nil
 }
 

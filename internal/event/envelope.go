@@ -18,8 +18,8 @@ const SchemaVersion = 1
 // Type names an event; it is also the envelope's eventType and the eventType header.
 type Type string
 
-// Event types of the saga. DeliveryCompleted and DeliveryWaiting are additive: consumers that do not
-// know them ignore them.
+// Event types of the saga. Every type after the first eight is additive: consumers that do not know
+// a type ignore it.
 const (
 	OrderCreated      Type = "order.created"
 	InventoryReserved Type = "inventory.reserved"
@@ -31,24 +31,31 @@ const (
 	ETAUpdated        Type = "eta.updated"
 	DeliveryCompleted Type = "delivery.completed"
 	DeliveryWaiting   Type = "delivery.waiting"
+	// The cancellation (docs/architecture.md): order-service asks, delivery-service decides (it owns
+	// the cut-off, the delivery), payment and inventory undo what they hold once it was accepted.
+	OrderCancelled      Type = "order.cancelled"
+	DeliveryCancelled   Type = "delivery.cancelled"
+	CancellationRefused Type = "cancellation.refused"
+	PaymentRefunded     Type = "payment.refunded"
 )
 
 // Types lists every event type this build knows.
 func Types() []Type {
 	return []Type{OrderCreated, InventoryReserved, InventoryRejected, InventoryReleased,
-		PaymentAuthorized, PaymentFailed, DeliveryAssigned, ETAUpdated, DeliveryCompleted, DeliveryWaiting}
+		PaymentAuthorized, PaymentFailed, DeliveryAssigned, ETAUpdated, DeliveryCompleted, DeliveryWaiting,
+		OrderCancelled, DeliveryCancelled, CancellationRefused, PaymentRefunded}
 }
 
 // Topic returns the topic an event type is published on, or "" for an unknown type.
 func (t Type) Topic() string {
 	switch t {
-	case OrderCreated:
+	case OrderCreated, OrderCancelled:
 		return TopicOrders
 	case InventoryReserved, InventoryRejected, InventoryReleased:
 		return TopicInventory
-	case PaymentAuthorized, PaymentFailed:
+	case PaymentAuthorized, PaymentFailed, PaymentRefunded:
 		return TopicPayments
-	case DeliveryAssigned, ETAUpdated, DeliveryCompleted, DeliveryWaiting:
+	case DeliveryAssigned, ETAUpdated, DeliveryCompleted, DeliveryWaiting, DeliveryCancelled, CancellationRefused:
 		return TopicDelivery
 	}
 	return ""
@@ -210,6 +217,12 @@ func ValidatePayload(e Envelope) error {
 		_, err = DecodePayload[DeliveryPayload](e)
 	case DeliveryWaiting:
 		_, err = DecodePayload[DeliveryWaitingPayload](e)
+	case OrderCancelled:
+		_, err = DecodePayload[OrderCancelledPayload](e)
+	case DeliveryCancelled, CancellationRefused:
+		_, err = DecodePayload[CancellationPayload](e)
+	case PaymentRefunded:
+		_, err = DecodePayload[PaymentRefundedPayload](e)
 	}
 	return err
 }

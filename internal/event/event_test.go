@@ -49,6 +49,13 @@ func goldenCases(t *testing.T) map[Type]any {
 		DeliveryCompleted: DeliveryPayload{OrderID: orderA, DeliveryID: "DEL-0123456789ab", DriverName: "Ada Lovelace", Status: DeliveryStatusDelivered,
 			EstimatedDeliveryTime: t0.Add(47 * time.Minute)},
 		DeliveryWaiting: DeliveryWaitingPayload{OrderID: orderA, WaitingSince: t0},
+		OrderCancelled:  OrderCancelledPayload{OrderID: orderA, Reason: ReasonCustomerRequest, Comment: "ordered twice by mistake"},
+		DeliveryCancelled: CancellationPayload{OrderID: orderA, Reason: ReasonCustomerRequest, DeliveryID: "DEL-0123456789ab",
+			DriverName: "Ada Lovelace"},
+		CancellationRefused: CancellationPayload{OrderID: orderA, Reason: ReasonDeadlineExceeded, DeliveryID: "DEL-0123456789ab",
+			DriverName: "Ada Lovelace", Refusal: RefusalDelivered},
+		PaymentRefunded: PaymentRefundedPayload{PaymentID: 42, OrderID: orderA, Amount: MustMoney("50.00"), Currency: "EUR",
+			Reason: ReasonCustomerRequest},
 	}
 }
 
@@ -68,6 +75,12 @@ func decodeTyped(e Envelope) (any, error) {
 		return DecodePayload[DeliveryPayload](e)
 	case DeliveryWaiting:
 		return DecodePayload[DeliveryWaitingPayload](e)
+	case OrderCancelled:
+		return DecodePayload[OrderCancelledPayload](e)
+	case DeliveryCancelled, CancellationRefused:
+		return DecodePayload[CancellationPayload](e)
+	case PaymentRefunded:
+		return DecodePayload[PaymentRefundedPayload](e)
 	}
 	return nil, errors.New("unknown type")
 }

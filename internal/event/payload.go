@@ -144,3 +144,74 @@ func (p *DeliveryWaitingPayload) Validate() error {
 	}
 	return nil
 }
+
+// Cancellation reasons: why an order was cancelled (order.cancelled, delivery.cancelled,
+// payment.refunded), and why stock was released (inventory.released).
+const (
+	ReasonCustomerRequest  = "CUSTOMER_REQUEST"  // POST /api/orders/{id}/cancel
+	ReasonDeadlineExceeded = "DEADLINE_EXCEEDED" // order-service's deadline sweeper
+	ReasonPaymentFailed    = "PAYMENT_FAILED"    // inventory.released after payment.failed
+	ReasonOrderCancelled   = "ORDER_CANCELLED"   // inventory.released after delivery.cancelled
+)
+
+// RefusalDelivered is why a cancellation is refused: the order was delivered first.
+const RefusalDelivered = "ALREADY_DELIVERED"
+
+// MaxCommentLen bounds the customer's free-text comment on a cancellation.
+const MaxCommentLen = 500
+
+// OrderCancelledPayload is the payload of order.cancelled: a request to cancel, which
+// delivery-service accepts (delivery.cancelled) or refuses (cancellation.refused).
+type OrderCancelledPayload struct {
+	OrderID string `json:"orderId"`
+	Reason  string `json:"reason"`
+	Comment string `json:"comment,omitempty"`
+}
+
+// Validate checks the fields delivery-service relies on.
+func (p *OrderCancelledPayload) Validate() error {
+	if p.OrderID == "" || (p.Reason != ReasonCustomerRequest && p.Reason != ReasonDeadlineExceeded) {
+		return errors.New("orderId and a reason (CUSTOMER_REQUEST or DEADLINE_EXCEEDED) are required")
+	}
+	if len(p.Comment) > MaxCommentLen {
+		return fmt.Errorf("comment is longer than %d bytes", MaxCommentLen)
+	}
+	return nil
+}
+
+// CancellationPayload is the payload of delivery-service's decision on an order.cancelled:
+// delivery.cancelled (accepted: the delivery, if any, is cancelled and its driver freed) or
+// cancellation.refused (Refusal says why). DeliveryID and DriverName name the delivery, if any.
+type CancellationPayload struct {
+	OrderID    string `json:"orderId"`
+	Reason     string `json:"reason"`
+	DeliveryID string `json:"deliveryId,omitempty"`
+	DriverName string `json:"driverName,omitempty"`
+	Refusal    string `json:"refusal,omitempty"`
+}
+
+// Validate checks the fields inventory, payment and the query-api rely on.
+func (p *CancellationPayload) Validate() error {
+	if p.OrderID == "" || p.Reason == "" {
+		return errors.New("orderId and reason are required")
+	}
+	return nil
+}
+
+// PaymentRefundedPayload is the payload of payment.refunded: the authorized payment PaymentID was
+// refunded in full after the order's cancellation was accepted.
+type PaymentRefundedPayload struct {
+	PaymentID int64  `json:"paymentId"`
+	OrderID   string `json:"orderId"`
+	Amount    Money  `json:"amount"`
+	Currency  string `json:"currency"`
+	Reason    string `json:"reason"`
+}
+
+// Validate checks the fields the query-api relies on.
+func (p *PaymentRefundedPayload) Validate() error {
+	if p.OrderID == "" || p.PaymentID <= 0 {
+		return errors.New("orderId and a positive paymentId are required")
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ const (
 	OrderStatusPaymentFailed     = "PAYMENT_FAILED"
 	OrderStatusDeliveryAssigned  = "DELIVERY_ASSIGNED"
 	OrderStatusDelivered         = "DELIVERED"
+	OrderStatusCancelled         = "CANCELLED"
 )
 
 // orderStatuses lists the statuses in rank order with their ranks.
@@ -19,7 +20,7 @@ var orderStatuses = []struct {
 }{
 	{OrderStatusCreated, 0}, {OrderStatusInventoryReserved, 1}, {OrderStatusInventoryRejected, 1},
 	{OrderStatusPaymentAuthorized, 2}, {OrderStatusPaymentFailed, 2}, {OrderStatusDeliveryAssigned, 3},
-	{OrderStatusDelivered, 4},
+	{OrderStatusDelivered, 4}, {OrderStatusCancelled, 5},
 }
 
 // OrderStatuses lists the order statuses in saga order.
@@ -42,9 +43,12 @@ func StatusRank(status string) (rank int, ok bool) {
 }
 
 // StatusOf returns the order status an event of type t sets and its rank (CREATED 0, INVENTORY_* 1,
-// PAYMENT_* 2, DELIVERY_ASSIGNED 3, DELIVERED 4). A status never gives way to a lower rank, so the
-// result does not depend on the order events are applied in. ok is false for events that set no
-// status (inventory.released, eta.updated, unknown types).
+// PAYMENT_* 2, DELIVERY_ASSIGNED 3, DELIVERED 4, CANCELLED 5). A status never gives way to a lower
+// rank, so the result does not depend on the order events are applied in. CANCELLED is set by
+// delivery.cancelled, delivery-service's acceptance: it outranks every status it can follow, and
+// DELIVERED never follows it (a delivered order's cancellation is refused). ok is false for events
+// that set no status (inventory.released, eta.updated, order.cancelled, the refunds and refusals,
+// unknown types).
 func StatusOf(t Type) (status string, rank int, ok bool) {
 	switch t {
 	case OrderCreated:
@@ -61,6 +65,8 @@ func StatusOf(t Type) (status string, rank int, ok bool) {
 		status = OrderStatusDeliveryAssigned
 	case DeliveryCompleted:
 		status = OrderStatusDelivered
+	case DeliveryCancelled:
+		status = OrderStatusCancelled
 	default:
 		return "", 0, false
 	}
@@ -72,7 +78,7 @@ func StatusOf(t Type) (status string, rank int, ok bool) {
 // still follow DELIVERY_ASSIGNED, but the saga is complete).
 func TerminalStatus(status string) bool {
 	switch status {
-	case OrderStatusInventoryRejected, OrderStatusPaymentFailed, OrderStatusDeliveryAssigned, OrderStatusDelivered:
+	case OrderStatusInventoryRejected, OrderStatusPaymentFailed, OrderStatusDeliveryAssigned, OrderStatusDelivered, OrderStatusCancelled:
 		return true
 	}
 	return false

@@ -41,15 +41,29 @@ func (s *store) apply(ctx context.Context, es []event.Envelope, created map[int]
 
 // relevant reports whether inventory acts on events of e's type.
 func relevant(e event.Envelope) bool {
-	return e.EventType == event.OrderCreated || e.EventType == event.PaymentFailed
+	return e.EventType == event.OrderCreated || releases(e)
 }
+
+// releases reports whether an event of e's type gives back the order's stock: payment.failed, and
+// delivery.cancelled (the order's cancellation was accepted). It returns the release reason.
+func releaseReason(e event.Envelope) string {
+	switch e.EventType {
+	case event.PaymentFailed:
+		return event.ReasonPaymentFailed
+	case event.DeliveryCancelled:
+		return event.ReasonOrderCancelled
+	}
+	return ""
+}
+
+func releases(e event.Envelope) bool { return releaseReason(e) != "" }
 
 type heldItem struct {
 	item string
 	qty  int
 }
 
-// live is a reservation holding stock, which a payment.failed releases.
+// live is a reservation holding stock, which a payment.failed or a delivery.cancelled releases.
 type live struct {
 	resID string
 	items []heldItem
@@ -58,26 +72,28 @@ type live struct {
 // batchReads is what the first round trip of a batch learns, everything under lock.
 type batchReads struct {
 	fresh      map[string]bool  // event ids recorded now (not processed before)
-	decided    map[string]bool  // orders that already have a reservation
-	releasable map[string]*live // live reservations of the payment.failed orders
+	decided    map[string]string // orders that already have a reservation (or were cancelled first) → its status
+	releasable map[string]*live // live reservations of the orders to release
 	avail      map[string]int   // locked stock rows
 }
 
 // read records the relevant events in the inbox and reads and locks what deciding them needs:
-// the reservations of the orders (and the live ones of payment.failed orders, locked), then every
+// the reservations of the orders (and the live ones of the orders to release, locked), then every
 // stock row they may touch in item order (no deadlocks between batches). The lookups cover
 // duplicates too; deciding ignores those.
 func (s *store) read(ctx context.Context, tx *pg.BatchTx, es []event.Envelope, created map[int]event.OrderCreatedPayload) (batchReads, error) {
-	r := batchReads{fresh: map[string]bool{}, decided: map[string]bool{}, releasable: map[string]*live{}, avail: map[string]int{}}
+	r := batchReads{fresh: map[string]bool{}, decided: map[string]string{}, releasable: map[string]*live{}, avail: map[string]int{}}
 	var ids, orders, failed, items []string
 	for i, e := range es {
-		switch e.EventType {
-		case event.OrderCreated:
+		switch {
+		case e.EventType == event.OrderCreated:
 			orders = append(orders, e.OrderID)
 			for _, it := range created[i].Items {
 				items = append(items, it.ItemID)
 			}
-		case event.PaymentFailed:
+		case e.EventType == event.DeliveryCancelled:
+			orders, failed = append(orders, e.OrderID), append(failed, e.OrderID)
+		case releases(e):
 			failed = append(failed, e.OrderID)
 		default:
 			continue
@@ -89,9 +105,9 @@ func (s *store) read(ctx context.Context, tx *pg.BatchTx, es []event.Envelope, c
 	b := &pgx.Batch{}
 	s.inbox.Record(b, ids, func(id string) { r.fresh[id] = true })
 	if len(orders) > 0 {
-		b.Queue(`SELECT order_id FROM reservations WHERE order_id = ANY($1)`, orders).Query(func(rows pgx.Rows) error {
-			var o string
-			_, err := pgx.ForEachRow(rows, []any{&o}, func() error { r.decided[o] = true; return nil })
+		b.Queue(`SELECT order_id, status FROM reservations WHERE order_id = ANY($1)`, orders).Query(func(rows pgx.Rows) error {
+			var o, st string
+			_, err := pgx.ForEachRow(rows, []any{&o, &st}, func() error { r.decided[o] = st; return nil })
 			if err != nil {
 				return fmt.Errorf("look up reservations: %w", err)
 			}
@@ -146,8 +162,8 @@ type writes struct {
 
 // plan decides the events in order against what read found, as if they were applied one by one:
 // a duplicate event, or a second order.created for a decided order, changes nothing; a reservation
-// made earlier in the batch can be released by a later payment.failed. It updates r (stock, decided
-// orders, live reservations) as it goes.
+// made earlier in the batch can be released by a later payment.failed or delivery.cancelled. It
+// updates r (stock, decided orders, live reservations) as it goes.
 func (s *store) plan(es []event.Envelope, created map[int]event.OrderCreatedPayload, r *batchReads) ([]outcome, writes, error) {
 	outs := make([]outcome, len(es))
 	w := writes{delta: map[string]int{}}
@@ -173,13 +189,17 @@ func (s *store) plan(es []event.Envelope, created map[int]event.OrderCreatedPayl
 }
 
 func (s *store) planReserve(e event.Envelope, p event.OrderCreatedPayload, r *batchReads, w *writes) (outcome, error) {
-	if r.decided[e.OrderID] {
+	switch r.decided[e.OrderID] {
+	case "":
+	case StatusCancelled:
+		return outcome{result: "cancelled"}, nil // cancelled before it got here: nothing to reserve
+	default:
 		return outcome{duplicate: true, result: "duplicate"}, nil
 	}
-	r.decided[e.OrderID] = true
 	lines := aggregate(p.Items)
 	resID := event.NewID()
 	d := decide(e.OrderID, p, lines, r.avail, resID)
+	r.decided[e.OrderID] = d.status
 	if d.status == StatusReserved {
 		held := &live{resID: resID}
 		for _, l := range lines {
@@ -205,7 +225,15 @@ func (s *store) planReserve(e event.Envelope, p event.OrderCreatedPayload, r *ba
 
 func (s *store) planRelease(e event.Envelope, r *batchReads, w *writes) (outcome, error) {
 	l := r.releasable[e.OrderID]
-	if l == nil {
+	switch {
+	case l == nil && e.EventType == event.DeliveryCancelled && r.decided[e.OrderID] == "":
+		// Cancelled before its order.created got here: a CANCELLED reservation holds the order's
+		// place, so the order.created that follows reserves nothing.
+		r.decided[e.OrderID] = StatusCancelled
+		w.resIDs, w.resOrders = append(w.resIDs, event.NewID()), append(w.resOrders, e.OrderID)
+		w.resStatus, w.resReason = append(w.resStatus, StatusCancelled), append(w.resReason, event.ReasonOrderCancelled)
+		return outcome{result: "cancelled"}, nil
+	case l == nil:
 		return outcome{result: "ignored"}, nil // nothing held: rejected, or released before
 	}
 	delete(r.releasable, e.OrderID) // a second payment.failed releases nothing
@@ -214,7 +242,8 @@ func (s *store) planRelease(e event.Envelope, r *batchReads, w *writes) (outcome
 		w.delta[h.item] -= h.qty
 	}
 	w.released = append(w.released, l.resID)
-	out, err := s.factory.Caused(e, event.InventoryReleased, event.InventoryReleasedPayload{OrderID: e.OrderID, ReservationID: l.resID, Reason: "PAYMENT_FAILED"})
+	out, err := s.factory.Caused(e, event.InventoryReleased, event.InventoryReleasedPayload{OrderID: e.OrderID, ReservationID: l.resID,
+		Reason: releaseReason(e)})
 	if err != nil {
 		return outcome{}, err
 	}

@@ -19,9 +19,9 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		reservations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inventory_reservations_total",
-			Help: "Orders decided, by result (reserved, rejected) and rejection reason."}, []string{"result", "reason"}),
+			Help: "Orders decided, by result (reserved, rejected, cancelled: cancelled before it was decided) and reason."}, []string{"result", "reason"}),
 		releases: prometheus.NewCounter(prometheus.CounterOpts{Name: "inventory_releases_total",
-			Help: "Reservations released after payment.failed."}),
+			Help: "Reservations released after payment.failed or an accepted cancellation (delivery.cancelled)."}),
 		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "inventory_events_ignored_total",
 			Help: "Events acknowledged without effect, by type (other events on consumed topics)."}, []string{"type"}),
 		available: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "inventory_stock_available",
@@ -37,7 +37,7 @@ type consumer struct {
 }
 
 // handle is the consumer handler: it applies a partition's events in one transaction (see apply).
-// order.created reserves, payment.failed releases; anything else on the consumed topics
+// order.created reserves, payment.failed and delivery.cancelled release; anything else on the consumed topics
 // (payment.authorized, future additive events) is acknowledged and counted.
 func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 	created := map[int]event.OrderCreatedPayload{}
@@ -51,6 +51,10 @@ func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 			created[i] = p
 		case event.PaymentFailed:
 			if _, err := event.DecodePayload[event.PaymentPayload](e); err != nil {
+				return err
+			}
+		case event.DeliveryCancelled:
+			if _, err := event.DecodePayload[event.CancellationPayload](e); err != nil {
 				return err
 			}
 		}
@@ -67,6 +71,8 @@ func (c *consumer) handle(ctx context.Context, es []event.Envelope) error {
 			c.store.inbox.Duplicate()
 		case out.result == "released":
 			c.metrics.releases.Inc()
+		case out.result == "cancelled":
+			c.metrics.reservations.WithLabelValues("cancelled", event.ReasonOrderCancelled).Inc()
 		case out.result == "reserved" || out.result == "rejected":
 			c.metrics.reservations.WithLabelValues(out.result, out.reason).Inc()
 		}

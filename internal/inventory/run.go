@@ -49,7 +49,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	}
 	s.Group.Add(lifecycle.Component{Name: "stock-gauge", Run: func(ctx context.Context) error { return c.reportStock(ctx, ids) }})
 	s.Outbox(pool, outbox.RelayConfig{})
-	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicOrders, event.TopicPayments}, Handler: c.handle}); err != nil {
+	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicOrders, event.TopicPayments, event.TopicDelivery}, Handler: c.handle}); err != nil {
 		return err
 	}
 	(&api{store: st, log: s.Log, tokens: s.PageTokens}).routes(s.Mux)

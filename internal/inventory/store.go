@@ -19,6 +19,8 @@ import (
 const (
 	StatusReserved = "RESERVED"
 	StatusRejected = "REJECTED"
+	// StatusCancelled holds the place of an order cancelled before its order.created arrived.
+	StatusCancelled = "CANCELLED"
 	StatusReleased = "RELEASED"
 )
 

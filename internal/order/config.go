@@ -19,6 +19,9 @@ type Config struct {
 	Group  string   // consumer group following the saga's outcome events
 	// DedupRetention is how long Idempotency-Keys are kept.
 	DedupRetention time.Duration
+	// Deadline is how long an order may take to reach DELIVERY_ASSIGNED before it is cancelled
+	// with reason DEADLINE_EXCEEDED.
+	Deadline time.Duration
 }
 
 // Configure reads every variable of the service from e (which records them for the generated
@@ -37,5 +40,7 @@ func Configure(e *config.Env) Config {
 	c.CORS = e.List("ORDER_CORS_ORIGINS", "", "Origins whose pages may call the API from a browser (e.g. the tracking page, http://127.0.0.1:8080); empty: none (CORS off).")
 	c.Group = e.String("ORDER_CONSUMER_GROUP", event.GroupOrder, "Kafka consumer group that follows the saga's outcome events to keep each order's status. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
 	c.DedupRetention = service.DedupRetention(e)
+	c.Deadline = e.Duration("ORDER_DEADLINE", 30*time.Minute, "How long an order may take to reach DELIVERY_ASSIGNED (waiting for a driver included); after it, the order is cancelled with reason DEADLINE_EXCEEDED. The sweeper looks every tenth of it (between 100 ms and 10 s).")
+	e.Check(c.Deadline >= time.Second, "ORDER_DEADLINE must be at least 1s")
 	return c
 }

@@ -16,6 +16,7 @@ import (
 type orders interface {
 	create(ctx context.Context, o newOrder, idemKey string) (Order, bool, error)
 	get(ctx context.Context, id string) (Order, error)
+	cancel(ctx context.Context, id, comment string) (Order, error)
 }
 
 type api struct {
@@ -29,8 +30,10 @@ func (a *api) routes(mux *httpx.Mux) {
 	mux.CORS = &a.cors
 	mux.Customer("POST /api/orders", a.create)
 	mux.Customer("GET /api/orders/{orderId}", a.get)
+	mux.Customer("POST /api/orders/{orderId}/cancel", a.cancel)
 	mux.Customer("OPTIONS /api/orders", a.cors.Preflight)
 	mux.Customer("OPTIONS /api/orders/{orderId}", a.cors.Preflight)
+	mux.Customer("OPTIONS /api/orders/{orderId}/cancel", a.cors.Preflight)
 }
 
 func (a *api) create(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,7 @@ import (
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/lifecycle"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/service"
@@ -37,7 +38,10 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		return err
 	}
 	s.Purge(pool, pg.Retention{Table: "idempotency_keys", Column: "created_at", Keep: cfg.DedupRetention})
-	a := &api{store: &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}, limits: cfg.Limits, log: s.Log,
+	st := &store{pool: pool, factory: event.Factory{Producer: Name}, now: time.Now}
+	sw := newSweeper(st, cfg.Deadline, s.Reg, s.Log)
+	s.Group.Add(lifecycle.Component{Name: "deadline-sweeper", Run: sw.run})
+	a := &api{store: st, limits: cfg.Limits, log: s.Log,
 		cors: httpx.CORS{Origins: cfg.CORS, Methods: []string{"GET", "POST"}, Headers: []string{"Content-Type", "Idempotency-Key"}}}
 	a.routes(s.Mux)
 	return nil

@@ -23,6 +23,8 @@ type Order struct {
 	Status      string       `json:"status"`
 	CreatedAt   time.Time    `json:"createdAt"`
 	Items       []event.Item `json:"items,omitempty"`
+	// Cancellation is set once a cancellation was asked for (see Status for whether it took effect).
+	Cancellation *Cancellation `json:"cancellation,omitempty"`
 }
 
 // ErrIdempotencyMismatch: the Idempotency-Key was used before with a different request.
@@ -118,12 +120,15 @@ func (s *store) get(ctx context.Context, id string) (Order, error) {
 // transaction's).
 func readOrder(ctx context.Context, send func(context.Context, *pgx.Batch) error, id string) (Order, error) {
 	var o Order
+	var cReason, cComment *string
+	var cAt *time.Time
 	found := false
 	b := &pgx.Batch{}
-	b.Queue(`SELECT order_id::text, customer_id, currency, total_amount, status, created_at FROM orders WHERE order_id = $1`, id).
+	b.Queue(`SELECT order_id::text, customer_id, currency, total_amount, status, created_at, cancel_reason, cancel_comment, cancel_requested_at
+		FROM orders WHERE order_id = $1`, id).
 		Query(func(rows pgx.Rows) error {
-			_, err := pgx.ForEachRow(rows, []any{&o.OrderID, &o.CustomerID, &o.Currency, &o.TotalAmount, &o.Status, &o.CreatedAt},
-				func() error { found = true; return nil })
+			_, err := pgx.ForEachRow(rows, []any{&o.OrderID, &o.CustomerID, &o.Currency, &o.TotalAmount, &o.Status, &o.CreatedAt,
+				&cReason, &cComment, &cAt}, func() error { found = true; return nil })
 			return err
 		})
 	b.Queue(`SELECT item_id, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY line_no`, id).
@@ -141,5 +146,11 @@ func readOrder(ctx context.Context, send func(context.Context, *pgx.Batch) error
 		return Order{}, ErrNotFound
 	}
 	o.CreatedAt = o.CreatedAt.UTC()
+	if cReason != nil && cAt != nil {
+		o.Cancellation = &Cancellation{Reason: *cReason, RequestedAt: cAt.UTC()}
+		if cComment != nil {
+			o.Cancellation.Comment = *cComment
+		}
+	}
 	return o, nil
 }

@@ -65,7 +65,7 @@ func (t *tracker) handle(ctx context.Context, es []event.Envelope) error {
 	ranks := make([]int32, 0, len(latest))
 	for id, c := range latest {
 		ids, statuses, ats = append(ids, id), append(statuses, c.status), append(ats, c.at)
-		ranks = append(ranks, int32(c.rank)) //nolint:gosec // ranks are 0..4
+		ranks = append(ranks, int32(c.rank)) //nolint:gosec // ranks are 0..5
 	}
 	tag, err := t.pool.Exec(ctx, `UPDATE orders o SET status = u.s, status_rank = u.r, status_at = u.at
 		FROM unnest($1::text[]::uuid[], $2::text[], $3::int[], $4::timestamptz[]) AS u(id, s, r, at)

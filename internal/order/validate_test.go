@@ -21,6 +21,9 @@ func (fakeOrders) create(_ context.Context, o newOrder, _ string) (Order, bool, 
 		Currency: o.Currency, Status: "CREATED", CreatedAt: time.Unix(0, 0).UTC()}, false, nil
 }
 func (fakeOrders) get(context.Context, string) (Order, error) { return Order{}, ErrNotFound }
+func (fakeOrders) cancel(context.Context, string, string) (Order, error) {
+	return Order{}, ErrNotFound
+}
 
 func testAPI() http.Handler {
 	mux := httpx.NewMux(httpx.GuardConfig{})

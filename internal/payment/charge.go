@@ -16,19 +16,24 @@ import (
 	"github.com/orderflow/orderflow/internal/platform/redislock"
 )
 
-// charge is one inventory.reserved on its way to a payment; record fills pay and dup.
+// charge is one event on its way to the order's payments row: an inventory.reserved to charge, or
+// a delivery.cancelled (cancel set) to refund or to stop a later charge. record fills pay and dup.
 type charge struct {
-	e   event.Envelope
-	pl  event.InventoryPayload
-	pay Payment
-	dup bool // a unique constraint already held this charge: nothing written, nothing published
+	e      event.Envelope
+	pl     event.InventoryPayload
+	cancel *event.CancellationPayload
+	pay    Payment
+	dup    bool // a unique constraint already held this charge: nothing written, nothing published
+	// outcome of a cancellation, or of a charge the order's cancellation stopped (see cancelOutcome*)
+	outcome string
 }
 
 // errLockHeld fails a batch of several events when another instance holds one of their orders'
 // locks: the runner hands the batch over in halves, and a single event waits for its lock.
 var errLockHeld = errors.New("a payment lock of the batch is held elsewhere")
 
-// handle is the consumer handler: the three layers (docs/payment.md) for a partition's events, in
+// handle is the consumer handler: the three layers (docs/payment.md) for a partition's charges and
+// refunds, in
 // four round trips whatever their number — one Redis pipeline takes the locks and checks the dedup
 // cache, a two-round-trip transaction writes every payment and its event, one pipeline marks the
 // events and releases the locks. A second event of an order already in the batch goes in a later
@@ -40,15 +45,22 @@ func (p *processor) handle(ctx context.Context, es []event.Envelope) error {
 		ignored []event.Type
 	)
 	for _, e := range es {
-		if e.EventType != event.InventoryReserved {
+		switch e.EventType {
+		case event.InventoryReserved:
+			pl, err := event.DecodePayload[event.InventoryPayload](e)
+			if err != nil {
+				return err
+			}
+			todo = append(todo, &charge{e: e, pl: pl})
+		case event.DeliveryCancelled:
+			pl, err := event.DecodePayload[event.CancellationPayload](e)
+			if err != nil {
+				return err
+			}
+			todo = append(todo, &charge{e: e, cancel: &pl})
+		default:
 			ignored = append(ignored, e.EventType)
-			continue
 		}
-		pl, err := event.DecodePayload[event.InventoryPayload](e)
-		if err != nil {
-			return err
-		}
-		todo = append(todo, &charge{e: e, pl: pl})
 	}
 	for len(todo) > 0 {
 		var round, later []*charge
@@ -164,6 +176,9 @@ func (p *processor) release(ctx context.Context, done []string, locks []*redislo
 // for the order) is marked dup: nothing is written or published for it.
 func (p *processor) record(ctx context.Context, todo []*charge) error {
 	for _, c := range todo {
+		if c.cancel != nil {
+			continue
+		}
 		reason, err := p.gateway.Decide(ctx, c.e.OrderID, c.pl.CustomerID, c.pl.Amount)
 		if err != nil {
 			return err
@@ -177,8 +192,13 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 	// Two round trips: the inserts with the BEGIN, the events of the rows inserted with the COMMIT.
 	return pg.InBatchTx(ctx, p.pool, func(tx *pg.BatchTx) error {
 		b := &pgx.Batch{}
+		now := p.now().UTC().Truncate(time.Microsecond)
 		for _, c := range todo {
-			c.dup = false
+			c.dup, c.outcome = false, ""
+			if c.cancel != nil {
+				p.queueCancel(b, c, now)
+				continue
+			}
 			b.Queue(insertPayment, c.pay.OrderID, c.pay.IdempotencyKey, c.pay.CustomerID, c.pay.Amount,
 				c.pay.Currency, c.pay.Status, c.pay.FailureReason, c.pay.CreatedAt).QueryRow(func(row pgx.Row) error {
 				err := row.Scan(&c.pay.PaymentID)
@@ -195,12 +215,20 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 		if err := tx.Read(ctx, b); err != nil {
 			return fmt.Errorf("insert payments: %w", err)
 		}
+		if err := p.explainDups(ctx, tx, todo); err != nil {
+			return err
+		}
 		var outs []event.Envelope
 		for _, c := range todo {
-			if c.dup {
+			if c.dup || c.outcome == cancelOutcomeBeforeCharge {
 				continue
 			}
-			out, err := p.factory.Caused(c.e, paymentEventType(c.pay), paymentPayload(c.pay))
+			typ, payload := paymentEventType(c.pay), any(paymentPayload(c.pay))
+			if c.cancel != nil {
+				typ, payload = event.PaymentRefunded, event.PaymentRefundedPayload{PaymentID: c.pay.PaymentID, OrderID: c.pay.OrderID,
+					Amount: c.pay.Amount, Currency: c.pay.Currency, Reason: c.cancel.Reason}
+			}
+			out, err := p.factory.Caused(c.e, typ, payload)
 			if err != nil {
 				return err
 			}
@@ -208,4 +236,73 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 		}
 		return outbox.Caused(tx, outs...)
 	})
+}
+
+// Outcomes of a delivery.cancelled (and of a charge that came after one), for the metrics.
+const (
+	cancelOutcomeRefunded     = "refunded"          // the authorized payment was refunded
+	cancelOutcomeBeforeCharge = "before_charge"     // no payment yet: none will be made
+	cancelOutcomeNothing      = "nothing_to_refund" // declined, or refunded or cancelled before (a duplicate)
+	cancelOutcomeChargeSkip   = "charge_skipped"    // an inventory.reserved for an order cancelled before
+)
+
+// cancelPayment is layer 3 for a cancellation: the order's row becomes CANCELLED when it has none
+// yet (a later charge conflicts with it and charges nothing), or AUTHORIZED becomes REFUNDED once.
+// Any other row (declined, refunded, cancelled) is left as it is and nothing is returned.
+const cancelPayment = `INSERT INTO payments (order_id, idempotency_key, status, cancel_reason, created_at)
+	VALUES ($1, $2, 'CANCELLED', $3, $4)
+	ON CONFLICT (order_id) DO UPDATE SET status = 'REFUNDED', refund_key = EXCLUDED.idempotency_key,
+		refunded_at = EXCLUDED.created_at, cancel_reason = EXCLUDED.cancel_reason
+	WHERE payments.status = 'AUTHORIZED'
+	RETURNING payment_id, status, coalesce(amount, 0), coalesce(currency, '')`
+
+// queueCancel queues a cancellation's statement and fills c.pay and c.outcome from its result.
+func (p *processor) queueCancel(b *pgx.Batch, c *charge, now time.Time) {
+	c.outcome = cancelOutcomeNothing
+	b.Queue(cancelPayment, c.e.OrderID, c.e.EventID, c.cancel.Reason, now).QueryRow(func(row pgx.Row) error {
+		c.pay.OrderID = c.e.OrderID
+		err := row.Scan(&c.pay.PaymentID, &c.pay.Status, &c.pay.Amount, &c.pay.Currency)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			c.dup = true
+			return nil
+		case err != nil:
+			return fmt.Errorf("cancel payment: %w", err)
+		case c.pay.Status == StatusCancelled:
+			c.outcome = cancelOutcomeBeforeCharge
+		default:
+			c.outcome = cancelOutcomeRefunded
+		}
+		return nil
+	})
+}
+
+// explainDups tells, for charges a unique constraint refused, the duplicates from the charges of
+// orders cancelled before (one more round trip, only when a charge was refused).
+func (p *processor) explainDups(ctx context.Context, tx *pg.BatchTx, todo []*charge) error {
+	var orders []string
+	for _, c := range todo {
+		if c.dup && c.cancel == nil {
+			orders = append(orders, c.e.OrderID)
+		}
+	}
+	if len(orders) == 0 {
+		return nil
+	}
+	cancelled := map[string]bool{}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT order_id FROM payments WHERE order_id = ANY($1) AND status = 'CANCELLED'`, orders).Query(func(rows pgx.Rows) error {
+		var o string
+		_, err := pgx.ForEachRow(rows, []any{&o}, func() error { cancelled[o] = true; return nil })
+		return err
+	})
+	if err := tx.Read(ctx, b); err != nil {
+		return fmt.Errorf("read cancelled payments: %w", err)
+	}
+	for _, c := range todo {
+		if c.dup && c.cancel == nil && cancelled[c.e.OrderID] {
+			c.outcome = cancelOutcomeChargeSkip
+		}
+	}
+	return nil
 }

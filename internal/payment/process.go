@@ -26,6 +26,7 @@ type metrics struct {
 	duration    prometheus.Histogram
 	ignored     *prometheus.CounterVec
 	degraded    *prometheus.CounterVec
+	cancels     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -46,10 +47,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Events acknowledged without effect (inventory.rejected, inventory.released, ...)."}, []string{"type"}),
 		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "payment_redis_degraded_total",
 			Help: "Redis operations that failed; processing continued on the database layer."}, []string{"op"}),
+		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "payment_cancellations_total",
+			Help: "Accepted cancellations (delivery.cancelled) by outcome: refunded, before_charge (no charge will be made), nothing_to_refund; charge_skipped counts charges that came after the cancellation. Counted after commit."},
+			[]string{"outcome"}),
 	}
-	reg.MustRegister(m.processed, m.failed, m.duplicate, m.redisHit, m.dbHit, m.lockTimeout, m.duration, m.ignored, m.degraded)
+	reg.MustRegister(m.processed, m.failed, m.duplicate, m.redisHit, m.dbHit, m.lockTimeout, m.duration, m.ignored, m.degraded, m.cancels)
 	return m
 }
+
+// Payment statuses beyond the wire's AUTHORIZED and FAILED: REFUNDED (authorized, then refunded
+// after the order's cancellation) and CANCELLED (the order was cancelled before any charge).
+const (
+	StatusRefunded  = "REFUNDED"
+	StatusCancelled = "CANCELLED"
+)
 
 // Payment is a payments row.
 type Payment struct {
@@ -62,6 +73,7 @@ type Payment struct {
 	Status         string      `json:"status"`
 	FailureReason  *string     `json:"failureReason"`
 	CreatedAt      time.Time   `json:"createdAt"`
+	RefundedAt     *time.Time  `json:"refundedAt,omitempty"`
 }
 
 // processor applies the three layers around one transaction (DESIGN.md §4, docs/payment.md).
@@ -91,6 +103,8 @@ func (p *processor) countRedisHit() {
 // constraints caught (layer 3).
 func (p *processor) countRecorded(c *charge) {
 	switch {
+	case c.outcome != "":
+		p.metrics.cancels.WithLabelValues(c.outcome).Inc()
 	case c.dup:
 		p.metrics.dbHit.Inc()
 		p.metrics.duplicate.Inc()
@@ -129,12 +143,17 @@ var ErrNotFound = errors.New("payment not found")
 
 func (p *processor) get(ctx context.Context, orderID string) (Payment, error) {
 	var pay Payment
-	err := p.pool.QueryRow(ctx, `SELECT payment_id, order_id, idempotency_key, customer_id, amount, currency, status, failure_reason, created_at
+	err := p.pool.QueryRow(ctx, `SELECT payment_id, order_id, idempotency_key, coalesce(customer_id, ''), coalesce(amount, 0),
+		coalesce(currency, ''), status, failure_reason, created_at, refunded_at
 		FROM payments WHERE order_id = $1`, orderID).Scan(&pay.PaymentID, &pay.OrderID, &pay.IdempotencyKey, &pay.CustomerID,
-		&pay.Amount, &pay.Currency, &pay.Status, &pay.FailureReason, &pay.CreatedAt)
+		&pay.Amount, &pay.Currency, &pay.Status, &pay.FailureReason, &pay.CreatedAt, &pay.RefundedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return pay, ErrNotFound
 	}
 	pay.CreatedAt = pay.CreatedAt.UTC()
+	if pay.RefundedAt != nil {
+		t := pay.RefundedAt.UTC()
+		pay.RefundedAt = &t
+	}
 	return pay, err
 }

@@ -86,7 +86,8 @@ type Cassandra struct {
 }
 
 var viewColumns = []string{FCustomerID, FTotalAmount, FCurrency, FStatus, FCreatedAt, FUpdatedAt, FPaymentID, FDeliveryID,
-	FDriverName, FETA, FReservationID, FRejectionReason, FFailureReason, FDeliveredAt, FLastEventAt, FWaitingSince}
+	FDriverName, FETA, FReservationID, FRejectionReason, FFailureReason, FDeliveredAt, FLastEventAt, FWaitingSince,
+	FCancelReason, FCancelledAt, FRefundedAt}
 
 // Apply writes the mutation alone: the view cells of each write in one UPDATE … USING TIMESTAMP,
 // the history row and, for order.created, the customer row, in one unlogged batch (the view and
@@ -152,12 +153,13 @@ func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
 		status, customer, currency, delivery, driver *string
 		reservation, rejection, failure              *string
 		created, updated, eta, delivered, last       *time.Time
-		waiting                                      *time.Time
+		waiting, cancelledAt, refunded               *time.Time
+		cancelReason                                 *string
 		payment                                      *int64
 	)
 	var total *inf.Dec // nil while order.created has not been projected (the driver refuses null into inf.Dec)
 	ok := sc.Scan(&v.OrderID, &customer, &total, &currency, &status, &created, &updated, &payment, &delivery, &driver, &eta,
-		&reservation, &rejection, &failure, &delivered, &last, &waiting)
+		&reservation, &rejection, &failure, &delivered, &last, &waiting, &cancelReason, &cancelledAt, &refunded)
 	if !ok {
 		return false
 	}
@@ -168,13 +170,14 @@ func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
 		return *p
 	}
 	v.CustomerID, v.Currency, v.Status, v.DeliveryID, v.DriverName = str(customer), str(currency), str(status), str(delivery), str(driver)
-	v.ReservationID, v.RejectionReason, v.FailureReason = str(reservation), str(rejection), str(failure)
+	v.ReservationID, v.RejectionReason, v.FailureReason, v.CancelReason = str(reservation), str(rejection), str(failure), str(cancelReason)
 	v.TotalAmount = fromInf(total)
 	v.PaymentID = payment
 	for _, pair := range []struct {
 		dst **time.Time
 		src *time.Time
-	}{{&v.CreatedAt, created}, {&v.UpdatedAt, updated}, {&v.EstimatedDeliveryTime, eta}, {&v.DeliveredAt, delivered}, {&v.LastEventAt, last}, {&v.WaitingSince, waiting}} {
+	}{{&v.CreatedAt, created}, {&v.UpdatedAt, updated}, {&v.EstimatedDeliveryTime, eta}, {&v.DeliveredAt, delivered}, {&v.LastEventAt, last}, {&v.WaitingSince, waiting},
+		{&v.CancelledAt, cancelledAt}, {&v.RefundedAt, refunded}} {
 		if pair.src != nil && !pair.src.IsZero() {
 			t := pair.src.UTC()
 			*pair.dst = &t

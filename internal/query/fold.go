@@ -24,6 +24,7 @@ const (
 	StatusPaymentFailed     = event.OrderStatusPaymentFailed
 	StatusDeliveryAssigned  = event.OrderStatusDeliveryAssigned
 	StatusDelivered         = event.OrderStatusDelivered
+	StatusCancelled         = event.OrderStatusCancelled
 )
 
 // Terminal reports whether no further status change is expected (event.TerminalStatus).
@@ -48,6 +49,9 @@ const (
 	FETA             = "estimated_delivery_time"
 	FDeliveredAt     = "delivered_at"
 	FWaitingSince    = "waiting_since"
+	FCancelReason    = "cancel_reason"
+	FCancelledAt     = "cancelled_at"
+	FRefundedAt      = "refunded_at"
 	FLastEventAt     = "last_event_at"
 )
 
@@ -162,6 +166,36 @@ func Fold(e event.Envelope) (Mutation, error) {
 		}
 		fields[FWaitingSince] = p.WaitingSince.UTC()
 		m.History.Summary = "waiting for a free driver"
+	case event.OrderCancelled:
+		p, err := event.DecodePayload[event.OrderCancelledPayload](e)
+		if err != nil {
+			return m, err
+		}
+		m.History.Summary = "cancellation requested: " + p.Reason
+		if p.Comment != "" {
+			m.History.Summary += " (" + p.Comment + ")"
+		}
+	case event.DeliveryCancelled, event.CancellationRefused:
+		p, err := event.DecodePayload[event.CancellationPayload](e)
+		if err != nil {
+			return m, err
+		}
+		if e.EventType == event.CancellationRefused {
+			m.History.Summary = "cancellation refused: " + p.Refusal
+			break
+		}
+		fields[FCancelReason], fields[FCancelledAt] = p.Reason, occ
+		m.History.Summary = "cancelled: " + p.Reason
+		if p.DriverName != "" {
+			m.History.Summary += "; driver " + p.DriverName + " freed"
+		}
+	case event.PaymentRefunded:
+		p, err := event.DecodePayload[event.PaymentRefundedPayload](e)
+		if err != nil {
+			return m, err
+		}
+		fields[FRefundedAt] = occ
+		m.History.Summary = "payment refunded: " + p.Amount.String() + " " + p.Currency
 	default:
 		m.History.Summary = string(e.EventType)
 	}

@@ -33,6 +33,11 @@ type View struct {
 	// WaitingSince is when the order began waiting for a free driver (delivery.waiting); it stays
 	// after the assignment. With status PAYMENT_AUTHORIZED it means the order is waiting now.
 	WaitingSince *time.Time `json:"waitingSince,omitempty"`
+	// CancelReason and CancelledAt are set once the cancellation took effect (status CANCELLED);
+	// RefundedAt once the payment was refunded.
+	CancelReason string     `json:"cancelReason,omitempty"`
+	CancelledAt  *time.Time `json:"cancelledAt,omitempty"`
+	RefundedAt   *time.Time `json:"refundedAt,omitempty"`
 	LastEventAt  *time.Time `json:"lastEventAt"`
 }
 
@@ -92,6 +97,12 @@ func setField(v *View, field string, val any) {
 		v.DeliveredAt = timePtr(val)
 	case FWaitingSince:
 		v.WaitingSince = timePtr(val)
+	case FCancelReason:
+		v.CancelReason, _ = val.(string)
+	case FCancelledAt:
+		v.CancelledAt = timePtr(val)
+	case FRefundedAt:
+		v.RefundedAt = timePtr(val)
 	case FLastEventAt:
 		v.LastEventAt = timePtr(val)
 	}

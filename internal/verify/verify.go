@@ -20,7 +20,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/orderflow/orderflow/internal/delivery"
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/payment"
 	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
@@ -184,6 +186,7 @@ func Verify(ctx context.Context, cfg Config, progress io.Writer) (Report, error)
 	checkOrders(&rep, cfg, d)
 	checkView(&rep, cfg, d, st)
 	checkDelivery(&rep, cfg, d)
+	checkCancellations(&rep, cfg, d)
 	if err := checkDLQ(ctx, &rep, cfg); err != nil {
 		return rep, err
 	}
@@ -260,7 +263,12 @@ type data struct {
 	reservations map[string]reservation
 	payments     map[string][]paymentRow
 	deliveries   map[string]deliveryRow
-	drivers      []driverRow
+	// cancellations are delivery-service's decisions (refusal "" = accepted); cancelAsked the
+	// orders whose cancellation order-service asked for; waiting the orders in the driver queue.
+	cancellations map[string]string
+	cancelAsked   map[string]bool
+	waiting       map[string]bool
+	drivers       []driverRow
 	stock        []stockRow
 	held         map[string]int // item → units held by RESERVED reservations
 	views        map[string]query.View
@@ -295,7 +303,8 @@ func andIfFiltered(ids []string) string {
 // load reads every store; with ids it reads only those orders (and skips stock and drivers).
 func load(ctx context.Context, st stores, ids []string) (*data, error) {
 	d := &data{orders: map[string]orderRow{}, createdEvent: map[string]bool{}, reservations: map[string]reservation{},
-		payments: map[string][]paymentRow{}, deliveries: map[string]deliveryRow{}, held: map[string]int{}, views: map[string]query.View{}}
+		payments: map[string][]paymentRow{}, deliveries: map[string]deliveryRow{}, held: map[string]int{}, views: map[string]query.View{},
+		cancellations: map[string]string{}, cancelAsked: map[string]bool{}, waiting: map[string]bool{}}
 	filter := func(col string) string {
 		if ids == nil {
 			return ""
@@ -323,11 +332,27 @@ func load(ctx context.Context, st stores, ids []string) (*data, error) {
 		return rows.Err()
 	}
 	err := errors.Join(
-		q("order", `SELECT order_id::text, total_amount::text, status FROM orders`+filter("order_id::text"), func(r pgx.Rows) error {
+		q("order", `SELECT order_id::text, total_amount::text, status, cancel_requested_at IS NOT NULL FROM orders`+filter("order_id::text"), func(r pgx.Rows) error {
 			var o orderRow
 			var id string
-			err := r.Scan(&id, &o.total, &o.status)
+			var asked bool
+			err := r.Scan(&id, &o.total, &o.status, &asked)
 			d.orders[id] = o
+			if asked {
+				d.cancelAsked[id] = true
+			}
+			return err
+		}),
+		q("delivery", `SELECT order_id, coalesce(refusal, '') FROM cancellations`+filter("order_id"), func(r pgx.Rows) error {
+			var id, refusal string
+			err := r.Scan(&id, &refusal)
+			d.cancellations[id] = refusal
+			return err
+		}),
+		q("delivery", `SELECT order_id FROM waiting_orders`+filter("order_id"), func(r pgx.Rows) error {
+			var id string
+			err := r.Scan(&id)
+			d.waiting[id] = true
 			return err
 		}),
 		q("order", `SELECT record_key FROM (SELECT record_key, event_type FROM outbox) o`+filter("record_key")+andIfFiltered(ids)+` event_type = 'order.created'`, func(r pgx.Rows) error {
@@ -469,6 +494,9 @@ func expectedStatus(d *data, id string) string {
 		pay = &ps[0]
 	}
 	del, hasDel := d.deliveries[id]
+	if refusal, ok := d.cancellations[id]; ok && refusal == "" {
+		return query.StatusCancelled
+	}
 	switch {
 	case hasRes && res.status == "REJECTED":
 		return query.StatusInventoryRejected
@@ -503,7 +531,7 @@ func checkOrders(rep *Report, cfg Config, d *data) {
 	}
 	rep.add("every order has order.created", noEvent, cfg.MaxReport, "%d orders", len(d.orders))
 	rep.add("every order has a view row", noView, cfg.MaxReport, "%d view rows", len(d.views))
-	rep.add("every order terminal", notTerminal, cfg.MaxReport, "statuses DELIVERY_ASSIGNED, DELIVERED, INVENTORY_REJECTED, PAYMENT_FAILED")
+	rep.add("every order terminal", notTerminal, cfg.MaxReport, "statuses DELIVERY_ASSIGNED, DELIVERED, INVENTORY_REJECTED, PAYMENT_FAILED, CANCELLED")
 }
 
 // checkView compares each view row with its sources. On a live system a delivery can complete
@@ -553,7 +581,7 @@ func viewOffenders(d *data, only []string) map[string]string {
 			bad[id] = fmt.Sprintf("%s: view total %v, order %s", id, v.TotalAmount, o.total)
 			continue
 		}
-		if ps := d.payments[id]; len(ps) > 0 && (v.PaymentID == nil || *v.PaymentID != ps[0].id) {
+		if ps := d.payments[id]; len(ps) > 0 && ps[0].status != payment.StatusCancelled && (v.PaymentID == nil || *v.PaymentID != ps[0].id) {
 			bad[id] = fmt.Sprintf("%s: view payment %v, payments table %d", id, v.PaymentID, ps[0].id)
 			continue
 		}
@@ -578,9 +606,13 @@ func checkDelivery(rep *Report, cfg Config, d *data) {
 			bad = append(bad, fmt.Sprintf("driver %d: counter %d, assigned deliveries %d", dr.id, dr.active, dr.assigned))
 		}
 	}
-	for id := range d.deliveries {
-		if ps := d.payments[id]; len(ps) == 0 || ps[0].status != event.PaymentStatusAuthorized {
-			bad = append(bad, id+": delivered without an authorized payment")
+	for id, del := range d.deliveries {
+		want := event.PaymentStatusAuthorized
+		if del.status == delivery.StatusCancelled {
+			want = payment.StatusRefunded
+		}
+		if ps := d.payments[id]; len(ps) == 0 || ps[0].status != want {
+			bad = append(bad, fmt.Sprintf("%s: delivery %s without a payment %s", id, del.status, want))
 		}
 	}
 	rep.add("drivers within capacity", bad, cfg.MaxReport, "%d drivers, %d deliveries (one per order by constraint)", len(d.drivers), len(d.deliveries))
@@ -617,4 +649,54 @@ func checkDLQ(ctx context.Context, rep *Report, cfg Config) error {
 	}
 	rep.add("dead-letter topics", bad, cfg.MaxReport+1, "%d records of this system's groups (expected %d; %d of other groups ignored)", total, cfg.AllowDLQ, foreign)
 	return nil
+}
+
+// checkCancellations checks what a cancellation must leave behind: an accepted one holds no stock,
+// no net charge, no driver and no place in the queue; a refused one only ever concerns a delivered
+// order; a refund only follows an accepted cancellation, and a delivered order is never refunded;
+// every cancellation order-service asked for was decided by delivery-service.
+func checkCancellations(rep *Report, cfg Config, d *data) {
+	var bad []string
+	accepted := 0
+	for id, refusal := range d.cancellations {
+		del, hasDel := d.deliveries[id]
+		if refusal != "" {
+			if !hasDel || del.status != delivery.StatusDelivered {
+				bad = append(bad, fmt.Sprintf("%s: cancellation refused (%s) but the delivery is %q", id, refusal, del.status))
+			}
+			continue
+		}
+		accepted++
+		if r, ok := d.reservations[id]; ok && r.status == "RESERVED" {
+			bad = append(bad, id+": cancelled but its reservation still holds stock")
+		}
+		if ps := d.payments[id]; len(ps) > 0 && ps[0].status == event.PaymentStatusAuthorized {
+			bad = append(bad, id+": cancelled but its payment is still charged (authorized, not refunded)")
+		}
+		if hasDel && del.status != delivery.StatusCancelled {
+			bad = append(bad, fmt.Sprintf("%s: cancelled but its delivery is %s", id, del.status))
+		}
+		if d.waiting[id] {
+			bad = append(bad, id+": cancelled but still in the driver queue")
+		}
+	}
+	for id, ps := range d.payments {
+		if len(ps) == 0 || ps[0].status != payment.StatusRefunded {
+			continue
+		}
+		if refusal, ok := d.cancellations[id]; !ok || refusal != "" {
+			bad = append(bad, id+": refunded without an accepted cancellation")
+		}
+		if del, ok := d.deliveries[id]; ok && del.status == delivery.StatusDelivered {
+			bad = append(bad, id+": delivered and refunded")
+		}
+	}
+	for id := range d.cancelAsked {
+		if _, ok := d.cancellations[id]; !ok {
+			bad = append(bad, id+": cancellation asked for but never decided by delivery-service")
+		}
+	}
+	rep.add("cancellations compensated", bad, cfg.MaxReport,
+		"%d asked, %d accepted, %d refused: no stock, net charge, driver or queue place left; refunds only after an accepted cancellation, never after a delivery",
+		len(d.cancelAsked), accepted, len(d.cancellations)-accepted)
 }
