@@ -49,7 +49,7 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req cancelRequest
-	if r.ContentLength != 0 || r.Header.Get("Content-Type") != "" {
+	if r.ContentLength != 0 { // the body is optional
 		if p := httpx.DecodeJSON(w, r, a.limits.MaxBodyBytes, &req); p != nil {
 			httpx.WriteProblem(w, r, p)
 			return

@@ -47,6 +47,30 @@ func saga(t testing.TB, orderID string) []event.Envelope {
 	}
 }
 
+// cancelledSaga is an order cancelled after its driver was assigned: the first four events of saga,
+// then the request, delivery-service's acceptance and the two compensations.
+func cancelledSaga(t testing.TB, orderID string) []event.Envelope {
+	t.Helper()
+	evs := saga(t, orderID)[:4]
+	base := evs[3].OccurredAt
+	step := 0
+	f := event.Factory{Producer: "test", Now: func() time.Time { step++; return base.Add(time.Duration(step) * time.Second) }}
+	mk := func(typ event.Type, p any) event.Envelope {
+		e, err := f.New(typ, orderID, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	return append(evs,
+		mk(event.OrderCancelled, event.OrderCancelledPayload{OrderID: orderID, Reason: event.ReasonCustomerRequest, Comment: "changed my mind"}),
+		mk(event.DeliveryCancelled, event.CancellationPayload{OrderID: orderID, Reason: event.ReasonCustomerRequest,
+			DeliveryID: "DEL-000000000001", DriverName: "Ada Lovelace"}),
+		mk(event.PaymentRefunded, event.PaymentRefundedPayload{PaymentID: 9, OrderID: orderID, Amount: event.MustMoney("42.50"),
+			Currency: "EUR", Reason: event.ReasonCustomerRequest}),
+		mk(event.InventoryReleased, event.InventoryReleasedPayload{OrderID: orderID, ReservationID: "r-1", Reason: event.ReasonOrderCancelled}))
+}
+
 // withID rewrites the order id so that every permutation run gets its own row.
 func withID(evs []event.Envelope, id string) []event.Envelope {
 	out := make([]event.Envelope, len(evs))
@@ -231,6 +255,25 @@ func contract(t *testing.T, newStore func() Store, full bool, sample int) {
 		}
 	}
 	t.Logf("%d arrival orders converged to the same row", len(orders))
+
+	// A cancelled order converges to CANCELLED (rank 5 outranks every status it can follow) with
+	// its reason and refund, whatever the arrival order.
+	cancelled := cancelledSaga(t, uuid.NewString())
+	want = ""
+	for i := 0; i < max(sample, 100); i++ {
+		evs := withID(cancelled, uuid.NewString())
+		v := runPermutation(t, st, evs, rng.Perm(len(evs)), rng)
+		if v.Status != StatusCancelled || v.CancelReason != event.ReasonCustomerRequest || v.CancelledAt == nil ||
+			!v.CancelledAt.Equal(evs[5].OccurredAt) || v.RefundedAt == nil || v.PaymentID == nil {
+			t.Fatalf("cancelled order folded to %+v", v)
+		}
+		got := normalized(t, v)
+		if want == "" {
+			want = got
+		} else if got != want {
+			t.Fatalf("cancelled order converged to\n%s\nwant\n%s", got, want)
+		}
+	}
 }
 
 func TestMemoryStoreConverges(t *testing.T) {
