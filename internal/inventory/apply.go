@@ -71,10 +71,10 @@ type live struct {
 
 // batchReads is what the first round trip of a batch learns, everything under lock.
 type batchReads struct {
-	fresh      map[string]bool  // event ids recorded now (not processed before)
+	fresh      map[string]bool   // event ids recorded now (not processed before)
 	decided    map[string]string // orders that already have a reservation (or were cancelled first) → its status
-	releasable map[string]*live // live reservations of the orders to release
-	avail      map[string]int   // locked stock rows
+	releasable map[string]*live  // live reservations of the orders to release
+	avail      map[string]int    // locked stock rows
 }
 
 // read records the relevant events in the inbox and reads and locks what deciding them needs:

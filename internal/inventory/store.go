@@ -21,7 +21,7 @@ const (
 	StatusRejected = "REJECTED"
 	// StatusCancelled holds the place of an order cancelled before its order.created arrived.
 	StatusCancelled = "CANCELLED"
-	StatusReleased = "RELEASED"
+	StatusReleased  = "RELEASED"
 )
 
 // Item is one stock row as the admin API shows it.

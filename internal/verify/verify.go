@@ -269,9 +269,9 @@ type data struct {
 	cancelAsked   map[string]bool
 	waiting       map[string]bool
 	drivers       []driverRow
-	stock        []stockRow
-	held         map[string]int // item → units held by RESERVED reservations
-	views        map[string]query.View
+	stock         []stockRow
+	held          map[string]int // item → units held by RESERVED reservations
+	views         map[string]query.View
 }
 
 type orderRow struct{ total, status string }
