@@ -71,11 +71,14 @@ func (p *InventoryPayload) Validate() error {
 	return nil
 }
 
-// InventoryReleasedPayload is the payload of inventory.released (compensation after payment.failed).
+// InventoryReleasedPayload is the payload of inventory.released: the reservation was given back
+// after payment.failed (Reason PAYMENT_FAILED) or an accepted cancellation (Reason ORDER_CANCELLED,
+// CancelReason the cancellation's reason), which payment-service refunds on.
 type InventoryReleasedPayload struct {
 	OrderID       string `json:"orderId"`
 	ReservationID string `json:"reservationId"`
 	Reason        string `json:"reason"`
+	CancelReason  string `json:"cancelReason,omitempty"`
 }
 
 // Payment statuses.

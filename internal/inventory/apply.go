@@ -242,8 +242,15 @@ func (s *store) planRelease(e event.Envelope, r *batchReads, w *writes) (outcome
 		w.delta[h.item] -= h.qty
 	}
 	w.released = append(w.released, l.resID)
-	out, err := s.factory.Caused(e, event.InventoryReleased, event.InventoryReleasedPayload{OrderID: e.OrderID, ReservationID: l.resID,
-		Reason: releaseReason(e)})
+	p := event.InventoryReleasedPayload{OrderID: e.OrderID, ReservationID: l.resID, Reason: releaseReason(e)}
+	if e.EventType == event.DeliveryCancelled {
+		c, err := event.DecodePayload[event.CancellationPayload](e)
+		if err != nil {
+			return outcome{}, err
+		}
+		p.CancelReason = c.Reason // payment-service refunds with it
+	}
+	out, err := s.factory.Caused(e, event.InventoryReleased, p)
 	if err != nil {
 		return outcome{}, err
 	}

@@ -1,6 +1,7 @@
 package payment
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,11 +18,12 @@ import (
 )
 
 // charge is one event on its way to the order's payments row: an inventory.reserved to charge, or
-// a delivery.cancelled (cancel set) to refund or to stop a later charge. record fills pay and dup.
+// an inventory.released after an accepted cancellation (cancel set, with the cancellation's reason)
+// to refund or to stop a later charge. record fills pay and dup.
 type charge struct {
 	e      event.Envelope
 	pl     event.InventoryPayload
-	cancel *event.CancellationPayload
+	cancel *string
 	pay    Payment
 	dup    bool // a unique constraint already held this charge: nothing written, nothing published
 	// outcome of a cancellation, or of a charge the order's cancellation stopped (see cancelOutcome*)
@@ -52,16 +54,22 @@ func (p *processor) handle(ctx context.Context, es []event.Envelope) error {
 				return err
 			}
 			todo = append(todo, &charge{e: e, pl: pl})
-		case event.DeliveryCancelled:
-			pl, err := event.DecodePayload[event.CancellationPayload](e)
+		case event.InventoryReleased:
+			pl, err := event.DecodePayload[event.InventoryReleasedPayload](e)
 			if err != nil {
 				return err
 			}
-			todo = append(todo, &charge{e: e, cancel: &pl})
+			if pl.Reason != event.ReasonOrderCancelled {
+				ignored = append(ignored, e.EventType) // released after payment.failed: nothing was charged
+				continue
+			}
+			reason := cmp.Or(pl.CancelReason, pl.Reason)
+			todo = append(todo, &charge{e: e, cancel: &reason})
 		default:
 			ignored = append(ignored, e.EventType)
 		}
 	}
+	todo, skipped := cancelledFirst(todo)
 	for len(todo) > 0 {
 		var round, later []*charge
 		orders := map[string]bool{}
@@ -81,7 +89,32 @@ func (p *processor) handle(ctx context.Context, es []event.Envelope) error {
 	for _, t := range ignored {
 		p.metrics.ignored.WithLabelValues(string(t)).Inc()
 	}
+	p.metrics.cancels.WithLabelValues(cancelOutcomeChargeSkip).Add(float64(skipped))
 	return nil
+}
+
+// cancelledFirst drops the charges of orders whose cancellation is in the same batch: the
+// reservation was released before payment-service got to it (typically after payment-service was
+// stopped), so the order is never charged; the cancellation still writes the order's CANCELLED row.
+// It returns the charges left and how many it dropped.
+func cancelledFirst(todo []*charge) ([]*charge, int) {
+	cancelled := map[string]bool{}
+	for _, c := range todo {
+		if c.cancel != nil {
+			cancelled[c.e.OrderID] = true
+		}
+	}
+	if len(cancelled) == 0 {
+		return todo, 0
+	}
+	kept := todo[:0]
+	for _, c := range todo {
+		if c.cancel == nil && cancelled[c.e.OrderID] {
+			continue
+		}
+		kept = append(kept, c)
+	}
+	return kept, len(todo) - len(kept)
 }
 
 // chargeRound runs the layers for events of distinct orders.
@@ -226,7 +259,7 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 			typ, payload := paymentEventType(c.pay), any(paymentPayload(c.pay))
 			if c.cancel != nil {
 				typ, payload = event.PaymentRefunded, event.PaymentRefundedPayload{PaymentID: c.pay.PaymentID, OrderID: c.pay.OrderID,
-					Amount: c.pay.Amount, Currency: c.pay.Currency, Reason: c.cancel.Reason}
+					Amount: c.pay.Amount, Currency: c.pay.Currency, Reason: *c.cancel}
 			}
 			out, err := p.factory.Caused(c.e, typ, payload)
 			if err != nil {
@@ -238,12 +271,12 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 	})
 }
 
-// Outcomes of a delivery.cancelled (and of a charge that came after one), for the metrics.
+// Outcomes of a cancellation (and of a charge that came after one), for the metrics.
 const (
 	cancelOutcomeRefunded     = "refunded"          // the authorized payment was refunded
 	cancelOutcomeBeforeCharge = "before_charge"     // no payment yet: none will be made
 	cancelOutcomeNothing      = "nothing_to_refund" // declined, or refunded or cancelled before (a duplicate)
-	cancelOutcomeChargeSkip   = "charge_skipped"    // an inventory.reserved for an order cancelled before
+	cancelOutcomeChargeSkip   = "charge_skipped"    // an inventory.reserved for an order cancelled before (or in the same batch)
 )
 
 // cancelPayment is layer 3 for a cancellation: the order's row becomes CANCELLED when it has none
@@ -259,7 +292,7 @@ const cancelPayment = `INSERT INTO payments (order_id, idempotency_key, status, 
 // queueCancel queues a cancellation's statement and fills c.pay and c.outcome from its result.
 func (p *processor) queueCancel(b *pgx.Batch, c *charge, now time.Time) {
 	c.outcome = cancelOutcomeNothing
-	b.Queue(cancelPayment, c.e.OrderID, c.e.EventID, c.cancel.Reason, now).QueryRow(func(row pgx.Row) error {
+	b.Queue(cancelPayment, c.e.OrderID, c.e.EventID, *c.cancel, now).QueryRow(func(row pgx.Row) error {
 		c.pay.OrderID = c.e.OrderID
 		err := row.Scan(&c.pay.PaymentID, &c.pay.Status, &c.pay.Amount, &c.pay.Currency)
 		switch {

@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "payment_redis_degraded_total",
 			Help: "Redis operations that failed; processing continued on the database layer."}, []string{"op"}),
 		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "payment_cancellations_total",
-			Help: "Accepted cancellations (delivery.cancelled) by outcome: refunded, before_charge (no charge will be made), nothing_to_refund; charge_skipped counts charges that came after the cancellation. Counted after commit."},
+			Help: "Accepted cancellations (inventory.released with reason ORDER_CANCELLED) by outcome: refunded, before_charge (no charge will be made), nothing_to_refund; charge_skipped counts charges that came after the cancellation or with it in one batch. Counted after commit."},
 			[]string{"outcome"}),
 	}
 	reg.MustRegister(m.processed, m.failed, m.duplicate, m.redisHit, m.dbHit, m.lockTimeout, m.duration, m.ignored, m.degraded, m.cancels)

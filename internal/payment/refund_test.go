@@ -14,8 +14,8 @@ import (
 
 func cancelEvent(t *testing.T, orderID string) event.Envelope {
 	t.Helper()
-	e, err := event.Factory{Producer: "delivery-service"}.New(event.DeliveryCancelled, orderID,
-		event.CancellationPayload{OrderID: orderID, Reason: event.ReasonCustomerRequest})
+	e, err := event.Factory{Producer: "inventory-service"}.New(event.InventoryReleased, orderID,
+		event.InventoryReleasedPayload{OrderID: orderID, ReservationID: "r-1", Reason: event.ReasonOrderCancelled, CancelReason: event.ReasonCustomerRequest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,8 +40,8 @@ func (f fixture) eventTypes(t *testing.T, orderID string) []event.Type {
 }
 
 // TestRefundStormRefundsOnce: an authorized payment is refunded exactly once by a storm of
-// cancellations — the same delivery.cancelled redelivered on two instances and other
-// delivery.cancelled events for the order — and the layers that caught the repeats are counted.
+// cancellations — the same release redelivered on two instances and other releases for
+// the order — and the layers that caught the repeats are counted.
 func TestRefundStormRefundsOnce(t *testing.T) {
 	f := newFixture(t)
 	ctx := testkit.Context(t, time.Minute)
@@ -83,8 +83,8 @@ func TestRefundStormRefundsOnce(t *testing.T) {
 }
 
 // TestCancelledBeforeChargeIsNeverCharged: a cancellation that comes before the charge leaves a
-// CANCELLED row; the charge that follows writes and publishes nothing. A declined payment has
-// nothing to refund.
+// CANCELLED row; the charge that follows writes and publishes nothing, also when both come in one
+// batch. A declined payment has nothing to refund.
 func TestCancelledBeforeChargeIsNeverCharged(t *testing.T) {
 	f := newFixture(t)
 	ctx := testkit.Context(t, time.Minute)
@@ -105,9 +105,25 @@ func TestCancelledBeforeChargeIsNeverCharged(t *testing.T) {
 	if n := testutil.ToFloat64(p.metrics.cancels.WithLabelValues(cancelOutcomeChargeSkip)); n != 1 {
 		t.Fatalf("charge_skipped %v", n)
 	}
-	declined := reservedEvent(t, "9000.00")
-	if err := p.handle(ctx, []event.Envelope{declined, cancelEvent(t, declined.OrderID)}); err != nil {
+	// Reservation and release in one batch (payment-service was stopped meanwhile): never charged.
+	both := reservedEvent(t, "10.00")
+	if err := p.handle(ctx, []event.Envelope{both, cancelEvent(t, both.OrderID)}); err != nil {
 		t.Fatal(err)
+	}
+	if pay, err := p.get(ctx, both.OrderID); err != nil || pay.Status != StatusCancelled {
+		t.Fatalf("payment of an order released in the same batch: %+v %v", pay, err)
+	}
+	if got := f.eventTypes(t, both.OrderID); len(got) != 0 {
+		t.Fatalf("events %v, want none", got)
+	}
+	if n := testutil.ToFloat64(p.metrics.cancels.WithLabelValues(cancelOutcomeChargeSkip)); n != 2 {
+		t.Fatalf("charge_skipped %v, want 2", n)
+	}
+	declined := reservedEvent(t, "9000.00")
+	for _, e := range []event.Envelope{declined, cancelEvent(t, declined.OrderID)} {
+		if err := p.handle(ctx, []event.Envelope{e}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if pay, _ := p.get(ctx, declined.OrderID); pay.Status != event.PaymentStatusFailed {
 		t.Fatalf("declined payment after cancellation: %+v", pay)

@@ -44,7 +44,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		gateway: cfg.Gateway, factory: event.Factory{Producer: Name}, metrics: newMetrics(s.Reg), log: s.Log, now: time.Now,
 	}
 	s.Outbox(pool, outbox.RelayConfig{})
-	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicInventory, event.TopicDelivery}, Handler: p.handle}); err != nil {
+	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: []string{event.TopicInventory}, Handler: p.handle}); err != nil {
 		return err
 	}
 	s.Mux.Operator("GET /api/payments/{orderId}", getPayment(p, s.Log))

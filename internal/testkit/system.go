@@ -47,7 +47,7 @@ func StartSystemIn(t testing.TB, ns *Netns, ip string, env ...string) *System {
 func ConsumedTopics() map[string][]string {
 	return map[string][]string{
 		"ORDER":     {event.TopicInventory, event.TopicPayments, event.TopicDelivery},
-		"INVENTORY": {event.TopicOrders, event.TopicPayments, event.TopicDelivery}, "PAYMENT": {event.TopicInventory, event.TopicDelivery},
+		"INVENTORY": {event.TopicOrders, event.TopicPayments, event.TopicDelivery}, "PAYMENT": {event.TopicInventory},
 		"DELIVERY": {event.TopicPayments, event.TopicOrders}, "QUERY": event.MainTopics(),
 	}
 }
