@@ -35,8 +35,10 @@ type Config struct {
 	MaxInFlight   int           // concurrency cap for POSTs; a send beyond it is counted as an error
 	ItemsMin      int
 	ItemsMax      int
-	RejectShare   float64 // share of orders built to be rejected for stock
-	DeclineShare  float64 // share of orders built to be declined by payment (total above 5000)
+	RejectShare   float64       // share of orders built to be rejected for stock
+	DeclineShare  float64       // share of orders built to be declined by payment (total above 5000)
+	CancelShare   float64       // share of accepted orders cancelled at a random moment after placement
+	CancelWithin  time.Duration // a cancellation is sent uniformly within this long after the POST's answer
 	Customers     int
 	Seed          uint64
 	Drain         time.Duration // how long to wait for unfinished orders after sending stops
@@ -64,11 +66,16 @@ type Result struct {
 	Errors        map[string]int64 `json:"errors"`
 	ByStatus      map[string]int64 `json:"byStatus"`
 	Unexpected    int64            `json:"unexpectedOutcome"`
+	Expired       int64            `json:"expired"` // ended CANCELLED without a request: the order deadline (DEADLINE_EXCEEDED)
 	SendSeconds   float64          `json:"sendSeconds"`
 	Throughput    float64          `json:"achievedOrdersPerSecond"`
 	CompletedRate float64          `json:"completedOrdersPerSecond"`
 	PostLatency   Summary          `json:"postLatency"`
-	EndToEnd      Summary          `json:"endToEndLatency"`
+	EndToEnd      Summary          `json:"endToEndLatency"` // orders not cancelled
+	// Cancellations: requests sent, their answers (202, 409, errors), and the time from an accepted
+	// request to the view showing its outcome.
+	Cancels       map[string]int64 `json:"cancels,omitempty"`
+	CancelLatency Summary          `json:"cancelLatency"`
 	MaxSchedLagMs float64          `json:"maxSchedulerLagMs"`
 	CPUSeconds    float64          `json:"loadGeneratorCpuSeconds"` // this process's own CPU time during the run
 	Stages        []Stage          `json:"stages"`
@@ -80,6 +87,18 @@ type tracked struct {
 	sentAt      time.Time // scheduled send time: latency includes any queueing, so slow responses cannot hide it
 	done        atomic.Bool
 	confirmedAt time.Time // set once, by whoever sets done
+	// cancelling is set for an order drawn for cancellation until its request is refused (409);
+	// such an order ends CANCELLED (or DELIVERED, when the cancellation came too late).
+	cancelling  atomic.Bool
+	cancelledAt atomic.Int64 // unix nanoseconds of the accepted cancellation's answer
+}
+
+// ends reports whether status ends the order's run.
+func (t *tracked) ends(status string) bool {
+	if t.cancelling.Load() {
+		return status == "CANCELLED" || status == "DELIVERED"
+	}
+	return isTerminal(status)
 }
 
 // Run executes the load and prints progress and the summary to out.
@@ -97,13 +116,21 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 		early                                 = map[string]time.Time{} // terminal events seen before their order was registered
 		post                                  Recorder
 		e2e                                   Recorder
+		cancelLat                             Recorder
+		cancels                               sync.WaitGroup
 		errs                                  sync.Map
 		inFlight                              atomic.Int64
 		sent, accepted, completed, unexpected atomic.Int64
+		expired                               atomic.Int64
 		statusMu                              sync.Mutex
 	)
 	countErr := func(kind string) {
 		v, _ := errs.LoadOrStore(kind, new(atomic.Int64))
+		v.(*atomic.Int64).Add(1)
+	}
+	var cancelCodes sync.Map
+	countCancel := func(code string) {
+		v, _ := cancelCodes.LoadOrStore(code, new(atomic.Int64))
 		v.(*atomic.Int64).Add(1)
 	}
 
@@ -132,20 +159,32 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 		// order is late, not lost. Between polls that end without it, pause briefly, then gently.
 		seen := time.Now()
 		for delay := 2 * time.Millisecond; wctx.Err() == nil; delay = min(delay*2, pollCap(time.Since(seen))) {
-			resp, err := client.Get(cfg.QueryURL + "/api/orders/" + id + "?waitFor=" + strings.Join(terminal, ",") + "&wait=2s")
+			waitFor := terminal
+			if t.cancelling.Load() {
+				waitFor = []string{"CANCELLED", "DELIVERED"}
+			}
+			resp, err := client.Get(cfg.QueryURL + "/api/orders/" + id + "?waitFor=" + strings.Join(waitFor, ",") + "&wait=2s")
 			if err == nil {
 				var v struct{ Status string }
 				_ = json.NewDecoder(resp.Body).Decode(&v)
 				resp.Body.Close()
-				if isTerminal(v.Status) {
+				if t.ends(v.Status) {
 					if t.done.CompareAndSwap(false, true) {
 						t.confirmedAt = time.Now()
-						e2e.Add(t.confirmedAt.Sub(t.sentAt))
+						if at := t.cancelledAt.Load(); at != 0 {
+							cancelLat.Add(t.confirmedAt.Sub(time.Unix(0, at)))
+						} else if !t.cancelling.Load() {
+							e2e.Add(t.confirmedAt.Sub(t.sentAt))
+						}
 						completed.Add(1)
 						statusMu.Lock()
 						res.ByStatus[v.Status]++
 						statusMu.Unlock()
-						if !expected(t.kind, v.Status) {
+						switch {
+						case t.cancelling.Load():
+						case v.Status == "CANCELLED":
+							expired.Add(1)
+						case !expected(t.kind, v.Status):
 							unexpected.Add(1)
 						}
 					}
@@ -174,6 +213,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 					return
 				case event.InventoryRejected, event.PaymentFailed, event.DeliveryAssigned:
 					hops.observe(id, event.Type(typ), r.Value, true)
+				case event.DeliveryCancelled, event.CancellationRefused:
 				default:
 					return
 				}
@@ -223,6 +263,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	var posts sync.WaitGroup
 	maxLag := openLoop(ctx, start, cfg.Rate, total, func(i int, due time.Time) {
 		kind, body := buildOrder(rng, cfg)
+		var cancelAfter time.Duration
+		cancel := rng.Float64() < cfg.CancelShare
+		if cancel {
+			cancelAfter = time.Duration(rng.Int64N(int64(max(cfg.CancelWithin, time.Millisecond))))
+		}
 		sent.Add(1)
 		if inFlight.Load() >= int64(cfg.MaxInFlight) {
 			countErr("concurrency cap reached")
@@ -246,6 +291,22 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 			}
 			accepted.Add(1)
 			t := &tracked{kind: kind, sentAt: due}
+			if cancel {
+				t.cancelling.Store(true)
+				cancels.Go(func() {
+					time.Sleep(cancelAfter)
+					code := sendCancel(ctx, client, cfg.OrderURL, o.OrderID)
+					countCancel(code)
+					switch code {
+					case "202":
+						t.cancelledAt.Store(time.Now().UnixNano())
+					default: // refused (409: it ended first) or failed: the order runs its course
+						t.cancelling.Store(false)
+						checkers.Add(1)
+						go confirm(o.OrderID, t)
+					}
+				})
+			}
 			mu.Lock()
 			orders[o.OrderID] = t
 			_, seen := early[o.OrderID]
@@ -259,6 +320,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	})
 	sendSeconds := time.Since(start).Seconds()
 	posts.Wait()
+	cancels.Wait()
 	// Drain: wait for unfinished orders.
 	deadline := time.Now().Add(cfg.Drain)
 	for completed.Load() < accepted.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
@@ -272,13 +334,21 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 
 	res.Sent, res.Accepted, res.Completed, res.Unexpected = sent.Load(), accepted.Load(), completed.Load(), unexpected.Load()
 	res.Unfinished = res.Accepted - res.Completed
+	res.Expired = expired.Load()
 	res.SendSeconds = sendSeconds
 	res.Throughput = float64(res.Accepted) / sendSeconds
 	res.CompletedRate = float64(res.Completed) / elapsed
-	res.PostLatency, res.EndToEnd = post.Summary(), e2e.Summary()
+	res.PostLatency, res.EndToEnd, res.CancelLatency = post.Summary(), e2e.Summary(), cancelLat.Summary()
 	res.MaxSchedLagMs = float64(maxLag.Microseconds()) / 1e3
 	res.CPUSeconds = (processCPU() - cpu0).Seconds()
 	errs.Range(func(k, v any) bool { res.Errors[k.(string)] = v.(*atomic.Int64).Load(); return true })
+	cancelCodes.Range(func(k, v any) bool {
+		if res.Cancels == nil {
+			res.Cancels = map[string]int64{}
+		}
+		res.Cancels[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
 	done := map[string]*tracked{}
 	mu.Lock()
 	for id, t := range orders {
@@ -312,8 +382,25 @@ func pollCap(waited time.Duration) time.Duration {
 	return time.Second
 }
 
-// terminal are the view statuses that end an order's run.
-var terminal = []string{"INVENTORY_REJECTED", "PAYMENT_FAILED", "DELIVERY_ASSIGNED", "DELIVERED"}
+// terminal are the view statuses that end the run of an order not being cancelled (CANCELLED: its
+// deadline passed).
+var terminal = []string{"INVENTORY_REJECTED", "PAYMENT_FAILED", "DELIVERY_ASSIGNED", "DELIVERED", "CANCELLED"}
+
+// sendCancel asks order-service to cancel id and returns the answer's status code, or the
+// transport error's class.
+func sendCancel(ctx context.Context, client *http.Client, orderURL, id string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, orderURL+"/api/orders/"+id+"/cancel", nil)
+	if err != nil {
+		return "request error"
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return classify(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return fmt.Sprint(resp.StatusCode)
+}
 
 func isTerminal(s string) bool { return slices.Contains(terminal, s) }
 
@@ -375,7 +462,7 @@ func buildOrder(rng *rand.Rand, cfg Config) (Kind, string) {
 
 func printResult(w io.Writer, r Result) {
 	fmt.Fprintf(w, "\n=== load run: %.0f orders/s target for %s ===\n", r.Config.Rate, r.Config.Duration)
-	fmt.Fprintf(w, "sent %d, accepted %d, completed %d, unfinished %d, unexpected outcome %d\n", r.Sent, r.Accepted, r.Completed, r.Unfinished, r.Unexpected)
+	fmt.Fprintf(w, "sent %d, accepted %d, completed %d, unfinished %d, unexpected outcome %d, expired %d\n", r.Sent, r.Accepted, r.Completed, r.Unfinished, r.Unexpected, r.Expired)
 	fmt.Fprintf(w, "achieved %.1f orders/s accepted (%.1f completed/s), max scheduler lag %.1f ms\n", r.Throughput, r.CompletedRate, r.MaxSchedLagMs)
 	if r.CPUSeconds > 0 && r.SendSeconds > 0 {
 		fmt.Fprintf(w, "load generator CPU %.1f s (%.1f%% of a core over the sending time; it shares the machine)\n", r.CPUSeconds, r.CPUSeconds/r.SendSeconds*100)
@@ -385,6 +472,10 @@ func printResult(w io.Writer, r Result) {
 	}
 	p("POST latency", r.PostLatency)
 	p("end-to-end latency", r.EndToEnd)
+	if len(r.Cancels) > 0 {
+		p("cancel → view", r.CancelLatency)
+		fmt.Fprintf(w, "cancellations: %v\n", r.Cancels)
+	}
 	keys := make([]string, 0, len(r.ByStatus))
 	for k := range r.ByStatus {
 		keys = append(keys, k)
@@ -417,6 +508,8 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&c.ItemsMax, "items-max", 3, "most lines per order")
 	fs.Float64Var(&c.RejectShare, "reject-share", 0.05, "share of orders built to be rejected for stock")
 	fs.Float64Var(&c.DeclineShare, "decline-share", 0.05, "share of orders built to be declined by payment")
+	fs.Float64Var(&c.CancelShare, "cancel-share", 0, "share of accepted orders cancelled (POST /api/orders/{id}/cancel) at a random moment after placement")
+	fs.DurationVar(&c.CancelWithin, "cancel-within", 2*time.Second, "cancellations are sent uniformly within this long after the order's POST answer")
 	fs.IntVar(&c.Customers, "customers", 1000, "distinct customers")
 	fs.Uint64Var(&c.Seed, "seed", 1, "random seed (same seed, same orders)")
 	fs.DurationVar(&c.Drain, "drain", 30*time.Second, "how long to wait for unfinished orders after sending")
@@ -433,6 +526,8 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 		return c, errors.New("need 1 <= items-min <= items-max <= 50")
 	case c.RejectShare < 0 || c.DeclineShare < 0 || c.RejectShare+c.DeclineShare > 1:
 		return c, errors.New("reject-share and decline-share must be >= 0 and sum to at most 1")
+	case c.CancelShare < 0 || c.CancelShare > 1 || c.CancelWithin < 0:
+		return c, errors.New("cancel-share must be between 0 and 1, cancel-within not negative")
 	}
 	return c, nil
 }

@@ -51,10 +51,10 @@ var seed = func() uint64 {
 }()
 
 // load runs the generator in the background; the returned function waits for its result.
-func load(t *testing.T, sys *testkit.System, rate float64, d time.Duration) func() loadgen.Result {
+func load(t *testing.T, sys *testkit.System, rate float64, d time.Duration, opts ...func(*loadgen.Config)) func() loadgen.Result {
 	ctx := testkit.Context(t, 10*time.Minute)
 	done := make(chan loadgen.Result, 1)
-	go func() { done <- harness.Load(ctx, t, sys, rate, d, seed) }()
+	go func() { done <- harness.Load(ctx, t, sys, rate, d, seed, opts...) }()
 	return func() loadgen.Result { return <-done }
 }
 
@@ -76,6 +76,9 @@ func checkLoad(t *testing.T, res loadgen.Result, allowed ...string) {
 	}
 	if res.Unfinished != 0 || res.Unexpected != 0 {
 		t.Errorf("unfinished %d, unexpected outcome %d", res.Unfinished, res.Unexpected)
+	}
+	if res.Expired != 0 && !slices.Contains(allowed, "expired") {
+		t.Errorf("%d orders expired (DEADLINE_EXCEEDED) in a run without deadline faults", res.Expired)
 	}
 }
 

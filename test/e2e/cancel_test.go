@@ -194,11 +194,11 @@ func TestCancellationRacesOnRealServers(t *testing.T) {
 	frozenNeverCharged := countBy(t, dbConn(t, sys, "PAYMENT"), `SELECT status, count(*) FROM payments WHERE order_id = ANY('{`+strings.Join(frozen, ",")+`}') GROUP BY status`)
 	for what, ok := range map[string]bool{
 		"orders cancelled before their payment were never charged": frozenNeverCharged["CANCELLED"] == len(frozen) && len(frozenNeverCharged) == 1,
-		"authorized payments were refunded":                         pay["REFUNDED"] > 0,
-		"assigned drivers were freed":                               freed["CANCELLED"] >= 10,
-		"cancellations met the cut-off (409 or refused)":            codes["around completion"][http.StatusConflict]+del[event.RefusalDelivered] > 0,
-		"cancellations beat the cut-off":                            codes["around completion"][http.StatusAccepted]-del[event.RefusalDelivered] > 0,
-		"every accepted cancellation ended CANCELLED":               ord[event.OrderStatusCancelled] == del["ACCEPTED"],
+		"authorized payments were refunded":                        pay["REFUNDED"] > 0,
+		"assigned drivers were freed":                              freed["CANCELLED"] >= 10,
+		"cancellations met the cut-off (409 or refused)":           codes["around completion"][http.StatusConflict]+del[event.RefusalDelivered] > 0,
+		"cancellations beat the cut-off":                           codes["around completion"][http.StatusAccepted]-del[event.RefusalDelivered] > 0,
+		"every accepted cancellation ended CANCELLED":              ord[event.OrderStatusCancelled] == del["ACCEPTED"],
 	} {
 		if !ok {
 			t.Errorf("not shown: %s", what)

@@ -24,14 +24,18 @@ func (w Writer) Write(p []byte) (int, error) {
 }
 
 // Load runs the load generator against sys at rate for d with the default order mix (5 % stock
-// rejections, 5 % declines) and seed, and returns its result.
-func Load(ctx context.Context, t testing.TB, sys *testkit.System, rate float64, d time.Duration, seed uint64) loadgen.Result {
+// rejections, 5 % declines) and seed, changed by opts, and returns its result.
+func Load(ctx context.Context, t testing.TB, sys *testkit.System, rate float64, d time.Duration, seed uint64, opts ...func(*loadgen.Config)) loadgen.Result {
 	t.Helper()
-	res, err := loadgen.Run(ctx, loadgen.Config{
+	cfg := loadgen.Config{
 		OrderURL: "http://" + sys.Addrs["ORDER"], QueryURL: "http://" + sys.Addrs["QUERY"], Brokers: []string{"127.0.0.1:9092"},
 		Rate: rate, Duration: d, MaxInFlight: 512, ItemsMin: 1, ItemsMax: 3, RejectShare: 0.05, DeclineShare: 0.05,
 		Customers: 100, Seed: seed, Drain: 3 * time.Minute, ProgressEvery: 10 * time.Second,
-	}, Writer{t})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	res, err := loadgen.Run(ctx, cfg, Writer{t})
 	if err != nil {
 		t.Errorf("loadgen: %v", err)
 	}
