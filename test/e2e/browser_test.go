@@ -17,7 +17,8 @@ import (
 // with ADMIN_TOKEN set: the operator panels say a token is required, placing an order needs none;
 // watch it reach DELIVERY_ASSIGNED live, see the driver and the ETA; then give the token once and
 // see the operator panels load; keep a screenshot (go test -artifacts keeps it;
-// UPDATE_SCREENSHOT=1 refreshes the README's).
+// UPDATE_SCREENSHOT=1 refreshes the README's); then cancel the order with the page's button and see
+// it end CANCELLED with its compensations in the timeline.
 func TestTrackingPageInBrowser(t *testing.T) {
 	e2e(t)
 	chromium, err := exec.LookPath("chromium")
@@ -25,7 +26,9 @@ func TestTrackingPageInBrowser(t *testing.T) {
 		t.Fatal("chromium is not installed; scripts/infra up installs it (Debian package chromium)")
 	}
 	const token = "browser-operator-token"
-	sys := startDev(t, false, "ADMIN_TOKEN="+token) // the built-in catalog, as a newcomer sees it
+	// The built-in catalog, as a newcomer sees it; deliveries take 30-60 s, so the order can still be
+	// cancelled at the end.
+	sys := startDev(t, false, "ADMIN_TOKEN="+token, "DELIVERY_TIME_SPEED=60")
 	alloc, cancel := chromedp.NewExecAllocator(testkit.Context(t, 3*time.Minute), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 1100))...)
 	defer cancel()
@@ -137,5 +140,29 @@ func TestTrackingPageInBrowser(t *testing.T) {
 		if err := os.WriteFile(filepath.Join("..", "..", "docs", "images", "tracking-page.png"), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+
+	// Cancel it with the page's button (not delivered yet: a delivery takes 30-60 s here): the order ends CANCELLED with its reason, and the timeline shows every compensation.
+	if status == "DELIVERED" {
+		t.Fatal("the order was delivered before the cancellation step: nothing left to cancel")
+	}
+	step("cancel the order", chromedp.WaitVisible("#cancel-order"), chromedp.Click("#cancel-order"))
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById("detail-status").textContent === "CANCELLED" &&
+		document.getElementById("timeline").textContent.includes("payment refunded") &&
+		document.getElementById("timeline").textContent.includes("stock released: ORDER_CANCELLED")`,
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the cancellation did not show: %v (status %q, result %q, timeline %q)", err, text("#detail-status"), text("#cancel-result"), text("#timeline"))
+	}
+	timeline, reason := text("#timeline"), text(`dd[data-fact="Cancelled because"]`)
+	for _, want := range []string{"cancellation requested: CUSTOMER_REQUEST (cancelled on the tracking page)", "cancelled: CUSTOMER_REQUEST; driver"} {
+		if !strings.Contains(timeline, want) {
+			t.Errorf("timeline %q lacks %q", timeline, want)
+		}
+	}
+	if reason != "CUSTOMER_REQUEST" || !strings.Contains(text("#cancel-result"), "Cancellation requested") {
+		t.Errorf("cancel reason %q, result %q", reason, text("#cancel-result"))
+	}
+	if hidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("cancel-order").hidden`)); err != nil || !hidden {
+		t.Errorf("the Cancel button is still offered on a cancelled order (%v)", err)
 	}
 }

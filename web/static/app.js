@@ -5,6 +5,8 @@
 
 const STEPS = ["CREATED", "INVENTORY_RESERVED", "PAYMENT_AUTHORIZED", "DELIVERY_ASSIGNED", "DELIVERED"];
 const FAILED = { INVENTORY_REJECTED: 1, PAYMENT_FAILED: 2 };
+// ENDED are the statuses after which a cancellation is refused (409) or pointless.
+const ENDED = ["INVENTORY_REJECTED", "PAYMENT_FAILED", "DELIVERED", "CANCELLED"];
 let config = { orderApi: "", items: [] };
 let stream = null;
 
@@ -141,16 +143,20 @@ function renderView(v) {
   $("detail-id").textContent = v.orderId;
   const status = $("detail-status");
   status.textContent = v.status || "waiting for the first event";
-  status.className = "status" + (FAILED[v.status] ? " bad" : v.status === "DELIVERY_ASSIGNED" || v.status === "DELIVERED" ? " ok" : "");
-  const reached = STEPS.indexOf(v.status);
-  const failedAt = v.status === "INVENTORY_REJECTED" ? 1 : v.status === "PAYMENT_FAILED" ? 2 : -1;
+  status.className = "status" + (FAILED[v.status] || v.status === "CANCELLED" ? " bad" : v.status === "DELIVERY_ASSIGNED" || v.status === "DELIVERED" ? " ok" : "");
+  // A cancelled order shows the steps it had reached (from the facts known), then "cancelled".
+  const reachedBefore = v.deliveryId ? 3 : v.paymentId != null ? 2 : v.reservationId ? 1 : 0;
+  const reached = v.status === "CANCELLED" ? reachedBefore : STEPS.indexOf(v.status);
+  const failedAt = v.status === "INVENTORY_REJECTED" ? 1 : v.status === "PAYMENT_FAILED" ? 2 : v.status === "CANCELLED" ? reachedBefore + 1 : -1;
   $("steps").replaceChildren(...STEPS.map((s, i) => {
     let cls = "";
     if (failedAt >= 0) cls = i < failedAt ? "done" : i === failedAt ? "failed" : "";
     else if (i <= reached) cls = "done";
     const label = i === failedAt ? v.status : s;
+    if (v.status === "CANCELLED" && i > failedAt) return null;
     return el("li", { class: cls, "aria-current": i === (failedAt >= 0 ? failedAt : reached) ? "step" : "false" }, label.replaceAll("_", " ").toLowerCase());
-  }));
+  }).filter(Boolean));
+  $("cancel-order").hidden = ENDED.includes(v.status);
   const facts = [
     ["Customer", v.customerId], ["Total", v.totalAmount != null ? fmtMoney(v.totalAmount, v.currency) : ""],
     ["Reservation", v.reservationId], ["Rejected because", v.rejectionReason],
@@ -158,6 +164,8 @@ function renderView(v) {
     ["Waiting for a driver since", v.waitingSince ? timeEl(v.waitingSince) : ""],
     ["Driver", v.driverName], ["Delivery", v.deliveryId],
     ["ETA", v.estimatedDeliveryTime ? timeEl(v.estimatedDeliveryTime) : ""], ["Delivered", v.deliveredAt ? timeEl(v.deliveredAt) : ""],
+    ["Cancelled because", v.cancelReason], ["Cancelled", v.cancelledAt ? timeEl(v.cancelledAt) : ""],
+    ["Refunded", v.refundedAt ? timeEl(v.refundedAt) : ""],
     ["Last event", v.lastEventAt ? timeEl(v.lastEventAt) : ""],
   ].filter(([, val]) => val);
   $("facts").replaceChildren(...facts.flatMap(([k, val]) => [el("dt", {}, k), el("dd", { "data-fact": k }, val)]));
@@ -185,12 +193,34 @@ async function loadLines(id) {
     foot.replaceChildren();
   }
 }
+// cancelOrder asks order-service to cancel the open order; delivery-service decides, and the
+// stream shows the outcome (CANCELLED with its compensations, or the refusal in the timeline).
+async function cancelOrder() {
+  const id = $("detail-id").textContent, result = $("cancel-result");
+  $("cancel-order").disabled = true;
+  try {
+    await getJSON(`${config.orderApi}/api/orders/${encodeURIComponent(id)}/cancel`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ comment: "cancelled on the tracking page" }),
+    });
+    result.textContent = "Cancellation requested: the delivery service decides; the outcome appears below.";
+    follow(id); // the stream may have ended (idle): follow the outcome again
+  } catch (e) {
+    result.textContent = e.status === 409 ? `Too late to cancel: ${e.message}` : `The cancellation failed: ${e.message}`;
+  } finally {
+    $("cancel-order").disabled = false;
+  }
+}
 function openOrder(id) {
   $("detail").hidden = false;
   $("detail-id").textContent = id;
   $("detail-status").textContent = "loading…";
+  $("cancel-result").textContent = "";
   $("steps").replaceChildren(); $("facts").replaceChildren(); $("timeline").replaceChildren();
   loadLines(id);
+  follow(id);
+  $("detail").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+function follow(id) {
   if (stream) stream.close();
   // The stream sends the current view first, then every change.
   stream = new EventSource(`/api/orders/${encodeURIComponent(id)}/stream`);
@@ -200,9 +230,8 @@ function openOrder(id) {
     const v = JSON.parse(m.data);
     renderView(v);
     loadTimeline(id);
-    if (FAILED[v.status] || v.status === "DELIVERY_ASSIGNED" || v.status === "DELIVERED") loadOrders();
+    if (FAILED[v.status] || ["DELIVERY_ASSIGNED", "DELIVERED", "CANCELLED"].includes(v.status)) loadOrders();
   });
-  $("detail").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
 // ---- dead letters ----
@@ -244,6 +273,7 @@ async function start() {
   $("order-form").addEventListener("submit", placeOrder);
   $("refresh-orders").addEventListener("click", loadOrders);
   $("refresh-dlq").addEventListener("click", loadDLQ);
+  $("cancel-order").addEventListener("click", cancelOrder);
   $("op-token-form").addEventListener("submit", useToken);
   setInterval(tick, 5000);
   await Promise.all([loadOrders(), loadDLQ()]);
