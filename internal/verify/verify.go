@@ -625,22 +625,20 @@ func checkDLQ(ctx context.Context, rep *Report, cfg Config) error {
 	var total, foreign int64
 	var bad []string
 	for _, t := range event.DLQTopics() {
-		recs, err := kafka.ReadDLQ(ctx, cfg.Kafka, t, 0)
-		if err != nil {
-			return err
-		}
-		var n int64
-		for _, r := range recs {
+		err := kafka.ScanDLQ(ctx, cfg.Kafka, t, func(r kafka.DLQRecord) bool {
 			if g := r.Headers[kafka.HeaderConsumerGroup]; g != "" && !slices.Contains(cfg.Groups, g) {
 				foreign++
-				continue
+				return true
 			}
-			n++
+			total++
 			if len(bad) < cfg.MaxReport {
 				bad = append(bad, fmt.Sprintf("%s %d:%d key %s group %s: %s", t, r.Partition, r.Offset, r.Key, r.Headers[kafka.HeaderConsumerGroup], r.Error()))
 			}
+			return true
+		})
+		if err != nil {
+			return err
 		}
-		total += n
 	}
 	if total == cfg.AllowDLQ {
 		bad = nil

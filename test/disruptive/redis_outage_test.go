@@ -43,7 +43,7 @@ func TestPaymentsContinueWithoutRedis(t *testing.T) {
 	db := testkit.NewDatabase(t)
 	addr := testkit.FreeAddr(t)
 	group := testkit.Name("payment-test")
-	testkit.GroupAtEnd(t, group, event.TopicInventory)
+	testkit.GroupAtEnd(t, group, testkit.ConsumedTopics()["PAYMENT"]...)
 	testkit.Start(t, "payment-service", addr, "PAYMENT_HTTP_ADDR="+addr, "PAYMENT_DB_NAME="+db.Database,
 		"PAYMENT_CONSUMER_GROUP="+group, "PAYMENT_LOCK_WAIT=200ms")
 	testkit.Eventually(t, 30*time.Second, "redis UP", func() bool { return health(addr)["redis"] == "UP" })

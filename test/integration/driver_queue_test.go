@@ -25,7 +25,7 @@ func TestDriverQueueDoesNotHoldThePartition(t *testing.T) {
 	db := testkit.NewDatabase(t)
 	addr := testkit.FreeAddr(t)
 	group := testkit.Name("queue-test")
-	testkit.GroupAtEnd(t, group, event.TopicPayments)
+	testkit.GroupAtEnd(t, group, testkit.ConsumedTopics()["DELIVERY"]...)
 	// 600 simulated minutes per real minute: a delivery takes 3 to 9 s.
 	testkit.Start(t, "delivery-service", addr, "DELIVERY_HTTP_ADDR="+addr, "DELIVERY_DB_NAME="+db.Database,
 		"DELIVERY_CONSUMER_GROUP="+group, "DELIVERY_DRIVERS=1", "DELIVERY_DRIVER_CAPACITY=1",

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/testkit"
 )
 
@@ -25,15 +24,18 @@ func TestInboxRetentionIsCheckedAgainstTheTopics(t *testing.T) {
 			db := testkit.NewDatabase(t)
 			addr := testkit.FreeAddr(t)
 			group := testkit.Name("retention")
-			testkit.GroupAtEnd(t, group, event.TopicOrders, event.TopicPayments)
+			topics := testkit.ConsumedTopics()["INVENTORY"]
+			testkit.GroupAtEnd(t, group, topics...)
 			p := testkit.Start(t, "inventory-service", addr, "INVENTORY_HTTP_ADDR="+addr, "INVENTORY_DB_NAME="+db.Database,
 				"INVENTORY_CONSUMER_GROUP="+group, c.retention)
-			// inventory-service consumes two topics: one line each, then the check is over.
-			testkit.Eventually(t, 30*time.Second, "the retention check's line for both topics", func() bool {
-				return strings.Count(p.Output(), c.want) == 2
+			// One line per consumed topic, then the check is over.
+			testkit.Eventually(t, 30*time.Second, "the retention check's line for every consumed topic", func() bool {
+				return strings.Count(p.Output(), c.want) == len(topics)
 			})
-			if out := p.Output(); !strings.Contains(out, event.TopicOrders) || !strings.Contains(out, event.TopicPayments) {
-				t.Fatalf("the check does not name both consumed topics:\n%s", out)
+			for _, topic := range topics {
+				if out := p.Output(); !strings.Contains(out, topic) {
+					t.Fatalf("the check does not name the consumed topic %s:\n%s", topic, out)
+				}
 			}
 			if c.retention == "LOG_LEVEL=debug" && strings.Contains(p.Output(), "DEDUP_RETENTION is shorter") {
 				t.Fatal("the default retention was reported shorter than the topics'")

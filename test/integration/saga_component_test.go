@@ -67,9 +67,12 @@ func TestOrderToInventoryThroughRunningServices(t *testing.T) {
 	ctx := testkit.Context(t, 3*time.Minute)
 	orderDB, invDB := testkit.NewDatabase(t), testkit.NewDatabase(t)
 	orderAddr, invAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
-	testkit.Start(t, "order-service", orderAddr, "ORDER_HTTP_ADDR="+orderAddr, "ORDER_DB_NAME="+orderDB.Database)
+	orderGroup := testkit.Name("order-test")
+	testkit.GroupAtEnd(t, orderGroup, testkit.ConsumedTopics()["ORDER"]...)
+	testkit.Start(t, "order-service", orderAddr, "ORDER_HTTP_ADDR="+orderAddr, "ORDER_DB_NAME="+orderDB.Database,
+		"ORDER_CONSUMER_GROUP="+orderGroup)
 	group := testkit.Name("inventory-test")
-	testkit.GroupAtEnd(t, group, event.TopicOrders, event.TopicPayments)
+	testkit.GroupAtEnd(t, group, testkit.ConsumedTopics()["INVENTORY"]...)
 	testkit.Start(t, "inventory-service", invAddr, "INVENTORY_HTTP_ADDR="+invAddr, "INVENTORY_DB_NAME="+invDB.Database,
 		"INVENTORY_CONSUMER_GROUP="+group)
 
@@ -119,7 +122,7 @@ func TestDeliveryThroughRunningService(t *testing.T) {
 	db := testkit.NewDatabase(t)
 	addr := testkit.FreeAddr(t)
 	group := testkit.Name("delivery-test")
-	testkit.GroupAtEnd(t, group, event.TopicPayments)
+	testkit.GroupAtEnd(t, group, testkit.ConsumedTopics()["DELIVERY"]...)
 	testkit.Start(t, "delivery-service", addr, "DELIVERY_HTTP_ADDR="+addr, "DELIVERY_DB_NAME="+db.Database,
 		"DELIVERY_CONSUMER_GROUP="+group)
 

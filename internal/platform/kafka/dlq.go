@@ -31,25 +31,37 @@ func (d DLQRecord) Error() string { return d.Headers[HeaderError] }
 // ReadDLQ reads up to limit records (0: all) of a dead-letter topic, from the start to the end
 // offsets at the time of the call. It never waits for new records.
 func ReadDLQ(ctx context.Context, c Config, topic string, limit int) ([]DLQRecord, error) {
+	var out []DLQRecord
+	err := ScanDLQ(ctx, c, topic, func(d DLQRecord) bool {
+		out = append(out, d)
+		return limit <= 0 || len(out) < limit
+	})
+	return out, err
+}
+
+// ScanDLQ hands every record of a dead-letter topic, as far as it reached when the scan began, to
+// fn, one at a time and in offset order per partition, until fn returns false. Nothing is kept:
+// it counts or filters a topic of any size in constant memory.
+func ScanDLQ(ctx context.Context, c Config, topic string, fn func(DLQRecord) bool) error {
 	if !event.IsDLQ(topic) && !strings.HasPrefix(topic, "dlq") {
-		return nil, fmt.Errorf("%q is not a dead-letter topic", topic)
+		return fmt.Errorf("%q is not a dead-letter topic", topic)
 	}
 	admCl, err := kgo.NewClient(c.Options()...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err != nil {
-		return nil, fmt.Errorf("start offsets of %s: %w", topic, err)
+		return fmt.Errorf("start offsets of %s: %w", topic, err)
 	}
 	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err != nil {
-		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+		return fmt.Errorf("end offsets of %s: %w", topic, err)
 	}
 	if err := errors.Join(starts.Error(), ends.Error()); err != nil {
-		return nil, fmt.Errorf("offsets of %s: %w", topic, err)
+		return fmt.Errorf("offsets of %s: %w", topic, err)
 	}
 	from := map[int32]kgo.Offset{}
 	remaining := map[int32]int64{}
@@ -60,36 +72,36 @@ func ReadDLQ(ctx context.Context, c Config, topic string, limit int) ([]DLQRecor
 			remaining[o.Partition] = o.Offset
 		}
 	})
-	var out []DLQRecord
 	if len(from) == 0 {
-		return out, nil
+		return nil
 	}
 	cl, err := kgo.NewClient(c.Options(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}))...)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer cl.Close()
-	for len(remaining) > 0 && (limit <= 0 || len(out) < limit) {
+	more := true
+	for len(remaining) > 0 && more {
 		f := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return out, err
+			return err
 		}
 		f.EachError(func(_ string, _ int32, e error) { err = e })
 		if err != nil {
-			return out, fmt.Errorf("read %s: %w", topic, err)
+			return fmt.Errorf("read %s: %w", topic, err)
 		}
 		f.EachRecord(func(r *kgo.Record) {
 			end, ok := remaining[r.Partition]
-			if !ok || r.Offset >= end || (limit > 0 && len(out) >= limit) {
+			if !ok || r.Offset >= end || !more {
 				return
 			}
 			if r.Offset+1 >= end {
 				delete(remaining, r.Partition)
 			}
-			out = append(out, toDLQRecord(r))
+			more = fn(toDLQRecord(r))
 		})
 	}
-	return out, nil
+	return nil
 }
 
 func toDLQRecord(r *kgo.Record) DLQRecord {
