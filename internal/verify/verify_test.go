@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,7 +149,7 @@ func mustFail(t *testing.T, checks map[string]Check, name, offender string) {
 }
 
 var all = []string{"quiescence", "one payment per order", "no charge after rejection", "stock conservation",
-	"every order has order.created", "every order has a view row", "every order terminal", "view equals sources of truth", "drivers within capacity"}
+	"every order has order.created", "every order has a view row", "every order terminal", "view equals sources of truth", "drivers within capacity", "cancellations compensated"}
 
 func TestConsistentWorldPasses(t *testing.T) {
 	w := consistentWorld(t)
@@ -202,4 +203,46 @@ func TestDriverOverCapacityIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustFail(t, w.run(t), "drivers within capacity", "driver 1")
+}
+
+// TestUncompensatedCancellationIsReported: delivery-service accepted a cancellation, but the order
+// still holds its stock, its charge and its driver: each is reported, and the view (still
+// DELIVERY_ASSIGNED) no longer matches the sources (CANCELLED).
+func TestUncompensatedCancellationIsReported(t *testing.T) {
+	w := consistentWorld(t)
+	if _, err := w.conns["delivery"].Exec(context.Background(), `INSERT INTO cancellations (order_id, reason, cause_event_id, decided_at)
+		VALUES ($1, 'CUSTOMER_REQUEST', $2, now())`, w.order, uuid.NewString()); err != nil {
+		t.Fatal(err)
+	}
+	checks := w.run(t)
+	mustFail(t, checks, "cancellations compensated", w.order+": cancelled but its reservation still holds stock")
+	for _, want := range []string{"payment is still charged", "its delivery is ASSIGNED"} {
+		found := false
+		for _, o := range checks["cancellations compensated"].Offense {
+			found = found || strings.Contains(o, want)
+		}
+		if !found {
+			t.Errorf("no offense names %q: %v", want, checks["cancellations compensated"].Offense)
+		}
+	}
+	mustFail(t, checks, "view equals sources of truth", w.order+": view DELIVERY_ASSIGNED, sources say CANCELLED")
+}
+
+// TestRefundOfADeliveredOrderIsReported: a refund without an accepted cancellation, of an order
+// that was delivered, is reported.
+func TestRefundOfADeliveredOrderIsReported(t *testing.T) {
+	w := consistentWorld(t)
+	ctx := context.Background()
+	if _, err := w.conns["delivery"].Exec(ctx, `UPDATE deliveries SET status = 'DELIVERED', delivered_at = now() WHERE order_id = $1`, w.order); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.conns["delivery"].Exec(ctx, `UPDATE drivers SET active_deliveries = 0`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.conns["payment"].Exec(ctx, `UPDATE payments SET status = 'REFUNDED', refunded_at = now() WHERE order_id = $1`, w.order); err != nil {
+		t.Fatal(err)
+	}
+	checks := w.run(t)
+	mustFail(t, checks, "cancellations compensated", w.order+": refunded without an accepted cancellation")
+	mustPass(t, checks, "one payment per order", "stock conservation")
 }
