@@ -21,15 +21,7 @@ import (
 func saga(t testing.TB, orderID string) []event.Envelope {
 	t.Helper()
 	base := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	step := 0
-	f := event.Factory{Producer: "test", Now: func() time.Time { step++; return base.Add(time.Duration(step) * time.Second) }}
-	mk := func(typ event.Type, p any) event.Envelope {
-		e, err := f.New(typ, orderID, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
-	}
+	mk := clocked(t, orderID, base)
 	amount := event.MustMoney("42.50")
 	eta := func(min int) event.DeliveryPayload {
 		return event.DeliveryPayload{OrderID: orderID, DeliveryID: "DEL-000000000001", DriverName: "Ada Lovelace",
@@ -52,16 +44,7 @@ func saga(t testing.TB, orderID string) []event.Envelope {
 func cancelledSaga(t testing.TB, orderID string) []event.Envelope {
 	t.Helper()
 	evs := saga(t, orderID)[:4]
-	base := evs[3].OccurredAt
-	step := 0
-	f := event.Factory{Producer: "test", Now: func() time.Time { step++; return base.Add(time.Duration(step) * time.Second) }}
-	mk := func(typ event.Type, p any) event.Envelope {
-		e, err := f.New(typ, orderID, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
-	}
+	mk := clocked(t, orderID, evs[3].OccurredAt)
 	return append(evs,
 		mk(event.OrderCancelled, event.OrderCancelledPayload{OrderID: orderID, Reason: event.ReasonCustomerRequest, Comment: "changed my mind"}),
 		mk(event.DeliveryCancelled, event.CancellationPayload{OrderID: orderID, Reason: event.ReasonCustomerRequest,
@@ -69,6 +52,19 @@ func cancelledSaga(t testing.TB, orderID string) []event.Envelope {
 		mk(event.PaymentRefunded, event.PaymentRefundedPayload{PaymentID: 9, OrderID: orderID, Amount: event.MustMoney("42.50"),
 			Currency: "EUR", Reason: event.ReasonCustomerRequest}),
 		mk(event.InventoryReleased, event.InventoryReleasedPayload{OrderID: orderID, ReservationID: "r-1", Reason: event.ReasonOrderCancelled}))
+}
+
+// clocked returns a builder of orderID's events that occur 1 s, 2 s, … after base, in the order built.
+func clocked(t testing.TB, orderID string, base time.Time) func(event.Type, any) event.Envelope {
+	step := 0
+	f := event.Factory{Producer: "test", Now: func() time.Time { step++; return base.Add(time.Duration(step) * time.Second) }}
+	return func(typ event.Type, p any) event.Envelope {
+		e, err := f.New(typ, orderID, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
 }
 
 // withID rewrites the order id so that every permutation run gets its own row.
