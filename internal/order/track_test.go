@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/testkit"
@@ -76,5 +77,17 @@ func TestTrackerFollowsTheSagaInAnyOrder(t *testing.T) {
 	}
 	if d := testutil.ToFloat64(tr.updated) - before; d != 1 {
 		t.Fatalf("%v status changes counted, want 1 (the late event changes nothing)", d)
+	}
+	// Each order reached DELIVERED once (redeliveries count nothing), the last one PAYMENT_FAILED;
+	// the stage histogram has one observation per status reached.
+	if d, f := testutil.ToFloat64(tr.reached.WithLabelValues(event.OrderStatusDelivered)), testutil.ToFloat64(tr.reached.WithLabelValues(event.OrderStatusPaymentFailed)); d != 20 || f != 1 {
+		t.Fatalf("order_status_reached_total: DELIVERED %v, PAYMENT_FAILED %v; want 20 and 1", d, f)
+	}
+	if n := testutil.CollectAndCount(tr.stage, "order_stage_seconds"); n == 0 {
+		t.Fatal("no order_stage_seconds series")
+	}
+	var m dto.Metric
+	if err := tr.stage.WithLabelValues(event.OrderStatusDelivered).(prometheus.Histogram).Write(&m); err != nil || m.GetHistogram().GetSampleCount() != 20 {
+		t.Fatalf("order_stage_seconds{DELIVERED}: %v observations (%v), want 20", m.GetHistogram().GetSampleCount(), err)
 	}
 }

@@ -55,6 +55,9 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 	s.Group.Add(lifecycle.Component{Name: "sse-broadcast", Run: func(ctx context.Context) error {
 		return hub.Broadcast(ctx, cfg.Kafka, s.Log)
 	}})
+	s.Group.Add(lifecycle.Component{Name: "dlq-depth", Run: func(ctx context.Context) error {
+		return dlqDepth(ctx, cfg.Kafka, s.Reg, 15*time.Second, s.Log)
+	}})
 	closing := make(chan struct{})
 	var once sync.Once
 	s.OnHTTPShutdown(func() { once.Do(func() { close(closing) }) })

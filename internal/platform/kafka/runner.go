@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -45,6 +47,9 @@ type RunnerConfig struct {
 	SessionTimeout time.Duration
 	// QueueLimit pauses fetching a partition whose worker has this many records queued (default 2000).
 	QueueLimit int
+	// LagEvery is how often the group's lag of this instance's partitions is read from the broker
+	// (default 15s).
+	LagEvery time.Duration
 	Log        *slog.Logger
 	Metrics    *RunnerMetrics
 	// Now is the clock used for x-failed-at (default time.Now).
@@ -85,13 +90,17 @@ func NewRunnerMetrics(reg prometheus.Registerer) *RunnerMetrics {
 		dlq: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kafka_consumer_dlq_total",
 			Help: "Records written to a dead-letter topic."}, []string{"group", "topic", "dlq"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kafka_consumer_lag",
-			Help: "Records between the last processed offset and the partition's high watermark."}, []string{"group", "topic", "partition"}),
+			Help: "Records between the group's committed offset and the partition's end offset, as the broker sees them, for the partitions this instance owns; read on a timer, so a stuck partition shows growing lag."},
+			[]string{"group", "topic", "partition"}),
 		splits: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kafka_consumer_batch_splits_total",
 			Help: "Batches that failed and were handed to the handler again in halves (a steady rate means batches rarely succeed whole)."}, []string{"group", "topic"}),
 	}
 	reg.MustRegister(m.consumed, m.duration, m.retries, m.dlq, m.lag, m.splits)
 	return m
 }
+
+// Lag is the kafka_consumer_lag gauge (for tests).
+func (m *RunnerMetrics) Lag() *prometheus.GaugeVec { return m.lag }
 
 // Runner consumes a group with one goroutine per assigned partition. Records of a partition are
 // handled strictly in order; an offset is marked only after its handler returned nil or the record
@@ -126,6 +135,9 @@ func NewRunner(kcfg Config, cfg RunnerConfig) (*Runner, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.LagEvery <= 0 {
+		cfg.LagEvery = 15 * time.Second
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 100
@@ -173,6 +185,10 @@ func (r *Runner) Close() { r.cl.Close() }
 // what was marked and leaves the group; the client stays open for its other users (see Close).
 func (r *Runner) Run(ctx context.Context) error {
 	defer r.cl.LeaveGroup()
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() { defer close(lagDone); r.reportLag(lagCtx) }()
+	defer func() { stopLag(); <-lagDone }()
 	for {
 		fetches := r.cl.PollRecords(ctx, 10000)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
@@ -194,7 +210,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			if w == nil {
 				return // revoked meanwhile; the records will be redelivered to the new owner
 			}
-			if w.push(p.Records, p.HighWatermark) >= r.cfg.QueueLimit {
+			if w.push(p.Records) >= r.cfg.QueueLimit {
 				r.cl.PauseFetchPartitions(map[string][]int32{p.Topic: {p.Partition}})
 			}
 		})
@@ -214,6 +230,53 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.cfg.Log.Warn("final commit failed; uncommitted records will be redelivered", "err", err)
 	}
 	return nil
+}
+
+// reportLag sets kafka_consumer_lag from the broker every LagEvery until ctx ends: end offset
+// minus committed offset of each partition this instance owns. Unlike a value set after processing,
+// it keeps growing while a partition is stuck. A partition that moved to another instance stops
+// being reported here (its new owner reports it).
+func (r *Runner) reportLag(ctx context.Context) {
+	adm := kadm.NewClient(r.cl)
+	t := time.NewTicker(r.cfg.LagEvery)
+	defer t.Stop()
+	reported := map[tp]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lags, err := adm.Lag(ctx, r.cfg.Group)
+		if err != nil || lags.Error() != nil {
+			if ctx.Err() == nil {
+				r.cfg.Log.Debug("consumer lag unavailable", "err", errors.Join(err, lags.Error()))
+			}
+			continue
+		}
+		r.mu.Lock()
+		owned := make(map[tp]bool, len(r.parts))
+		for k := range r.parts {
+			owned[k] = true
+		}
+		r.mu.Unlock()
+		for topic, ps := range lags[r.cfg.Group].Lag {
+			for p, l := range ps {
+				k := tp{topic, p}
+				if !owned[k] || l.Err != nil || l.Lag < 0 {
+					continue
+				}
+				r.cfg.Metrics.lag.WithLabelValues(r.cfg.Group, topic, strconv.Itoa(int(p))).Set(float64(l.Lag))
+				reported[k] = true
+			}
+		}
+		for k := range reported {
+			if !owned[k] {
+				r.cfg.Metrics.lag.DeleteLabelValues(r.cfg.Group, k.topic, strconv.Itoa(int(k.partition)))
+				delete(reported, k)
+			}
+		}
+	}
 }
 
 func (r *Runner) assigned(_ context.Context, cl *kgo.Client, assigned map[string][]int32) {

@@ -34,6 +34,7 @@ type harness struct {
 	// batchSize is the runner's BatchSize (default 1: the handler sees one event per call, so a
 	// failing event is not handled again as part of a split batch).
 	batchSize int
+	lagEvery  time.Duration // the runner's LagEvery (0: its default)
 }
 
 func newHarness(t *testing.T, partitions int32) *harness {
@@ -76,8 +77,8 @@ func (h *harness) start(handler func(context.Context, event.Envelope) error, max
 	r, err := kafka.NewRunner(testkit.KafkaConfig(), kafka.RunnerConfig{
 		Group: h.group, Topics: []string{h.src}, Handler: each, MaxAttempts: maxAttempts, BatchSize: max(h.batchSize, 1),
 		Backoff:  kafka.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
-		DLQTopic: func(string) string { return h.dlq },
-		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: h.metrics,
+		DLQTopic: func(string) string { return h.dlq }, LagEvery: h.lagEvery,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: h.metrics,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -400,4 +401,41 @@ func TestFailedBatchIsSplitDownToTheBadEvent(t *testing.T) {
 	if n := testutil.ToFloat64(h.metricVec("kafka_consumer_batch_splits_total")); n < 1 {
 		t.Fatal("the split was not counted")
 	}
+}
+
+// TestLagGrowsWhileAPartitionIsStuck: the lag gauge comes from the broker on a timer, so while the
+// handler is stuck on a record the lag of its partition keeps growing as records arrive, and it
+// falls back to 0 once the partition moves again.
+func TestLagGrowsWhileAPartitionIsStuck(t *testing.T) {
+	h := newHarness(t, 1)
+	h.lagEvery = 100 * time.Millisecond
+	ctx := testkit.Context(t, 60*time.Second)
+	release := make(chan struct{})
+	var stuck atomic.Bool
+	h.start(func(_ context.Context, e event.Envelope) error {
+		if e.OrderID == "stuck" {
+			stuck.Store(true)
+			<-release
+		}
+		return nil
+	}, 3)
+	lag := func() float64 {
+		return testutil.ToFloat64(h.metrics.Lag().WithLabelValues(h.group, h.src, "0"))
+	}
+	h.produce(ctx, "first", h.envelope("first", 0))
+	testkit.Eventually(t, 30*time.Second, "the first record committed", func() bool { return h.committed(ctx) == 1 })
+	h.produce(ctx, "stuck", h.envelope("stuck", 1))
+	testkit.Eventually(t, 30*time.Second, "the handler stuck", stuck.Load)
+	var seen []float64
+	for i := range 3 {
+		for j := 0; j < 10; j++ {
+			h.produce(ctx, "after", h.envelope("after", 10*i+j))
+		}
+		want := float64(10*(i+1) + 1)
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("lag %v while stuck", want), func() bool { return lag() == want })
+		seen = append(seen, lag())
+	}
+	close(release)
+	testkit.Eventually(t, 30*time.Second, "lag back to 0 once unstuck", func() bool { return lag() == 0 })
+	t.Logf("lag while stuck: %v, then 0", seen)
 }

@@ -28,7 +28,6 @@ type worker struct {
 
 	mu     sync.Mutex
 	queue  []*kgo.Record
-	hw     int64
 	paused bool
 	wake   chan struct{}
 	once   sync.Once
@@ -40,10 +39,9 @@ func newWorker(r *Runner, topic string, partition int32) *worker {
 		quit: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
-func (w *worker) push(recs []*kgo.Record, hw int64) int {
+func (w *worker) push(recs []*kgo.Record) int {
 	w.mu.Lock()
 	w.queue = append(w.queue, recs...)
-	w.hw = hw
 	n := len(w.queue)
 	if n >= w.r.cfg.QueueLimit {
 		w.paused = true
@@ -68,12 +66,12 @@ func (w *worker) stopping() bool {
 }
 
 // next takes up to n queued records.
-func (w *worker) next(n int) ([]*kgo.Record, int64) {
+func (w *worker) next(n int) []*kgo.Record {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n = min(n, len(w.queue))
 	if n == 0 {
-		return nil, 0
+		return nil
 	}
 	recs := append([]*kgo.Record(nil), w.queue[:n]...)
 	clear(w.queue[:n])
@@ -82,7 +80,7 @@ func (w *worker) next(n int) ([]*kgo.Record, int64) {
 		w.paused = false
 		w.r.cl.ResumeFetchPartitions(map[string][]int32{w.topic: {w.partition}})
 	}
-	return recs, w.hw
+	return recs
 }
 
 func (w *worker) run() {
@@ -92,7 +90,7 @@ func (w *worker) run() {
 		if w.stopping() {
 			return
 		}
-		recs, hw := w.next(w.r.cfg.BatchSize)
+		recs := w.next(w.r.cfg.BatchSize)
 		if len(recs) == 0 {
 			select {
 			case <-w.quit:
@@ -104,8 +102,6 @@ func (w *worker) run() {
 		if !w.processAll(recs) {
 			return // stopped before the records were finished: they stay unmarked and are redelivered
 		}
-		w.r.cfg.Metrics.lag.WithLabelValues(w.r.cfg.Group, w.topic, strconv.Itoa(int(w.partition))).
-			Set(float64(max(hw-recs[len(recs)-1].Offset-1, 0)))
 	}
 }
 
