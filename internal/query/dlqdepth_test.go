@@ -24,7 +24,9 @@ func TestDLQDepthFollowsTheTopics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	run, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- dlqDepth(run, testkit.KafkaConfig(), reg, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	go func() {
+		done <- dlqDepth(run, testkit.KafkaConfig(), reg, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
 	defer func() { stop(); <-done }()
 	depth := func() float64 {
 		mfs, err := reg.Gather()

@@ -50,8 +50,8 @@ type RunnerConfig struct {
 	// LagEvery is how often the group's lag of this instance's partitions is read from the broker
 	// (default 15s).
 	LagEvery time.Duration
-	Log        *slog.Logger
-	Metrics    *RunnerMetrics
+	Log      *slog.Logger
+	Metrics  *RunnerMetrics
 	// Now is the clock used for x-failed-at (default time.Now).
 	Now func() time.Time
 }
