@@ -1,10 +1,12 @@
 package deploy
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,7 +23,8 @@ func TestAlertRulesWithPromtool(t *testing.T) {
 	if err != nil {
 		t.Fatal("promtool is not installed; scripts/infra up installs it (Debian package prometheus)")
 	}
-	for _, args := range [][]string{{"check", "config", "prometheus.yml"}, {"test", "rules", "alerts_test.yml"}} {
+	for _, args := range [][]string{{"check", "config", "prometheus.yml"}, {"test", "rules", "alerts_test.yml"},
+		{"check", "config", "--syntax-only", "../compose/prometheus.yml"}} {
 		cmd := exec.Command(promtool, args...)
 		cmd.Dir = "observability"
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -91,4 +94,45 @@ func registeredMetricNames(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	return names
+}
+
+// TestComposeProvisionsObservability: compose runs Prometheus with the tested rules and a scrape
+// target for every service on its port, and Grafana with the data source and the dashboard; every
+// file they mount exists.
+func TestComposeProvisionsObservability(t *testing.T) {
+	p := loadCompose(t)
+	for _, name := range []string{"prometheus", "grafana"} {
+		svc, ok := p.Services[name]
+		if !ok {
+			t.Fatalf("compose lacks %s", name)
+		}
+		for _, v := range svc.Volumes {
+			if v.Type != "bind" {
+				continue
+			}
+			if _, err := os.Stat(v.Source); err != nil {
+				t.Errorf("%s mounts %s, which does not exist: %v", name, v.Source, err)
+			}
+		}
+	}
+	var mounts []string
+	for _, svcName := range []string{"prometheus", "grafana"} {
+		for _, v := range p.Services[svcName].Volumes {
+			mounts = append(mounts, filepath.Base(v.Source)+"→"+v.Target)
+		}
+	}
+	for _, want := range []string{"alerts.yml→/etc/prometheus/alerts.yml", "dashboard.json→/var/lib/grafana/dashboards/orderflow.json"} {
+		if !slices.Contains(mounts, want) {
+			t.Errorf("mounts %v lack %s", mounts, want)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join("compose", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, port := range ports {
+		if !strings.Contains(string(b), fmt.Sprintf(`"%s:%d"`, name, port)) {
+			t.Errorf("compose's prometheus.yml does not scrape %s:%d", name, port)
+		}
+	}
 }
