@@ -124,6 +124,19 @@ func TestKustomizeOverlays(t *testing.T) {
 					t.Errorf("HPA %s may grow to %d replicas; only %d partitions to share", name, h.Spec.MaxReplicas, partitions)
 				}
 			}
+			// The tested dashboard and rules, unchanged, for Grafana's sidecar and Prometheus.
+			for cm, file := range map[string][2]string{"orderflow-dashboard": {"orderflow.json", "dashboard.json"}, "orderflow-alert-rules": {"alerts.yml", "alerts.yml"}} {
+				want, err := os.ReadFile(filepath.Join("observability", file[1]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := o.configMaps[cm].Data[file[0]]; got != string(want) {
+					t.Errorf("ConfigMap %s does not hold deploy/observability/%s", cm, file[1])
+				}
+			}
+			if o.configMaps["orderflow-dashboard"].Labels["grafana_dashboard"] != "1" {
+				t.Error("the dashboard ConfigMap lacks the label grafana_dashboard=1 that Grafana's sidecar selects")
+			}
 			if j, ok := o.jobs["orderflow-init"]; !ok || !slices.Equal(j.Spec.Template.Spec.Containers[0].Args, []string{"init"}) {
 				t.Error("no orderflow-init Job running `orderflow init`")
 			}
