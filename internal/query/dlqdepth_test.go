@@ -27,7 +27,12 @@ func TestDLQDepthFollowsTheTopics(t *testing.T) {
 	go func() {
 		done <- dlqDepth(run, testkit.KafkaConfig(), reg, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
-	defer func() { stop(); <-done }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
 	depth := func() float64 {
 		mfs, err := reg.Gather()
 		if err != nil {
