@@ -101,19 +101,7 @@ func authorized(t *testing.T, orderID string) event.Envelope {
 
 func (s *store) events(t *testing.T, orderID string) []event.Envelope {
 	t.Helper()
-	rows, err := s.pool.Query(context.Background(), `SELECT value FROM outbox WHERE record_key = $1 ORDER BY id`, orderID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []event.Envelope
-	for rows.Next() {
-		var v []byte
-		_ = rows.Scan(&v)
-		e, _ := event.Decode(v)
-		out = append(out, e)
-	}
-	return out
+	return testkit.OutboxEvents(t, s.pool, orderID)
 }
 
 func TestDuplicateAuthorizationsAssignOnce(t *testing.T) {

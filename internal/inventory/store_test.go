@@ -59,22 +59,7 @@ func item(id string, q int) event.Item {
 // outboxEvents returns the events the store wrote for orderID, in order.
 func outboxEvents(t *testing.T, s *store, orderID string) []event.Envelope {
 	t.Helper()
-	rows, err := s.pool.Query(context.Background(), `SELECT value FROM outbox WHERE record_key = $1 ORDER BY id`, orderID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []event.Envelope
-	for rows.Next() {
-		var v []byte
-		_ = rows.Scan(&v)
-		e, err := event.Decode(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, e)
-	}
-	return out
+	return testkit.OutboxEvents(t, s.pool, orderID)
 }
 
 func (s *store) mustItem(t *testing.T, id string) Item {

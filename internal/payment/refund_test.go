@@ -25,16 +25,9 @@ func cancelEvent(t *testing.T, orderID string) event.Envelope {
 // eventTypes lists the types payment-service wrote for the order, in order.
 func (f fixture) eventTypes(t *testing.T, orderID string) []event.Type {
 	t.Helper()
-	rows, err := f.pool.Query(testkit.Context(t, 10*time.Second), `SELECT event_type FROM outbox WHERE record_key = $1 ORDER BY id`, orderID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
 	var out []event.Type
-	for rows.Next() {
-		var s string
-		_ = rows.Scan(&s)
-		out = append(out, event.Type(s))
+	for _, e := range testkit.OutboxEvents(t, f.pool, orderID) {
+		out = append(out, e.EventType)
 	}
 	return out
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/pg"
@@ -220,4 +221,27 @@ func Infra(t testing.TB, args ...string) {
 	if err != nil {
 		t.Fatalf("scripts/infra %v: %v\n%s", args, err, out)
 	}
+}
+
+// OutboxEvents returns the events written to the outbox of the database behind q for record key
+// key (an orderId), in commit order. Tests of a service's store read what it published this way.
+func OutboxEvents(t testing.TB, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, key string) []event.Envelope {
+	t.Helper()
+	rows, err := q.Query(Context(t, 10*time.Second), `SELECT value FROM outbox WHERE record_key = $1 ORDER BY id`, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (event.Envelope, error) {
+		var v []byte
+		if err := r.Scan(&v); err != nil {
+			return event.Envelope{}, err
+		}
+		return event.Decode(v)
+	})
+	if err != nil {
+		t.Fatalf("outbox of %s: %v", key, err)
+	}
+	return out
 }
