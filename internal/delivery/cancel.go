@@ -32,6 +32,9 @@ type decision struct {
 	dequeued  bool   // the order left the driver queue
 }
 
+// waiting marks, in held, an order found in the driver queue (it has no delivery row).
+const waiting = "WAITING"
+
 // held is what delivery-service holds for an order when its cancellation arrives.
 type held struct {
 	deliveryID, driverName, status string
@@ -66,7 +69,7 @@ func (s *store) cancelAll(ctx context.Context, es []event.Envelope, reasons []st
 		// commits, the delivery it made is read (and cancelled) below.
 		b.Queue(`DELETE FROM waiting_orders WHERE order_id = ANY($1) RETURNING order_id`, orders).Query(func(rows pgx.Rows) error {
 			var o string
-			_, err := pgx.ForEachRow(rows, []any{&o}, func() error { holds[o] = held{status: "WAITING"}; return nil })
+			_, err := pgx.ForEachRow(rows, []any{&o}, func() error { holds[o] = held{status: waiting}; return nil })
 			return err
 		})
 		b.Queue(`SELECT d.order_id, d.delivery_id, d.driver_id, dr.name, d.status FROM deliveries d JOIN drivers dr USING (driver_id)
@@ -97,7 +100,7 @@ func (s *store) cancelAll(ctx context.Context, es []event.Envelope, reasons []st
 			case StatusAssigned:
 				tx.Writes.Queue(`UPDATE deliveries SET status = 'CANCELLED', cancelled_at = $2 WHERE order_id = $1`, e.OrderID, now)
 				freed, res[i].freed = append(freed, h.driverID), true
-			case "WAITING":
+			case waiting:
 				res[i].dequeued = true
 			}
 			tx.Writes.Queue(`INSERT INTO cancellations (order_id, reason, refusal, cause_event_id, decided_at) VALUES ($1, $2, NULLIF($3, ''), $4, $5)`,

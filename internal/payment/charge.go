@@ -23,7 +23,7 @@ import (
 type charge struct {
 	e      event.Envelope
 	pl     event.InventoryPayload
-	cancel *string
+	cancel string // non-empty: a cancellation, with its reason
 	pay    Payment
 	dup    bool // a unique constraint already held this charge: nothing written, nothing published
 	// outcome of a cancellation, or of a charge the order's cancellation stopped (see cancelOutcome*)
@@ -64,7 +64,7 @@ func (p *processor) handle(ctx context.Context, es []event.Envelope) error {
 				continue
 			}
 			reason := cmp.Or(pl.CancelReason, pl.Reason)
-			todo = append(todo, &charge{e: e, cancel: &reason})
+			todo = append(todo, &charge{e: e, cancel: reason})
 		default:
 			ignored = append(ignored, e.EventType)
 		}
@@ -100,7 +100,7 @@ func (p *processor) handle(ctx context.Context, es []event.Envelope) error {
 func cancelledFirst(todo []*charge) ([]*charge, int) {
 	cancelled := map[string]bool{}
 	for _, c := range todo {
-		if c.cancel != nil {
+		if c.cancel != "" {
 			cancelled[c.e.OrderID] = true
 		}
 	}
@@ -109,7 +109,7 @@ func cancelledFirst(todo []*charge) ([]*charge, int) {
 	}
 	kept := todo[:0]
 	for _, c := range todo {
-		if c.cancel == nil && cancelled[c.e.OrderID] {
+		if c.cancel == "" && cancelled[c.e.OrderID] {
 			continue
 		}
 		kept = append(kept, c)
@@ -209,7 +209,7 @@ func (p *processor) release(ctx context.Context, done []string, locks []*redislo
 // for the order) is marked dup: nothing is written or published for it.
 func (p *processor) record(ctx context.Context, todo []*charge) error {
 	for _, c := range todo {
-		if c.cancel != nil {
+		if c.cancel != "" {
 			continue
 		}
 		reason, err := p.gateway.Decide(ctx, c.e.OrderID, c.pl.CustomerID, c.pl.Amount)
@@ -228,7 +228,7 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 		now := p.now().UTC().Truncate(time.Microsecond)
 		for _, c := range todo {
 			c.dup, c.outcome = false, ""
-			if c.cancel != nil {
+			if c.cancel != "" {
 				p.queueCancel(b, c, now)
 				continue
 			}
@@ -257,9 +257,9 @@ func (p *processor) record(ctx context.Context, todo []*charge) error {
 				continue
 			}
 			typ, payload := paymentEventType(c.pay), any(paymentPayload(c.pay))
-			if c.cancel != nil {
+			if c.cancel != "" {
 				typ, payload = event.PaymentRefunded, event.PaymentRefundedPayload{PaymentID: c.pay.PaymentID, OrderID: c.pay.OrderID,
-					Amount: c.pay.Amount, Currency: c.pay.Currency, Reason: *c.cancel}
+					Amount: c.pay.Amount, Currency: c.pay.Currency, Reason: c.cancel}
 			}
 			out, err := p.factory.Caused(c.e, typ, payload)
 			if err != nil {
@@ -292,7 +292,7 @@ const cancelPayment = `INSERT INTO payments (order_id, idempotency_key, status, 
 // queueCancel queues a cancellation's statement and fills c.pay and c.outcome from its result.
 func (p *processor) queueCancel(b *pgx.Batch, c *charge, now time.Time) {
 	c.outcome = cancelOutcomeNothing
-	b.Queue(cancelPayment, c.e.OrderID, c.e.EventID, *c.cancel, now).QueryRow(func(row pgx.Row) error {
+	b.Queue(cancelPayment, c.e.OrderID, c.e.EventID, c.cancel, now).QueryRow(func(row pgx.Row) error {
 		c.pay.OrderID = c.e.OrderID
 		err := row.Scan(&c.pay.PaymentID, &c.pay.Status, &c.pay.Amount, &c.pay.Currency)
 		switch {
@@ -315,7 +315,7 @@ func (p *processor) queueCancel(b *pgx.Batch, c *charge, now time.Time) {
 func (p *processor) explainDups(ctx context.Context, tx *pg.BatchTx, todo []*charge) error {
 	var orders []string
 	for _, c := range todo {
-		if c.dup && c.cancel == nil {
+		if c.dup && c.cancel == "" {
 			orders = append(orders, c.e.OrderID)
 		}
 	}
@@ -333,7 +333,7 @@ func (p *processor) explainDups(ctx context.Context, tx *pg.BatchTx, todo []*cha
 		return fmt.Errorf("read cancelled payments: %w", err)
 	}
 	for _, c := range todo {
-		if c.dup && c.cancel == nil && cancelled[c.e.OrderID] {
+		if c.dup && c.cancel == "" && cancelled[c.e.OrderID] {
 			c.outcome = cancelOutcomeChargeSkip
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/testkit"
 	"github.com/orderflow/orderflow/test/harness"
 )
@@ -83,9 +84,8 @@ func (c client) waitStatus(prefix, id string, d time.Duration, want ...string) s
 	return got
 }
 
-func dbConn(t *testing.T, sys *testkit.System, prefix string) *pgx.Conn {
+func dbConn(t *testing.T, c pg.Config) *pgx.Conn {
 	t.Helper()
-	c := sys.DBs[prefix]
 	conn, err := pgx.Connect(context.Background(), c.URL(c.Database))
 	if err != nil {
 		t.Fatal(err)
@@ -95,9 +95,9 @@ func dbConn(t *testing.T, sys *testkit.System, prefix string) *pgx.Conn {
 }
 
 // countBy runs a "SELECT key, count(*) ... GROUP BY key" query and returns the counts.
-func countBy(t *testing.T, conn *pgx.Conn, sql string) map[string]int {
+func countBy(t *testing.T, conn *pgx.Conn, sql string, args ...any) map[string]int {
 	t.Helper()
-	rows, err := conn.Query(context.Background(), sql)
+	rows, err := conn.Query(context.Background(), sql, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,12 +186,12 @@ func TestCancellationRacesOnRealServers(t *testing.T) {
 	}
 
 	harness.Verify(t, sys)
-	pay := countBy(t, dbConn(t, sys, "PAYMENT"), `SELECT status, count(*) FROM payments GROUP BY status`)
-	del := countBy(t, dbConn(t, sys, "DELIVERY"), `SELECT coalesce(refusal, 'ACCEPTED'), count(*) FROM cancellations GROUP BY 1`)
-	freed := countBy(t, dbConn(t, sys, "DELIVERY"), `SELECT status, count(*) FROM deliveries GROUP BY status`)
-	ord := countBy(t, dbConn(t, sys, "ORDER"), `SELECT status, count(*) FROM orders GROUP BY status`)
+	pay := countBy(t, dbConn(t, sys.DBs["PAYMENT"]), `SELECT status, count(*) FROM payments GROUP BY status`)
+	del := countBy(t, dbConn(t, sys.DBs["DELIVERY"]), `SELECT coalesce(refusal, 'ACCEPTED'), count(*) FROM cancellations GROUP BY 1`)
+	freed := countBy(t, dbConn(t, sys.DBs["DELIVERY"]), `SELECT status, count(*) FROM deliveries GROUP BY status`)
+	ord := countBy(t, dbConn(t, sys.DBs["ORDER"]), `SELECT status, count(*) FROM orders GROUP BY status`)
 	t.Logf("payments %v, delivery decisions %v, deliveries %v, orders %v", pay, del, freed, ord)
-	frozenNeverCharged := countBy(t, dbConn(t, sys, "PAYMENT"), `SELECT status, count(*) FROM payments WHERE order_id = ANY('{`+strings.Join(frozen, ",")+`}') GROUP BY status`)
+	frozenNeverCharged := countBy(t, dbConn(t, sys.DBs["PAYMENT"]), `SELECT status, count(*) FROM payments WHERE order_id = ANY($1) GROUP BY status`, frozen)
 	for what, ok := range map[string]bool{
 		"orders cancelled before their payment were never charged": frozenNeverCharged["CANCELLED"] == len(frozen) && len(frozenNeverCharged) == 1,
 		"authorized payments were refunded":                        pay["REFUNDED"] > 0,
@@ -221,18 +221,18 @@ func TestDeadlineExpiresWhilePaymentIsStopped(t *testing.T) {
 	for _, id := range ids {
 		c.waitStatus("ORDER", id, time.Minute, event.OrderStatusCancelled)
 	}
-	inv := dbConn(t, sys, "INVENTORY")
+	inv := dbConn(t, sys.DBs["INVENTORY"])
 	testkit.Eventually(t, 30*time.Second, "the expired orders' stock to come back", func() bool {
 		var available int
 		return inv.QueryRow(context.Background(), `SELECT available FROM stock WHERE item_id = 'E2E-A'`).Scan(&available) == nil && available == initialStock["E2E-A"]
 	})
 	sys.Procs["PAYMENT"].Restart(t)
 	harness.Verify(t, sys)
-	pay := countBy(t, dbConn(t, sys, "PAYMENT"), `SELECT status, count(*) FROM payments GROUP BY status`)
+	pay := countBy(t, dbConn(t, sys.DBs["PAYMENT"]), `SELECT status, count(*) FROM payments GROUP BY status`)
 	if pay["CANCELLED"] != len(ids) || len(pay) != 1 {
 		t.Fatalf("payments %v: every expired order must be left uncharged (CANCELLED)", pay)
 	}
-	reasons := countBy(t, dbConn(t, sys, "ORDER"), `SELECT cancel_reason, count(*) FROM orders GROUP BY 1`)
+	reasons := countBy(t, dbConn(t, sys.DBs["ORDER"]), `SELECT cancel_reason, count(*) FROM orders GROUP BY 1`)
 	if reasons[event.ReasonDeadlineExceeded] != len(ids) {
 		t.Fatalf("cancel reasons %v", reasons)
 	}

@@ -7,7 +7,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -205,15 +204,7 @@ func runSaga(t *testing.T, begin func(t *testing.T) target) {
 	}
 
 	// Sources of truth.
-	db := func(prefix string) *pgx.Conn {
-		c := sys.dbs[prefix]
-		conn, err := pgx.Connect(ctx, c.URL(c.Database))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close(context.Background()) })
-		return conn
-	}
+	db := func(prefix string) *pgx.Conn { return dbConn(t, sys.dbs[prefix]) }
 	var dupPayments int
 	if err := db("PAYMENT").QueryRow(ctx, `SELECT count(*) FROM (SELECT order_id FROM payments GROUP BY order_id HAVING count(*) > 1) d`).Scan(&dupPayments); err != nil || dupPayments != 0 {
 		t.Errorf("orders with more than one payment: %d (%v)", dupPayments, err)
