@@ -78,7 +78,13 @@ type Envelope struct {
 	CausationID   string          `json:"causationId,omitempty"`
 	Producer      string          `json:"producer"`
 	Payload       json.RawMessage `json:"payload"`
+	// Trace is the W3C trace context the event was written in, empty when tracing is off. It is not
+	// part of the JSON: it travels in the outbox row and in the record's headers (DESIGN.md §5).
+	Trace Trace `json:"-"`
 }
+
+// Trace is a W3C trace context: the traceparent and tracestate header values.
+type Trace struct{ Parent, State string }
 
 // ErrInvalid marks an envelope or payload that can never be processed (a permanent error).
 var ErrInvalid = errors.New("invalid event")
@@ -160,13 +166,16 @@ func (f Factory) New(t Type, orderID string, payload any) (Envelope, error) {
 	return f.build(t, orderID, orderID, "", payload)
 }
 
-// Caused builds an event caused by cause: same order, correlationId copied, causationId = cause.EventID.
+// Caused builds an event caused by cause: same order, correlationId copied, causationId = cause.EventID,
+// and cause's trace context, so the saga stays one trace.
 func (f Factory) Caused(cause Envelope, t Type, payload any) (Envelope, error) {
 	corr := cause.CorrelationID
 	if corr == "" {
 		corr = cause.OrderID
 	}
-	return f.build(t, cause.OrderID, corr, cause.EventID, payload)
+	e, err := f.build(t, cause.OrderID, corr, cause.EventID, payload)
+	e.Trace = cause.Trace
+	return e, err
 }
 
 func (f Factory) build(t Type, orderID, correlationID, causationID string, payload any) (Envelope, error) {

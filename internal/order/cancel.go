@@ -13,6 +13,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
+	"github.com/orderflow/orderflow/internal/platform/obs"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 )
@@ -109,7 +110,7 @@ func (s *store) cancel(ctx context.Context, id, comment string) (Order, error) {
 		}
 		o.Cancellation = &Cancellation{Reason: event.ReasonCustomerRequest, Comment: comment,
 			RequestedAt: s.now().UTC().Truncate(time.Microsecond)}
-		return s.queueCancel(tx, []Order{o})
+		return s.queueCancel(ctx, tx, []Order{o})
 	})
 	if err != nil && !errors.Is(err, ErrTooLate) && !errors.Is(err, ErrEnded) && !errors.Is(err, ErrNotFound) {
 		return o, fmt.Errorf("cancel order: %w", err)
@@ -120,7 +121,7 @@ func (s *store) cancel(ctx context.Context, id, comment string) (Order, error) {
 // queueCancel records the orders' cancellations and writes their order.cancelled events. Asked by
 // a request or a timer, not caused by an event, they take the table door: they follow whatever the
 // order has in the outbox.
-func (s *store) queueCancel(tx *pg.BatchTx, os []Order) error {
+func (s *store) queueCancel(ctx context.Context, tx *pg.BatchTx, os []Order) error {
 	events := make([]event.Envelope, 0, len(os))
 	for _, o := range os {
 		c := o.Cancellation
@@ -131,6 +132,7 @@ func (s *store) queueCancel(tx *pg.BatchTx, os []Order) error {
 			return err
 		}
 		e.OccurredAt = c.RequestedAt
+		e.Trace.Parent, e.Trace.State = obs.TraceOf(ctx) // the request's, when a customer asked
 		events = append(events, e)
 	}
 	return outbox.Timed(tx, events...)
@@ -159,7 +161,7 @@ func (s *store) expire(ctx context.Context, deadline time.Time, limit int) (int,
 		if err := tx.Read(ctx, b); err != nil {
 			return fmt.Errorf("find expired orders: %w", err)
 		}
-		return s.queueCancel(tx, due)
+		return s.queueCancel(ctx, tx, due)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("expire orders: %w", err)

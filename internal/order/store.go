@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/obs"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 )
@@ -64,11 +65,13 @@ func (s *store) create(ctx context.Context, o newOrder, idemKey string) (ord Ord
 		if err != nil {
 			return err
 		}
+		e.Trace.Parent, e.Trace.State = obs.TraceOf(ctx) // the request's span: the saga's root
 		return outbox.Caused(tx, e)
 	})
 	if err != nil {
 		return Order{}, false, fmt.Errorf("create order: %w", err)
 	}
+	obs.TagOrder(ctx, ord.OrderID)
 	return ord, replayed, nil
 }
 

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config locates the cluster.
@@ -22,7 +25,8 @@ type Config struct {
 	Password    string // secret
 	Timeout     time.Duration
 	Consistency gocql.Consistency
-	TLS         *tls.Config // nil: plaintext; host names are verified
+	TLS         *tls.Config  // nil: plaintext; host names are verified
+	Tracer      trace.Tracer // traces every statement and batch inside a traced operation (nil: off)
 }
 
 func (c Config) cluster(keyspace string) *gocql.ClusterConfig {
@@ -40,6 +44,10 @@ func (c Config) cluster(keyspace string) *gocql.ClusterConfig {
 	// more: two extra wake-ups, a timer and 200 µs per request. The projection batches its writes
 	// itself, so requests are written at once.
 	cl.WriteCoalesceWaitTime = 0
+	if c.Tracer != nil {
+		o := observer{c.Tracer}
+		cl.QueryObserver, cl.BatchObserver = o, o
+	}
 	cl.Consistency = c.Consistency
 	if cl.Consistency == 0 {
 		cl.Consistency = gocql.LocalQuorum
@@ -89,4 +97,32 @@ func Check(s *gocql.Session) func(ctx context.Context) (map[string]any, error) {
 		}
 		return map[string]any{"dataCenter": dc, "version": version}, nil
 	}
+}
+
+// observer turns the driver's observations into client spans, only below a recorded span (a
+// health check's query starts no trace). The driver reports start and end, so the span is made
+// after the fact with those times.
+type observer struct{ t trace.Tracer }
+
+func (o observer) ObserveQuery(ctx context.Context, q gocql.ObservedQuery) {
+	o.span(ctx, "cassandra query", q.Start, q.End, q.Err, attribute.String("db.statement", q.Statement),
+		attribute.Int("cassandra.attempt", q.Attempt))
+}
+
+func (o observer) ObserveBatch(ctx context.Context, b gocql.ObservedBatch) {
+	o.span(ctx, "cassandra batch", b.Start, b.End, b.Err, attribute.Int("db.operation.batch.size", len(b.Statements)),
+		attribute.Int("cassandra.attempt", b.Attempt))
+}
+
+func (o observer) span(ctx context.Context, name string, start, end time.Time, err error, attrs ...attribute.KeyValue) {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		return
+	}
+	_, span := o.t.Start(ctx, name, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(append(attrs, attribute.String("db.system", "cassandra"))...))
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End(trace.WithTimestamp(end))
 }

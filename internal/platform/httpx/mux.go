@@ -37,10 +37,21 @@ type Mux struct {
 	CORS   *CORS
 	mu     sync.Mutex
 	routes []Route
+	serve  http.Handler // mux, or mux wrapped by Instrument
+	// platform holds the paths of the platform routes (all registered before serving starts).
+	platform map[string]bool
 }
 
 // NewMux returns an empty Mux that protects its routes with a Guard built from c.
-func NewMux(c GuardConfig) *Mux { return &Mux{mux: http.NewServeMux(), guard: NewGuard(c)} }
+func NewMux(c GuardConfig) *Mux {
+	m := &Mux{mux: http.NewServeMux(), guard: NewGuard(c), platform: map[string]bool{}}
+	m.serve = m.mux
+	return m
+}
+
+// Instrument wraps the routing (tracing) before serving starts. The wrapper hands its request to
+// the router itself, so it sees the route the router matched (http.Request.Pattern).
+func (m *Mux) Instrument(wrap func(http.Handler) http.Handler) { m.serve = wrap(m.mux) }
 
 // Operator registers h for pattern behind the admin guard.
 func (m *Mux) Operator(pattern string, h http.HandlerFunc) {
@@ -57,7 +68,16 @@ func (m *Mux) Customer(pattern string, h http.HandlerFunc) {
 }
 
 // platform registers an open route; only Ops.Register calls it.
-func (m *Mux) platform(pattern string, h http.Handler) { m.add(pattern, Platform, h) }
+func (m *Mux) platformRoute(pattern string, h http.Handler) {
+	_, path, _ := strings.Cut(pattern, " ")
+	m.platform[path] = true
+	m.add(pattern, Platform, h)
+}
+
+// Traced reports whether a request is worth a trace: not a probe, a scrape or a profile.
+func (m *Mux) Traced(r *http.Request) bool {
+	return !m.platform[r.URL.Path] && !strings.HasPrefix(r.URL.Path, "/debug/")
+}
 
 func (m *Mux) add(pattern string, a Access, h http.Handler) {
 	m.mu.Lock()
@@ -67,7 +87,7 @@ func (m *Mux) add(pattern string, a Access, h http.Handler) {
 }
 
 // ServeHTTP dispatches to the registered routes.
-func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.mux.ServeHTTP(w, r) }
+func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.serve.ServeHTTP(w, r) }
 
 // pattern returns the registered pattern r matches ("" for none).
 func (m *Mux) pattern(r *http.Request) string {

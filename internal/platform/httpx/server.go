@@ -46,14 +46,14 @@ func (o Ops) Register(mux *Mux) {
 		o.Health.serveHealth(w, r, mux.guard.operator(r))
 	}
 	metrics := promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})
-	mux.platform("GET /healthz", http.HandlerFunc(live))
-	mux.platform("GET /readyz", http.HandlerFunc(o.Health.serveReady))
-	mux.platform("GET /health", http.HandlerFunc(health))
-	mux.platform("GET /actuator/health", http.HandlerFunc(health))
-	mux.platform("GET /info", http.HandlerFunc(info))
-	mux.platform("GET /actuator/info", http.HandlerFunc(info))
-	mux.platform("GET /metrics", metrics)
-	mux.platform("GET /actuator/prometheus", metrics)
+	mux.platformRoute("GET /healthz", http.HandlerFunc(live))
+	mux.platformRoute("GET /readyz", http.HandlerFunc(o.Health.serveReady))
+	mux.platformRoute("GET /health", http.HandlerFunc(health))
+	mux.platformRoute("GET /actuator/health", http.HandlerFunc(health))
+	mux.platformRoute("GET /info", http.HandlerFunc(info))
+	mux.platformRoute("GET /actuator/info", http.HandlerFunc(info))
+	mux.platformRoute("GET /metrics", metrics)
+	mux.platformRoute("GET /actuator/prometheus", metrics)
 }
 
 // Metrics instruments handlers with a request-duration histogram labelled by route pattern, method

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/plugin/kotel"
 )
 
 // Config locates the cluster and sets topic defaults.
@@ -26,6 +27,10 @@ type Config struct {
 	TLS               *tls.Config    // nil: plaintext
 	SASL              sasl.Mechanism // nil: no authentication
 	Compression       string         // producer batch codec: none (default), snappy, lz4, zstd or gzip
+	// Tracer, when set, traces every record produced and fetched (franz-go's OpenTelemetry plugin:
+	// publish and receive spans, the context in the traceparent/tracestate headers) and the Runner's
+	// handling of each. nil: tracing off, no hook installed.
+	Tracer *kotel.Tracer
 }
 
 // Codec returns the producer compression codec named by Compression, or an error naming the choices.
@@ -68,6 +73,9 @@ func (c Config) Options(extra ...kgo.Opt) []kgo.Opt {
 	}
 	if c.SASL != nil {
 		opts = append(opts, kgo.SASL(c.SASL))
+	}
+	if c.Tracer != nil {
+		opts = append(opts, kgo.WithHooks(c.Tracer))
 	}
 	return append(opts, extra...)
 }

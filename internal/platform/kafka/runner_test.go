@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
@@ -35,6 +36,8 @@ type harness struct {
 	// failing event is not handled again as part of a split batch).
 	batchSize int
 	lagEvery  time.Duration // the runner's LagEvery (0: its default)
+	tracer    *kotel.Tracer // the runner's tracing (nil: off)
+	handler   kafka.Handler // the runner's handler, instead of start's per-event one
 }
 
 func newHarness(t *testing.T, partitions int32) *harness {
@@ -74,7 +77,12 @@ func (h *harness) start(handler func(context.Context, event.Envelope) error, max
 		}
 		return nil
 	}
-	r, err := kafka.NewRunner(testkit.KafkaConfig(), kafka.RunnerConfig{
+	if h.handler != nil {
+		each = h.handler
+	}
+	kc := testkit.KafkaConfig()
+	kc.Tracer = h.tracer
+	r, err := kafka.NewRunner(kc, kafka.RunnerConfig{
 		Group: h.group, Topics: []string{h.src}, Handler: each, MaxAttempts: maxAttempts, BatchSize: max(h.batchSize, 1),
 		Backoff:  kafka.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
 		DLQTopic: func(string) string { return h.dlq }, LagEvery: h.lagEvery,

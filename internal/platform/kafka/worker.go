@@ -2,11 +2,15 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/obs"
@@ -108,28 +112,25 @@ func (w *worker) run() {
 // processAll handles records in order: each run of decodable records goes to handle, an
 // undecodable record straight to the DLQ.
 func (w *worker) processAll(recs []*kgo.Record) bool {
+	envs := make([]event.Envelope, len(recs))
+	errs := make([]error, len(recs))
+	for k, r := range recs {
+		envs[k], errs[k] = event.Decode(r.Value)
+		envs[k].Trace = w.startSpan(r, envs[k])
+	}
 	for i := 0; i < len(recs); {
-		var (
-			envs      []event.Envelope
-			decodeErr error
-		)
-		j := i
-		for ; j < len(recs); j++ {
-			e, err := event.Decode(recs[j].Value)
-			if err != nil {
-				decodeErr = err
-				break
-			}
-			envs = append(envs, e)
-		}
-		if j == i {
-			if !w.deadLetter(recs[i], "", 0, decodeErr) {
+		if errs[i] != nil {
+			if !w.deadLetter(recs[i], "", 0, errs[i]) {
 				return false
 			}
 			i++
 			continue
 		}
-		if !w.handle(recs[i:j], envs) {
+		j := i + 1
+		for j < len(recs) && errs[j] == nil {
+			j++
+		}
+		if !w.handle(recs[i:j], envs[i:j]) {
 			return false
 		}
 		i = j
@@ -146,7 +147,9 @@ func (w *worker) handle(recs []*kgo.Record, envs []event.Envelope) bool {
 	cfg := &w.r.cfg
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(w.ctx, attemptTimeout)
+	ctx, span := w.batchSpan(ctx, recs)
 	err := cfg.Handler(ctx, envs)
+	endSpan(span, err)
 	cancel()
 	if err == nil {
 		w.processed(recs, envs, time.Since(start))
@@ -168,6 +171,7 @@ func (w *worker) processed(recs []*kgo.Record, envs []event.Envelope, d time.Dur
 	for k, r := range recs {
 		cfg.Metrics.duration.WithLabelValues(cfg.Group, r.Topic, string(envs[k].EventType)).Observe(each)
 		cfg.Metrics.consumed.WithLabelValues(cfg.Group, r.Topic, string(envs[k].EventType), "processed").Inc()
+		endSpan(w.span(r), nil)
 	}
 	w.r.cl.MarkCommitRecords(recs...)
 }
@@ -192,6 +196,9 @@ func (w *worker) handleOne(rec *kgo.Record, env event.Envelope) bool {
 	cfg := &w.r.cfg
 	ctx := obs.WithAttrs(w.ctx, "orderId", env.OrderID, "eventId", env.EventID, "correlationId", env.CorrelationID,
 		"eventType", string(env.EventType), "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset)
+	if span := w.span(rec); span != nil {
+		ctx = trace.ContextWithSpan(ctx, span)
+	}
 	log := obs.Logger(ctx, cfg.Log)
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
@@ -204,6 +211,9 @@ func (w *worker) handleOne(rec *kgo.Record, env event.Envelope) bool {
 		}
 		if w.ctx.Err() != nil {
 			return false
+		}
+		if span := w.span(rec); span != nil {
+			span.RecordError(err, trace.WithAttributes(attribute.Int("orderflow.attempt", attempt)))
 		}
 		unavailable := IsUnavailable(err) || (cfg.Unavailable != nil && cfg.Unavailable(err) && !IsPermanent(err))
 		switch {
@@ -244,6 +254,10 @@ func (w *worker) deadLetter(rec *kgo.Record, typ event.Type, retries int, cause 
 	if typ == "" {
 		typ = "undecodable"
 	}
+	if span := w.span(rec); span != nil {
+		// The DLQ record's publish span is a child of this record's processing.
+		out.Context = trace.ContextWithSpan(w.ctx, span)
+	}
 	for attempt := 1; ; attempt++ {
 		if dlq == "" {
 			cfg.Log.Error("no dead-letter topic for source topic; partition paused", "topic", rec.Topic)
@@ -252,6 +266,7 @@ func (w *worker) deadLetter(rec *kgo.Record, typ event.Type, retries int, cause 
 			err := w.r.cl.ProduceSync(ctx, out).FirstErr()
 			cancel()
 			if err == nil {
+				endSpan(w.span(rec), fmt.Errorf("dead-lettered to %s: %w", dlq, cause))
 				cfg.Metrics.dlq.WithLabelValues(cfg.Group, rec.Topic, dlq).Inc()
 				cfg.Metrics.consumed.WithLabelValues(cfg.Group, rec.Topic, string(typ), "dead_lettered").Inc()
 				w.r.cl.MarkCommitRecords(rec)
@@ -264,4 +279,59 @@ func (w *worker) deadLetter(rec *kgo.Record, typ event.Type, retries int, cause 
 			return false
 		}
 	}
+}
+
+// startSpan starts rec's process span (franz-go's plugin: a child of its receive span, itself a
+// child of the context in the record's headers) when tracing is on; it lives in rec.Context until
+// the record is processed or dead-lettered. Events written while handling rec carry the returned
+// context (env.Trace).
+func (w *worker) startSpan(rec *kgo.Record, e event.Envelope) event.Trace {
+	t := w.r.kcfg.Tracer
+	if t == nil {
+		return event.Trace{}
+	}
+	ctx, span := t.WithProcessSpan(rec)
+	span.SetAttributes(attribute.String(obs.OrderIDKey, e.OrderID), attribute.String("orderflow.event_type", string(e.EventType)),
+		attribute.String("orderflow.event_id", e.EventID))
+	rec.Context = ctx
+	var tc event.Trace
+	tc.Parent, tc.State = obs.TraceOf(ctx)
+	return tc
+}
+
+// span is rec's process span, or nil when tracing is off.
+func (w *worker) span(rec *kgo.Record) trace.Span {
+	if w.r.kcfg.Tracer == nil || rec.Context == nil {
+		return nil
+	}
+	return trace.SpanFromContext(rec.Context)
+}
+
+// batchSpan is the span of one handler call for several records: the work they share (one
+// transaction, one Cassandra batch) is a child of the first record's process span and links the
+// others', so each order's trace shows when its record was handled and the batch it was part of.
+func (w *worker) batchSpan(ctx context.Context, recs []*kgo.Record) (context.Context, trace.Span) {
+	first := w.span(recs[0])
+	if first == nil {
+		return ctx, nil
+	}
+	links := make([]trace.Link, 0, len(recs)-1)
+	for _, r := range recs[1:] {
+		links = append(links, trace.Link{SpanContext: trace.SpanContextFromContext(r.Context)})
+	}
+	return first.TracerProvider().Tracer("github.com/orderflow/orderflow/internal/platform/kafka").Start(
+		trace.ContextWithSpan(ctx, first), recs[0].Topic+" process batch", trace.WithLinks(links...),
+		trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(recs))))
+}
+
+// endSpan ends span (nil: tracing off), marking it failed with err.
+func endSpan(span trace.Span, err error) {
+	if span == nil {
+		return
+	}
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

@@ -28,8 +28,11 @@ func frameEnvelope(t testing.TB, orderID string) event.Envelope {
 func TestFramesCarryTheEventsAndStampProducedAt(t *testing.T) {
 	var n notes
 	var envs []event.Envelope
-	for _, id := range []string{"order-1", "22:odd:key", "ünïcode"} {
+	for i, id := range []string{"order-1", "22:odd:key", "ünïcode"} {
 		e := frameEnvelope(t, id)
+		if i != 1 { // one without a trace context (tracing off)
+			e.Trace = event.Trace{Parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", State: "vendor=" + id}
+		}
 		v, err := e.Encode()
 		if err != nil {
 			t.Fatal(err)
@@ -52,7 +55,7 @@ func TestFramesCarryTheEventsAndStampProducedAt(t *testing.T) {
 	for i, e := range envs {
 		g := got[i]
 		if g.id != e.EventID || g.typ != string(e.EventType) || g.key != e.OrderID || g.correlation != e.CorrelationID ||
-			!g.occurredAt.Equal(e.OccurredAt) {
+			!g.occurredAt.Equal(e.OccurredAt) || g.trace != e.Trace {
 			t.Fatalf("event %d parsed as %+v, want %+v", i, g, e)
 		}
 		var back event.Envelope

@@ -114,8 +114,8 @@ func queueRows(b *pgx.Batch, envs ...event.Envelope) (notice, error) {
 		if err != nil {
 			return nil, fmt.Errorf("outbox: encode %s: %w", e.EventType, err)
 		}
-		b.Queue(`INSERT INTO outbox (event_id, event_type, topic, record_key, value) VALUES ($1, $2, $3, $4, $5)`,
-			e.EventID, string(e.EventType), topic, e.OrderID, v)
+		b.Queue(`INSERT INTO outbox (event_id, event_type, topic, record_key, value, traceparent, tracestate) VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), NULLIF($7, ''))`,
+			e.EventID, string(e.EventType), topic, e.OrderID, v, e.Trace.Parent, e.Trace.State)
 		n.add(appendFrame(nil, e, v))
 	}
 	return n.payloads(), nil
@@ -159,14 +159,15 @@ func (n *notes) payloads() []string {
 	return out
 }
 
-// A frame is six netstring-like fields, each `<decimal length>:<bytes>`: event id, event type,
-// order id (the record key), correlation id, occurredAt (RFC 3339) and the encoded envelope. Lengths
-// make any byte in a field safe, and reading them costs nothing next to decoding JSON.
-const frameFields = 6
+// A frame is eight netstring-like fields, each `<decimal length>:<bytes>`: event id, event type,
+// order id (the record key), correlation id, occurredAt (RFC 3339), traceparent, tracestate (empty
+// when tracing is off) and the encoded envelope. Lengths make any byte in a field safe, and reading
+// them costs nothing next to decoding JSON.
+const frameFields = 8
 
 func appendFrame(b []byte, e event.Envelope, value []byte) []byte {
 	for _, f := range [frameFields - 1]string{e.EventID, string(e.EventType), e.OrderID, e.CorrelationID,
-		e.OccurredAt.Format(time.RFC3339Nano)} {
+		e.OccurredAt.Format(time.RFC3339Nano), e.Trace.Parent, e.Trace.State} {
 		b = append(append(strconv.AppendInt(b, int64(len(f)), 10), ':'), f...)
 	}
 	return append(append(strconv.AppendInt(b, int64(len(value)), 10), ':'), value...)
@@ -177,6 +178,7 @@ type notified struct {
 	id, typ, key, correlation string
 	topic                     string
 	occurredAt                time.Time
+	trace                     event.Trace
 	value                     []byte // the encoded envelope, without producedAt
 }
 
@@ -208,7 +210,7 @@ func parseFrames(p string) ([]notified, error) {
 			return nil, fmt.Errorf("%w: event %d has no id", errFrame, len(out)+1)
 		case err != nil:
 			return nil, fmt.Errorf("%w: event %s: occurredAt: %w", errFrame, f[0], err)
-		case !strings.HasPrefix(f[5], `{"`) || !strings.HasSuffix(f[5], "}"):
+		case !strings.HasPrefix(f[7], `{"`) || !strings.HasSuffix(f[7], "}"):
 			// stamp appends producedAt inside the object, which needs a non-empty JSON object.
 			return nil, fmt.Errorf("%w: event %s: the envelope is not an encoded object", errFrame, f[0])
 		}
@@ -217,7 +219,8 @@ func parseFrames(p string) ([]notified, error) {
 			// Written by a newer version: the table has the row's topic.
 			return nil, fmt.Errorf("%w: event %s has type %q, unknown to this version", errFrame, f[0], f[1])
 		}
-		out = append(out, notified{id: f[0], typ: f[1], key: f[2], correlation: f[3], topic: topic, occurredAt: at, value: []byte(f[5])})
+		out = append(out, notified{id: f[0], typ: f[1], key: f[2], correlation: f[3], topic: topic, occurredAt: at,
+			trace: event.Trace{Parent: f[5], State: f[6]}, value: []byte(f[7])})
 	}
 	if out == nil {
 		return nil, fmt.Errorf("%w: empty", errFrame)
@@ -233,7 +236,7 @@ func fromEnvelope(e event.Envelope) (notified, error) {
 		return notified{}, err
 	}
 	return notified{id: e.EventID, typ: string(e.EventType), key: e.OrderID, correlation: e.CorrelationID,
-		occurredAt: e.OccurredAt, value: v}, nil
+		occurredAt: e.OccurredAt, trace: e.Trace, value: v}, nil
 }
 
 // stamp returns the encoded envelope with producedAt appended as its last field.

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/obs"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
@@ -308,14 +309,16 @@ func (r *Relay) handle(ctx context.Context, st *leaderState, notes []*pgconn.Not
 func (r *Relay) readTable(ctx context.Context, st *leaderState) error {
 	for {
 		rows, err := r.pool.Query(ctx, `WITH marked AS (UPDATE outbox SET sent_at = now() WHERE event_id = ANY($1::text[]::uuid[]))
-			SELECT topic, value FROM outbox WHERE sent_at IS NULL AND NOT (event_id = ANY($1::text[]::uuid[])) ORDER BY id LIMIT $2`,
+			SELECT topic, value, coalesce(traceparent, ''), coalesce(tracestate, '') FROM outbox
+			WHERE sent_at IS NULL AND NOT (event_id = ANY($1::text[]::uuid[])) ORDER BY id LIMIT $2`,
 			st.unmarkedOrEmpty(), r.cfg.BatchSize)
 		if err != nil {
 			return fmt.Errorf("read outbox: %w", err)
 		}
 		type row struct {
-			Topic string
-			Value []byte
+			Topic         string
+			Value         []byte
+			Parent, State string
 		}
 		values, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
 		if err != nil {
@@ -334,6 +337,7 @@ func (r *Relay) readTable(ctx context.Context, st *leaderState) error {
 			}
 			// The row's own topic: a newer version may write event types this build does not know.
 			evs[i].topic = v.Topic
+			evs[i].trace = event.Trace{Parent: v.Parent, State: v.State}
 		}
 		now := time.Now()
 		for _, e := range evs {
@@ -384,6 +388,11 @@ func (r *Relay) publish(ctx context.Context, st *leaderState, evs []notified) er
 		recs[i] = rec
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	for i, rec := range recs {
+		// The producer's tracing hooks (kafka.Config.Tracer) make the publish span a child of the
+		// context the event was written in and send it in the headers.
+		rec.Context = obs.WithTrace(pctx, evs[i].trace.Parent, evs[i].trace.State)
+	}
 	results := r.producer.ProduceSync(pctx, recs...)
 	cancel()
 	ids := make([]string, 0, len(evs))

@@ -35,6 +35,7 @@ type Config struct {
 	// SSLRootCert, SSLCert and SSLKey are libpq's sslrootcert, sslcert and sslkey (PEM files).
 	SSLRootCert, SSLCert, SSLKey string
 	MaxConns                     int
+	Tracer                       pgx.QueryTracer // traces every query (nil: tracing off)
 }
 
 // URL renders the connection string for database db (the password is included: do not log it).
@@ -109,6 +110,7 @@ func Open(ctx context.Context, c Config, migrations ...Migrations) (*pgxpool.Poo
 	if c.MaxConns > 0 {
 		pc.MaxConns = int32(min(c.MaxConns, 10_000)) //nolint:gosec // bounded just here
 	}
+	pc.ConnConfig.Tracer = c.Tracer
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("open pool %s: %w", c.Redacted(), err)

@@ -8,10 +8,12 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
 
 	"github.com/orderflow/orderflow/internal/platform/inbox"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
 	"github.com/orderflow/orderflow/internal/platform/lifecycle"
+	"github.com/orderflow/orderflow/internal/platform/obs"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 )
@@ -47,6 +49,13 @@ func (s *Service) connectKafka() error {
 	}
 	kc := s.kafka
 	kc.ClientID = s.Name
+	if s.Tracing != nil {
+		opts := []kotel.TracerOpt{kotel.TracerProvider(s.Tracing.Provider), kotel.TracerPropagator(obs.Propagator()), kotel.ClientID(s.Name)}
+		if s.consumer != nil {
+			opts = append(opts, kotel.ConsumerGroup(s.consumer.Group))
+		}
+		kc.Tracer = kotel.NewTracer(opts...)
+	}
 	var (
 		cl     *kgo.Client
 		runner *kafka.Runner

@@ -27,6 +27,7 @@ type Common struct {
 	Redis           redislock.Config
 	Cassandra       cass.Config
 	Guard           httpx.GuardConfig
+	Tracing         obs.TraceConfig
 	// Settings is every variable the service read with its effective value, secrets masked (logged
 	// at start-up); Load fills it last.
 	Settings map[string]string
@@ -118,6 +119,7 @@ func LoadCommon(e *config.Env) Common {
 			TLS:         clientTLS(e, "CASSANDRA", "Cassandra"),
 		},
 	}
+	c.Tracing = obs.LoadTraceConfig(e)
 	allowUnverified := e.Bool("POSTGRES_SSL_ALLOW_UNVERIFIED", false, "Accept a POSTGRES_SSLMODE that does not verify the server (require, verify-ca, prefer, allow); each service logs a warning at start-up. Only for a server whose CA cannot be had.")
 	c.Postgres.SSLMode = postgresSSLMode(e, c.Postgres.SSLMode, c.Postgres.SSLRootCert, allowUnverified)
 	c.Guard = httpx.GuardConfig{

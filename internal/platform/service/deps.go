@@ -6,7 +6,9 @@ import (
 	"time"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/orderflow/orderflow/internal/platform/cass"
@@ -37,6 +39,10 @@ func (s *Service) retry(ctx context.Context, what string, fn func() error) error
 // "postgres" health check and closes the pool on shutdown.
 func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations ...pg.Migrations) (*pgxpool.Pool, error) {
 	var pool *pgxpool.Pool
+	if s.Tracing != nil {
+		c.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(s.Tracing.Provider), otelpgx.WithTrimSQLInSpanName(),
+			otelpgx.WithDisableConnectionDetailsInAttributes())
+	}
 	err := s.retry(ctx, "postgres "+c.Redacted(), func() (err error) {
 		pool, err = pg.Open(ctx, c, migrations...)
 		return err
@@ -53,6 +59,11 @@ func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations ...pg.Mi
 // client connects lazily: Redis being down at start-up is reported, not fatal.
 func (s *Service) Redis(c redislock.Config) *redis.Client {
 	cl := redislock.NewClient(c)
+	if s.Tracing != nil {
+		// Only fails for a client type other than *redis.Client's.
+		_ = redisotel.InstrumentTracing(cl, redisotel.WithTracerProvider(s.Tracing.Provider),
+			redisotel.WithCallerEnabled(false), redisotel.WithDialFilter(true))
+	}
 	s.Health.AddCheck("redis", redislock.Check(cl))
 	s.OnClose(func() { _ = cl.Close() })
 	return cl
@@ -62,6 +73,9 @@ func (s *Service) Redis(c redislock.Config) *redis.Client {
 // the session on shutdown.
 func (s *Service) Cassandra(ctx context.Context, c cass.Config) (*gocql.Session, error) {
 	var sess *gocql.Session
+	if s.Tracing != nil {
+		c.Tracer = s.Tracing.Tracer("github.com/orderflow/orderflow/internal/platform/cass")
+	}
 	err := s.retry(ctx, "cassandra", func() (err error) {
 		sess, err = cass.Connect(ctx, c)
 		return err

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/httpx"
@@ -32,8 +33,10 @@ type Service struct {
 	Mux      *httpx.Mux // API routes, each with its Access; the ops endpoints are already registered
 	// PageTokens seals list cursors for clients, keyed by ADMIN_TOKEN so every replica opens
 	// every other's tokens.
-	PageTokens     *httpx.PageTokens
-	Group          *lifecycle.Group
+	PageTokens *httpx.PageTokens
+	Group      *lifecycle.Group
+	// Tracing is the service's tracer provider, nil when tracing is off (obs.TraceConfig).
+	Tracing        *obs.Tracing
 	closers        []func()
 	onHTTPShutdown []func()
 
@@ -58,13 +61,28 @@ func loopbackOnly(addr string) bool {
 }
 
 // New builds the skeleton for service name, logging to stdout in c.LogFormat.
-func New(name string, stdout io.Writer, c Common) *Service {
+func New(name string, stdout io.Writer, c Common) (*Service, error) {
 	log := obs.NewLogger(stdout, name, c.LogLevel, c.LogFormat)
+	tracing, err := obs.NewTracing(name, version.Version, c.Tracing)
+	if err != nil {
+		return nil, err
+	}
 	reg, gatherer := obs.NewRegistry(name)
 	s := &Service{
 		Name: name, Log: log, Reg: reg, Gatherer: gatherer,
 		Health: httpx.NewHealth(), Mux: httpx.NewMux(c.Guard),
 		PageTokens: httpx.NewPageTokens(c.Guard.AdminToken), adminToken: c.Guard.AdminToken != "", kafka: c.Kafka,
+		Tracing: tracing,
+	}
+	if tracing != nil {
+		log.Info("tracing on", "endpoint", c.Tracing.Endpoint, "sampler", c.Tracing.Sampler, "ratio", c.Tracing.SamplerArg)
+		s.OnClose(func() { // last: after every component stopped, what they traced is flushed
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tracing.Shutdown(ctx); err != nil {
+				log.Warn("flushing traces", "err", err)
+			}
+		})
 	}
 	if c.Postgres.Unverified() {
 		log.Warn("POSTGRES_SSLMODE does not verify the Postgres server (POSTGRES_SSL_ALLOW_UNVERIFIED): a machine in the middle can read and change every query", "sslmode", c.Postgres.SSLMode)
@@ -78,7 +96,7 @@ func New(name string, stdout io.Writer, c Common) *Service {
 		s.Mux.Operator("GET /debug/pprof/profile", pprof.Profile)
 		s.Mux.Operator("GET /debug/pprof/trace", pprof.Trace)
 	}
-	return s
+	return s, nil
 }
 
 // OnClose registers cleanup (closing pools and clients) run after every component stopped, in
@@ -112,6 +130,10 @@ func (s *Service) serve(ctx context.Context, addr string, ln net.Listener) error
 		return err
 	}
 	m := httpx.NewMetrics(s.Reg)
+	if s.Tracing != nil {
+		s.Mux.Instrument(otelhttp.NewMiddleware(s.Name, otelhttp.WithTracerProvider(s.Tracing.Provider),
+			otelhttp.WithPropagators(obs.Propagator()), otelhttp.WithFilter(s.Mux.Traced)))
+	}
 	srv := &httpx.Server{Addr: addr, Listener: ln, Handler: m.Wrap(s.Mux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
 		OnShutdown: s.onHTTPShutdown}
 	s.Group.Add(lifecycle.Component{Name: "http", Run: srv.Run})
@@ -150,7 +172,10 @@ func Main[C any, P interface {
 // fails at once, and a port chosen free by a caller cannot be taken by someone else meanwhile.
 // Connections made before wire returns wait in the listen backlog.
 func Run(ctx context.Context, name string, stdout io.Writer, c Common, addr string, wire func(ctx context.Context, s *Service) error) error {
-	s := New(name, stdout, c)
+	s, err := New(name, stdout, c)
+	if err != nil {
+		return err
+	}
 	s.Log.Debug("configuration", "settings", c.Settings)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
