@@ -34,6 +34,7 @@ type Delivery struct {
 	ETA         time.Time  `json:"estimatedDeliveryTime"`
 	AssignedAt  time.Time  `json:"assignedAt"`
 	DeliveredAt *time.Time `json:"deliveredAt,omitempty"`
+	trace       event.Trace // of the payment that started it; its timer's events continue it
 }
 
 // Driver is a drivers row.
@@ -252,8 +253,9 @@ func (s *store) queueDeliveries(b *pgx.Batch, es []event.Envelope, res []assigne
 		}
 		as.OccurredAt, eta.OccurredAt = now, now
 		events = append(events, as, eta)
-		b.Queue(`INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now)
+		b.Queue(`INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at, traceparent, tracestate)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $7, NULLIF($8, ''), NULLIF($9, ''))`, d.DeliveryID, d.OrderID, d.DriverID, d.Zone, d.Status, d.ETA, now,
+			e.Trace.Parent, e.Trace.State)
 	}
 	return events, nil
 }
@@ -272,8 +274,8 @@ func (s *store) queueWaits(b *pgx.Batch, es []event.Envelope, res []assigned, no
 		}
 		w.OccurredAt = now
 		events = append(events, w)
-		b.Queue(`INSERT INTO waiting_orders (order_id, cause_event_id, correlation_id, waiting_since) VALUES ($1, $2, $3, $4)`,
-			e.OrderID, e.EventID, e.CorrelationID, now)
+		b.Queue(`INSERT INTO waiting_orders (order_id, cause_event_id, correlation_id, waiting_since, traceparent, tracestate)
+			VALUES ($1, $2, $3, $4, NULLIF($5, ''), NULLIF($6, ''))`, e.OrderID, e.EventID, e.CorrelationID, now, e.Trace.Parent, e.Trace.State)
 	}
 	return events, nil
 }
@@ -290,10 +292,10 @@ func (s *store) assignWaiting(ctx context.Context, limit int) (int, error) {
 		// An order assigned meanwhile by other means (an older replica during a rolling upgrade, which
 		// knows no queue) has left the queue; without this it would hold up every order behind it.
 		b.Queue(`DELETE FROM waiting_orders w USING deliveries d WHERE w.order_id = d.order_id`)
-		b.Queue(`SELECT order_id, cause_event_id::text, correlation_id FROM waiting_orders
+		b.Queue(`SELECT order_id, cause_event_id::text, correlation_id, coalesce(traceparent, ''), coalesce(tracestate, '') FROM waiting_orders
 			ORDER BY waiting_since, order_id LIMIT $1 FOR UPDATE SKIP LOCKED`, limit).Query(func(rows pgx.Rows) error {
 			var e event.Envelope
-			_, err := pgx.ForEachRow(rows, []any{&e.OrderID, &e.EventID, &e.CorrelationID}, func() error {
+			_, err := pgx.ForEachRow(rows, []any{&e.OrderID, &e.EventID, &e.CorrelationID, &e.Trace.Parent, &e.Trace.State}, func() error {
 				causes = append(causes, e)
 				return nil
 			})
@@ -366,13 +368,13 @@ func (s *store) tick(ctx context.Context, interval time.Duration, batch int) (ti
 		now := s.now().UTC().Truncate(time.Millisecond)
 		var ds []Delivery
 		b := &pgx.Batch{}
-		b.Queue(`SELECT d.delivery_id, d.order_id, d.driver_id, dr.name, d.zone, d.eta, d.assigned_at
+		b.Queue(`SELECT d.delivery_id, d.order_id, d.driver_id, dr.name, d.zone, d.eta, d.assigned_at, coalesce(d.traceparent, ''), coalesce(d.tracestate, '')
 			FROM deliveries d JOIN drivers dr USING (driver_id)
 			WHERE d.status = 'ASSIGNED' AND d.eta_checked_at <= $1
 			ORDER BY d.eta_checked_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED`, now.Add(-interval), batch).Query(func(rows pgx.Rows) (err error) {
 			ds, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Delivery, error) {
 				var d Delivery
-				return d, r.Scan(&d.DeliveryID, &d.OrderID, &d.DriverID, &d.DriverName, &d.Zone, &d.ETA, &d.AssignedAt)
+				return d, r.Scan(&d.DeliveryID, &d.OrderID, &d.DriverID, &d.DriverName, &d.Zone, &d.ETA, &d.AssignedAt, &d.trace.Parent, &d.trace.State)
 			})
 			return err
 		})
@@ -417,6 +419,7 @@ func (s *store) recheck(b *pgx.Batch, ds []Delivery, now time.Time, interval tim
 		if err != nil {
 			return nil, err
 		}
+		e.Trace = d.trace
 		events = append(events, e)
 	}
 	queueFreeDrivers(b, freed)

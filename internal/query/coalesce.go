@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orderflow/orderflow/internal/platform/cass"
 )
 
 // WriteCoalescer is the Cassandra store with write coalescing: mutations handed to Apply by concurrent
@@ -43,6 +47,15 @@ const eagerFlushers = 2
 type pendingWrite struct {
 	m    Mutation
 	done chan error
+	span trace.Span // the caller's span when it is recorded: the batch's span is repeated under it
+}
+
+func newPendingWrite(ctx context.Context, m Mutation) *pendingWrite {
+	p := &pendingWrite{m: m, done: make(chan error, 1)}
+	if s := trace.SpanFromContext(ctx); s.IsRecording() {
+		p.span = s
+	}
+	return p
 }
 
 // ErrWriterStopped is returned by Apply after Run has returned; callers retry (the record is not
@@ -67,7 +80,7 @@ func NewWriteCoalescer(c *Cassandra, maxCount, flushers int, reg prometheus.Regi
 
 // Apply queues m and waits until the batch holding it has been written (or failed).
 func (b *WriteCoalescer) Apply(ctx context.Context, m Mutation) error {
-	p := &pendingWrite{m: m, done: make(chan error, 1)}
+	p := newPendingWrite(ctx, m)
 	select {
 	case b.in <- p:
 	case <-b.stopped:
@@ -92,7 +105,7 @@ func (b *WriteCoalescer) ApplyMany(ctx context.Context, ms []Mutation) error {
 	ps := make([]*pendingWrite, 0, len(ms))
 	var err error
 	for _, m := range ms {
-		p := &pendingWrite{m: m, done: make(chan error, 1)}
+		p := newPendingWrite(ctx, m)
 		select {
 		case b.in <- p:
 			ps = append(ps, p)
@@ -190,19 +203,23 @@ func (b *WriteCoalescer) flushLoop(ctx context.Context, eager bool) {
 // each mutation is retried alone so that one bad write cannot fail its neighbours.
 func (b *WriteCoalescer) write(ctx context.Context, batch []*pendingWrite) {
 	q := b.S.Batch(gocql.UnloggedBatch)
+	var spans []trace.Span
 	for _, p := range batch {
 		addMutation(q, p.m)
+		if p.span != nil && !slices.Contains(spans, p.span) {
+			spans = append(spans, p.span)
+		}
 	}
 	// A batch other callers share outlives any one caller's context; the session's own timeout
 	// bounds it.
-	err := q.ExecContext(context.WithoutCancel(ctx))
+	err := q.ExecContext(cass.Shared(context.WithoutCancel(ctx), spans))
 	b.sizes.Observe(float64(len(batch)))
 	if err != nil {
 		err = fmt.Errorf("write %d mutations to order_view, order_events, orders_by_customer: %w", len(batch), err)
 	}
 	if err != nil && len(batch) > 1 && !IsUnavailable(err) {
 		for _, p := range batch {
-			p.done <- b.Cassandra.Apply(ctx, p.m)
+			p.done <- b.Cassandra.Apply(cass.Shared(ctx, []trace.Span{p.span}), p.m)
 		}
 		return
 	}

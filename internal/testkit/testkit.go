@@ -212,6 +212,23 @@ func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// EventuallyWhy is Eventually for a condition that says what it still misses ("" once met), every
+// interval; the failure names the last miss.
+func EventuallyWhy(t testing.TB, d, interval time.Duration, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		miss := cond()
+		if miss == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; still missing: %s", d, what, miss)
+		}
+		time.Sleep(interval)
+	}
+}
+
 // Infra runs scripts/infra with args (e.g. "stop", "kafka") from the repository root.
 func Infra(t testing.TB, args ...string) {
 	t.Helper()

@@ -105,7 +105,7 @@ func Check(s *gocql.Session) func(ctx context.Context) (map[string]any, error) {
 type observer struct{ t trace.Tracer }
 
 func (o observer) ObserveQuery(ctx context.Context, q gocql.ObservedQuery) {
-	o.span(ctx, "cassandra query", q.Start, q.End, q.Err, attribute.String("db.statement", q.Statement),
+	o.span(ctx, "cassandra query", q.Start, q.End, q.Err, attribute.String("db.query.text", q.Statement),
 		attribute.Int("cassandra.attempt", q.Attempt))
 }
 
@@ -115,14 +115,33 @@ func (o observer) ObserveBatch(ctx context.Context, b gocql.ObservedBatch) {
 }
 
 func (o observer) span(ctx context.Context, name string, start, end time.Time, err error, attrs ...attribute.KeyValue) {
-	if !trace.SpanFromContext(ctx).IsRecording() {
-		return
+	parents, shared := ctx.Value(sharedKey{}).([]trace.Span)
+	if !shared {
+		parents = []trace.Span{trace.SpanFromContext(ctx)}
 	}
-	_, span := o.t.Start(ctx, name, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(append(attrs, attribute.String("db.system", "cassandra"))...))
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+	attrs = append(attrs, attribute.String("db.system.name", "cassandra"), attribute.Int("orderflow.shared_by", len(parents)))
+	for _, p := range parents {
+		if p == nil || !p.IsRecording() {
+			continue
+		}
+		_, span := o.t.Start(trace.ContextWithSpan(ctx, p), name, trace.WithTimestamp(start), trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attrs...))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End(trace.WithTimestamp(end))
 	}
-	span.End(trace.WithTimestamp(end))
+}
+
+type sharedKey struct{}
+
+// Shared marks ctx for a statement or batch sent on behalf of several traced operations (writes
+// coalesced into one request): each of parents gets its own span of it, so every order's trace
+// shows the write that carried its event. Without parents, ctx is returned as it is.
+func Shared(ctx context.Context, parents []trace.Span) context.Context {
+	if len(parents) == 0 || len(parents) == 1 && parents[0] == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, sharedKey{}, parents)
 }

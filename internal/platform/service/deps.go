@@ -41,7 +41,7 @@ func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations ...pg.Mi
 	var pool *pgxpool.Pool
 	if s.Tracing != nil {
 		c.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(s.Tracing.Provider), otelpgx.WithTrimSQLInSpanName(),
-			otelpgx.WithDisableConnectionDetailsInAttributes())
+			otelpgx.WithDisableConnectionDetailsInAttributes(), otelpgx.WithDisableAcquireTracer())
 	}
 	err := s.retry(ctx, "postgres "+c.Redacted(), func() (err error) {
 		pool, err = pg.Open(ctx, c, migrations...)
