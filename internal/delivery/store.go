@@ -25,15 +25,15 @@ const (
 
 // Delivery is a deliveries row joined with its driver, as the operator API shows it.
 type Delivery struct {
-	DeliveryID  string     `json:"deliveryId"`
-	OrderID     string     `json:"orderId"`
-	DriverID    int        `json:"driverId"`
-	DriverName  string     `json:"driverName"`
-	Zone        string     `json:"zone"`
-	Status      string     `json:"status"`
-	ETA         time.Time  `json:"estimatedDeliveryTime"`
-	AssignedAt  time.Time  `json:"assignedAt"`
-	DeliveredAt *time.Time `json:"deliveredAt,omitempty"`
+	DeliveryID  string      `json:"deliveryId"`
+	OrderID     string      `json:"orderId"`
+	DriverID    int         `json:"driverId"`
+	DriverName  string      `json:"driverName"`
+	Zone        string      `json:"zone"`
+	Status      string      `json:"status"`
+	ETA         time.Time   `json:"estimatedDeliveryTime"`
+	AssignedAt  time.Time   `json:"assignedAt"`
+	DeliveredAt *time.Time  `json:"deliveredAt,omitempty"`
 	trace       event.Trace // of the payment that started it; its timer's events continue it
 }
 
