@@ -32,7 +32,7 @@ func runDev(ctx context.Context, getenv func(string) string, stdout io.Writer) e
 			fmt.Fprintln(stdout, "orderflow dev: stopping the embedded servers:", err)
 		}
 	}()
-	env := devEnv(getenv, srv.Env)
+	env := devEnv(getenv, srv.Env, srv.Traces)
 	if err := createTopics(ctx, env, io.Discard); err != nil {
 		return fmt.Errorf("create topics on the embedded broker: %w", err)
 	}
@@ -46,7 +46,7 @@ func runDev(ctx context.Context, getenv func(string) string, stdout io.Writer) e
 
 // devEnv overlays the embedded servers' addresses (they win: a shell set up for the native stack
 // must not redirect dev mode) and development defaults the user has not set.
-func devEnv(getenv func(string) string, servers map[string]string) func(string) string {
+func devEnv(getenv func(string) string, servers map[string]string, traces string) func(string) string {
 	or := func(k, def string) string {
 		if v := getenv(k); v != "" {
 			return v
@@ -64,6 +64,10 @@ func devEnv(getenv func(string) string, servers map[string]string) func(string) 
 		"DELIVERY_SCHEDULER_INTERVAL": "5s",
 		// A person reads these logs.
 		"LOG_FORMAT": "text",
+		// Every order's trace, in the page's waterfall a moment after each step.
+		"OTEL_EXPORTER_OTLP_ENDPOINT": traces,
+		"QUERY_TRACES_URL":            traces,
+		"OTEL_BSP_SCHEDULE_DELAY":     "250",
 	}
 	return func(k string) string {
 		if v, ok := servers[k]; ok {

@@ -1,6 +1,6 @@
 // Package devmode is `orderflow dev`: the servers the services need, run inside the orderflow
 // process — a Kafka-protocol broker (franz-go's kfake, persisted to disk), a Redis-protocol
-// server (miniredis) and a real Postgres (official binaries fetched once from Maven Central by
+// server (miniredis), a trace store (internal/tracestore) and a real Postgres (official binaries fetched once from Maven Central by
 // embedded-postgres and cached). Each listens on 127.0.0.1 on a non-default port, so dev mode
 // runs beside the native stack. The services then run with their production code; only the
 // connection targets (and the read model, kept in memory) differ.
@@ -18,6 +18,7 @@ type Config struct {
 	KafkaPort    int
 	RedisPort    int
 	PostgresPort int
+	TracesPort   int
 	// RunAs is the unprivileged user dev mode switches to when started as root: Postgres refuses
 	// to run as root.
 	RunAs string
@@ -30,9 +31,10 @@ func Configure(e *config.Env) Config {
 		KafkaPort:    e.Int("DEV_KAFKA_PORT", 19092, "orderflow dev: port of the embedded Kafka-protocol broker on 127.0.0.1."),
 		RedisPort:    e.Int("DEV_REDIS_PORT", 16379, "orderflow dev: port of the embedded Redis-protocol server on 127.0.0.1."),
 		PostgresPort: e.Int("DEV_POSTGRES_PORT", 15432, "orderflow dev: port of the embedded Postgres on 127.0.0.1."),
+		TracesPort:   e.Int("DEV_TRACES_PORT", 14318, "orderflow dev: port of the in-process trace store on 127.0.0.1 (OTLP/HTTP in, the tracking page's waterfall out)."),
 		RunAs:        e.String("DEV_RUN_AS", "nobody", "orderflow dev started as root: the unprivileged user it switches to (Postgres refuses to run as root)."),
 	}
-	for _, p := range []int{c.KafkaPort, c.RedisPort, c.PostgresPort} {
+	for _, p := range []int{c.KafkaPort, c.RedisPort, c.PostgresPort, c.TracesPort} {
 		e.Check(p > 0 && p < 65536, "DEV_*_PORT must be a TCP port")
 	}
 	return c

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -18,6 +20,8 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	embeddedpostgres "github.com/fergusstrange/embedded-postgres"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/orderflow/orderflow/internal/tracestore"
 )
 
 // Servers are the running embedded servers.
@@ -25,8 +29,11 @@ type Servers struct {
 	kafka *kfake.Cluster
 	redis *miniredis.Miniredis
 	pg    *embeddedpostgres.EmbeddedPostgres
+	trace *http.Server
 	// Env is what the services need to reach them (added to their environment).
 	Env map[string]string
+	// Traces is the base URL of the in-process trace store (OTLP/HTTP in, Jaeger's query API out).
+	Traces string
 }
 
 // Start starts the three servers (Postgres first: the slowest, and the only one that downloads).
@@ -73,6 +80,13 @@ func Start(ctx context.Context, c Config, log io.Writer) (_ *Servers, err error)
 		s.redis = nil
 		return nil, fmt.Errorf("embedded redis on port %d: %w", c.RedisPort, err)
 	}
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", c.TracesPort))
+	if err != nil {
+		return nil, fmt.Errorf("trace store on port %d: %w", c.TracesPort, err)
+	}
+	s.trace = &http.Server{Handler: tracestore.New(2000).Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.trace.Serve(ln) }()
+	s.Traces = "http://" + ln.Addr().String()
 	s.Env = map[string]string{
 		"KAFKA_BROKERS":    s.kafka.ListenAddrs()[0],
 		"POSTGRES_HOST":    "127.0.0.1",
@@ -88,6 +102,9 @@ func Start(ctx context.Context, c Config, log io.Writer) (_ *Servers, err error)
 // Stop stops every server that runs (Postgres last: the services may still be closing).
 func (s *Servers) Stop() error {
 	var errs []error
+	if s.trace != nil {
+		_ = s.trace.Close()
+	}
 	if s.redis != nil {
 		s.redis.Close()
 	}

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"net/url"
 	"time"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -18,6 +19,7 @@ type Config struct {
 	Store    string // cassandra or memory
 	OrderAPI string // order-service base URL the tracking page posts to
 	Catalog  string // catalog file the tracking page offers
+	Traces   string // Jaeger query API base URL for the page's waterfall ("" none)
 	// WriteBatch and WriteConcurrency shape the projection's Cassandra writes (see WriteCoalescer).
 	WriteBatch       int
 	WriteConcurrency int
@@ -34,6 +36,11 @@ func Configure(e *config.Env) Config {
 	e.Check(c.Store == "cassandra" || c.Store == "memory", "QUERY_STORE must be cassandra or memory")
 	c.OrderAPI = e.String("QUERY_ORDER_API_URL", "http://127.0.0.1:8081", "order-service base URL the tracking page (served at /) sends new orders to; order-service must allow this page's origin (ORDER_CORS_ORIGINS).")
 	c.Catalog = e.String("QUERY_CATALOG_FILE", "", "Catalog whose items the tracking page offers: the same file as INVENTORY_CATALOG_FILE (empty: the built-in catalog inventory-service seeds by default).")
+	c.Traces = e.String("QUERY_TRACES_URL", "", "Base URL of a trace backend speaking Jaeger's query API (Jaeger: http://127.0.0.1:16686) from which GET /api/orders/{orderId}/trace and the tracking page's waterfall read an order's trace; empty: none. orderflow dev points it at its in-process trace store.")
+	if c.Traces != "" {
+		u, err := url.Parse(c.Traces)
+		e.Check(err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "", "QUERY_TRACES_URL must be an http or https URL, not %q", c.Traces)
+	}
 	c.WriteBatch = e.Int("QUERY_WRITE_BATCH", 32, "Most events the projection sends to Cassandra in one request (an unlogged batch across orders, formed only from writes already waiting, never by delaying one). 1 sends each event alone: use it on a large cluster, where a batch spanning many partitions loads its coordinator.")
 	c.WriteConcurrency = e.Int("QUERY_WRITE_CONCURRENCY", 4, "Write requests to Cassandra in flight at most. Two take queued writes at once; the others join only while writes queue up (half a batch waiting), so light load makes larger batches and heavy load still keeps the projection up (at 300 orders/s on 2 cores, 2 in all fell behind).")
 	c.Streams = StreamLimits{

@@ -28,6 +28,7 @@ type api struct {
 	catalog   []pageItem        // items the tracking page offers
 	tokens    *httpx.PageTokens // seal the listing's cursors into page tokens
 	streams   *streamSlots      // caps on open order streams
+	traces    *traces           // the trace backend the page's waterfall reads (nil: none)
 }
 
 func (a *api) routes(mux *httpx.Mux) {
@@ -35,6 +36,7 @@ func (a *api) routes(mux *httpx.Mux) {
 	mux.Customer("GET /api/orders/{orderId}", a.get)
 	mux.Customer("GET /api/orders/{orderId}/events", a.history)
 	mux.Customer("GET /api/orders/{orderId}/stream", a.stream)
+	mux.Operator("GET /api/orders/{orderId}/trace", a.trace)
 	mux.Operator("GET /api/dlq", a.dlqTopics)
 	mux.Operator("GET /api/dlq/{topic}", a.dlqRecords)
 	mux.Operator("POST /api/dlq/{topic}/replay", a.dlqReplay)

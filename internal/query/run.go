@@ -66,7 +66,7 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		return err
 	}
 	(&api{store: st, hub: hub, kafka: cfg.Kafka, log: s.Log, closing: closing, orderAPI: cfg.OrderAPI, catalog: catalog,
-		tokens: s.PageTokens, streams: newStreamSlots(cfg.Streams)}).routes(s.Mux)
+		tokens: s.PageTokens, streams: newStreamSlots(cfg.Streams), traces: newTraces(cfg.Traces)}).routes(s.Mux)
 	return nil
 }
 

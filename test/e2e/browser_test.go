@@ -16,7 +16,7 @@ import (
 // TestTrackingPageInBrowser drives the tracking page in headless Chromium against orderflow dev
 // with ADMIN_TOKEN set: the operator panels say a token is required, placing an order needs none;
 // watch it reach DELIVERY_ASSIGNED live, see the driver and the ETA; then give the token once and
-// see the operator panels load; keep a screenshot (go test -artifacts keeps it;
+// see the operator panels load and the order's trace drawn as a waterfall; keep screenshots (go test -artifacts keeps it;
 // UPDATE_SCREENSHOT=1 refreshes the README's); then cancel the order with the page's button and see
 // it end CANCELLED with its compensations in the timeline.
 func TestTrackingPageInBrowser(t *testing.T) {
@@ -92,6 +92,45 @@ func TestTrackingPageInBrowser(t *testing.T) {
 	step("the operator panels load", chromedp.WaitVisible("#orders li button"), chromedp.WaitVisible("#dlq h3"), chromedp.WaitNotVisible("#operator-access"))
 	withToken := text("#orders")
 	dlq := text("#dlq")
+	// The order's trace as a waterfall, from dev mode's in-process trace store: every service's
+	// spans, the placement first, the projection's last hop included.
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`(() => {
+		const rows = [...document.querySelectorAll("#trace .span-row")];
+		const services = new Set(rows.map((r) => r.dataset.service));
+		return services.size === 5 && rows.some((r) => r.dataset.service === "query-api" && r.textContent.includes("raw.delivery-events process"));
+	})()`, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("the waterfall did not show the saga: %v (%q)", err, text("#trace"))
+	}
+	waterfall := text("#trace")
+	first := text("#trace .span-row")
+	if !strings.Contains(first, "order-service") || !strings.Contains(first, "POST /api/orders") || !strings.Contains(waterfall, " ms") {
+		t.Errorf("waterfall starts with %q; want the placement (order-service POST /api/orders) and durations in ms", first)
+	}
+	dbRows := func() int {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('#trace .span-row[data-kind="client"]').length`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	hidden := dbRows()
+	step("show the database calls", chromedp.Click("#trace-db"))
+	if shown := dbRows(); hidden != 0 || shown == 0 {
+		t.Errorf("database spans: %d rows hidden by default (want 0), %d shown on request (want some)", hidden, shown)
+	}
+	step("hide them again", chromedp.Click("#trace-db"))
+	trace, err := chromedp.Run(ctx, chromedp.Screenshot("#trace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(t.ArtifactDir(), "trace-waterfall.png"), trace, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getenv("UPDATE_SCREENSHOT") == "1" {
+		if err := os.WriteFile(filepath.Join("..", "..", "docs", "images", "trace-waterfall.png"), trace, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	stored, err := chromedp.Run(ctx, chromedp.Evaluate[string](`sessionStorage.getItem("orderflow.operatorToken")`))
 	if err != nil {
 		t.Fatal(err)

@@ -78,6 +78,7 @@ function useToken(ev) {
   $("operator-access").hidden = true;
   loadOrders();
   loadDLQ();
+  if (!$("detail").hidden) loadTrace($("detail-id").textContent);
 }
 
 // ---- placing an order ----
@@ -193,6 +194,57 @@ async function loadLines(id) {
     foot.replaceChildren();
   }
 }
+// loadTrace draws the order's trace as a waterfall: one row per span (service, name, duration),
+// indented by depth, its bar placed on the trace's time axis. The axis covers the saga's first
+// burst (placement to assignment) unless the whole trace is asked for: later spans (ETA updates,
+// the completion, minutes on) are drawn at the right edge with how much later they started.
+let traceTimer = null, lastTrace = null;
+async function loadTrace(id) {
+  const box = $("trace");
+  try {
+    lastTrace = await operatorJSON(`/api/orders/${encodeURIComponent(id)}/trace`);
+    drawTrace();
+  } catch (e) {
+    lastTrace = null;
+    if (needsToken(e)) askForToken(box, e);
+    else box.replaceChildren(el("p", {}, `No trace: ${e.message}`));
+  }
+}
+function burstEnd(spans) {
+  let end = 0;
+  for (const s of [...spans].sort((a, b) => a.startMs - b.startMs)) {
+    if (end > 0 && s.startMs > end + 1000) break;
+    end = Math.max(end, s.startMs + s.durationMs);
+  }
+  return end;
+}
+function drawTrace() {
+  if (!lastTrace) return;
+  const whole = $("trace-axis").getAttribute("aria-pressed") === "true";
+  const spans = lastTrace.spans.filter((s) => $("trace-db").checked || s.kind !== "client");
+  const end = Math.max(...lastTrace.spans.map((s) => s.startMs + s.durationMs), 0);
+  const axis = Math.max(whole ? end : burstEnd(lastTrace.spans), 0.001);
+  const services = [...new Set(lastTrace.spans.map((s) => s.service))];
+  $("trace").replaceChildren(el("p", { class: "trace-id" },
+    `trace ${lastTrace.traceId} · ${lastTrace.spans.length} spans · ${services.length} services · ${(end / 1000).toFixed(2)} s in all, axis ${axis.toFixed(1)} ms`),
+    ...spans.map((s) => {
+      const later = s.startMs > axis;
+      const bar = el("span", { class: `bar svc-${services.indexOf(s.service) % 6}${s.error ? " err" : ""}${later ? " later" : ""}` });
+      bar.style.marginLeft = later ? "calc(100% - 2px)" : `${(100 * s.startMs) / axis}%`; // CSSOM: allowed by the CSP
+      bar.style.width = later ? "2px" : `${Math.min(Math.max((100 * s.durationMs) / axis, 0.2), 100 - (100 * s.startMs) / axis)}%`;
+      const label = el("span", { class: "span-label", title: `${s.service} ${s.name}` }, el("span", { class: "span-service" }, s.service), ` ${s.name}`);
+      label.style.paddingLeft = `${s.depth * 0.6}em`;
+      return el("div", { class: "span-row", role: "listitem", "data-service": s.service, "data-kind": s.kind, "data-error": String(s.error) },
+        label, el("span", { class: "span-axis" }, bar),
+        el("span", { class: "span-ms" }, later ? `+${(s.startMs / 1000).toFixed(1)} s` : `${s.durationMs.toFixed(2)} ms`));
+    }), ...(lastTrace.truncated ? [el("p", {}, "(later spans left out)")] : []));
+}
+// traceSoon reloads the waterfall shortly after a change: spans reach the backend in batches.
+function traceSoon(id) {
+  clearTimeout(traceTimer);
+  traceTimer = setTimeout(() => loadTrace(id), 1500);
+}
+
 // cancelOrder asks order-service to cancel the open order; delivery-service decides, and the
 // stream shows the outcome (CANCELLED with its compensations, or the refusal in the timeline).
 async function cancelOrder() {
@@ -215,7 +267,7 @@ function openOrder(id) {
   $("detail-id").textContent = id;
   $("detail-status").textContent = "loading…";
   $("cancel-result").textContent = "";
-  $("steps").replaceChildren(); $("facts").replaceChildren(); $("timeline").replaceChildren();
+  $("steps").replaceChildren(); $("facts").replaceChildren(); $("timeline").replaceChildren(); $("trace").replaceChildren(); lastTrace = null;
   loadLines(id);
   follow(id);
   $("detail").scrollIntoView({ behavior: "smooth", block: "start" });
@@ -230,6 +282,7 @@ function follow(id) {
     const v = JSON.parse(m.data);
     renderView(v);
     loadTimeline(id);
+    traceSoon(id);
     if (FAILED[v.status] || ["DELIVERY_ASSIGNED", "DELIVERED", "CANCELLED"].includes(v.status)) loadOrders();
   });
 }
@@ -274,6 +327,14 @@ async function start() {
   $("refresh-orders").addEventListener("click", loadOrders);
   $("refresh-dlq").addEventListener("click", loadDLQ);
   $("cancel-order").addEventListener("click", cancelOrder);
+  $("refresh-trace").addEventListener("click", () => loadTrace($("detail-id").textContent));
+  $("trace-db").addEventListener("change", drawTrace);
+  $("trace-axis").addEventListener("click", () => {
+    const whole = $("trace-axis").getAttribute("aria-pressed") !== "true";
+    $("trace-axis").setAttribute("aria-pressed", String(whole));
+    $("trace-axis").textContent = whole ? "Zoom to the saga" : "Whole trace";
+    drawTrace();
+  });
   $("op-token-form").addEventListener("submit", useToken);
   setInterval(tick, 5000);
   await Promise.all([loadOrders(), loadDLQ()]);

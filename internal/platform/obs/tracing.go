@@ -26,6 +26,7 @@ type TraceConfig struct {
 	Headers    map[string]string // sent with every export (authentication)
 	Sampler    string
 	SamplerArg float64
+	BatchDelay time.Duration // longest a finished span waits to be exported
 }
 
 // On reports whether traces are exported.
@@ -50,6 +51,9 @@ func LoadTraceConfig(e *config.Env) TraceConfig {
 	ratio, err := strconv.ParseFloat(arg, 64)
 	e.Check(err == nil && ratio >= 0 && ratio <= 1, "OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, not %q", arg)
 	c.SamplerArg = ratio
+	delay := e.Int("OTEL_BSP_SCHEDULE_DELAY", 5000, "Milliseconds a finished span waits at most before it is exported (with others).")
+	e.Check(delay > 0, "OTEL_BSP_SCHEDULE_DELAY must be a positive number of milliseconds")
+	c.BatchDelay = time.Duration(delay) * time.Millisecond
 	e.Check(slices.Contains(Samplers, c.Sampler), "OTEL_TRACES_SAMPLER must be one of %s, not %q", strings.Join(Samplers, ", "), c.Sampler)
 	e.Check(exporter == "" || exporter == "none" || exporter == "otlp", "OTEL_TRACES_EXPORTER must be otlp or none, not %q", exporter)
 	e.Check(protocol == "http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL=%s is not built in: use http/protobuf (Jaeger and the Collector accept it on port 4318)", protocol)
@@ -108,7 +112,7 @@ func NewTracing(service, version string, c TraceConfig) (*Tracing, error) {
 		return nil, fmt.Errorf("OTLP trace exporter: %w", err)
 	}
 	res := resource.NewSchemaless(attribute.String("service.name", service), attribute.String("service.version", version))
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(c.BatchDelay)), sdktrace.WithResource(res),
 		sdktrace.WithSampler(entryPoints{sampler(c.Sampler, c.SamplerArg)}))
 	return &Tracing{Provider: tp}, nil
 }
