@@ -38,8 +38,12 @@ func TestOrderTraceAsWaterfall(t *testing.T) {
 	orders, inventory := provider("order-service"), provider("inventory-service")
 	const id = "order-7"
 	t0 := time.Now().Add(-time.Minute)
-	at := func(ms int) trace.SpanStartEventOption { return trace.WithTimestamp(t0.Add(time.Duration(ms) * time.Millisecond)) }
-	end := func(ms int) trace.SpanEndOption { return trace.WithTimestamp(t0.Add(time.Duration(ms) * time.Millisecond)) }
+	at := func(ms int) trace.SpanStartEventOption {
+		return trace.WithTimestamp(t0.Add(time.Duration(ms) * time.Millisecond))
+	}
+	end := func(ms int) trace.SpanEndOption {
+		return trace.WithTimestamp(t0.Add(time.Duration(ms) * time.Millisecond))
+	}
 
 	rctx, post := orders.Tracer("t").Start(ctx, "POST /api/orders", at(0), trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(attribute.String(obs.OrderIDKey, id)))
