@@ -14,9 +14,10 @@ run: build
 	$(BIN) dev
 
 ## run-native: the production-like path: real servers (scripts/infra up), then every service in
-## one process (Ctrl-C stops the services)
+## one process (Ctrl-C stops the services), every order traced to the Jaeger scripts/infra runs
 run-native: infra-up build
-	$(BIN) all
+	OTEL_EXPORTER_OTLP_ENDPOINT=$${OTEL_EXPORTER_OTLP_ENDPOINT:-http://127.0.0.1:4318} \
+	QUERY_TRACES_URL=$${QUERY_TRACES_URL:-http://127.0.0.1:16686} $(BIN) all
 
 ## test: start the servers, run every test (unit and integration) with the race detector, then the
 ## tests that stop and restart shared servers, one package at a time

@@ -2,13 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -22,42 +18,9 @@ import (
 // return data (a panel with a typo, or a metric nobody exports, fails).
 func TestDashboardQueriesReturnDataFromPrometheus(t *testing.T) {
 	e2e(t)
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatal("prometheus is not installed; scripts/infra up installs it (Debian package prometheus)")
-	}
 	ctx := testkit.Context(t, 5*time.Minute)
 	sys := start(t, false, "INVENTORY_CATALOG_FILE=") // the loadgen orders the built-in catalog
-	rules, _ := filepath.Abs(filepath.Join("..", "..", "deploy", "observability", "alerts.yml"))
-	var targets []string
-	for _, svc := range testkit.Services {
-		targets = append(targets, fmt.Sprintf(`{targets: ["%s"], labels: {application: %s}}`, sys.Addrs[svc.Prefix], svc.Cmd))
-	}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "prometheus.yml")
-	conf := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files: [%q]\nscrape_configs:\n  - job_name: orderflow\n    honor_labels: true\n    static_configs: [%s]\n",
-		rules, strings.Join(targets, ", "))
-	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	addr := testkit.FreeAddr(t)
-	cmd := exec.CommandContext(ctx, bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	api := "http://" + addr
-	testkit.Eventually(t, 30*time.Second, "Prometheus ready", func() bool {
-		resp, err := http.Get(api + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	api := testkit.Prometheus(t, sys)
 
 	res := harness.Load(ctx, t, sys, 20, 20*time.Second, 7)
 	if res.Unfinished != 0 || res.Accepted == 0 {
@@ -79,25 +42,8 @@ func TestDashboardQueriesReturnDataFromPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	query := func(expr string) (int, error) {
-		resp, err := http.Get(api + "/api/v1/query?query=" + url.QueryEscape(expr))
-		if err != nil {
-			return 0, err
-		}
-		defer resp.Body.Close()
-		var r struct {
-			Status string `json:"status"`
-			Error  string `json:"error"`
-			Data   struct {
-				Result []json.RawMessage `json:"result"`
-			} `json:"data"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-			return 0, err
-		}
-		if r.Status != "success" {
-			return 0, fmt.Errorf("%s", r.Error)
-		}
-		return len(r.Data.Result), nil
+		r, err := testkit.PromQuery(api, expr)
+		return len(r), err
 	}
 	// Broker-side lag is read every 15 s: give every panel one more chance after that.
 	empty := map[string]string{}
@@ -145,7 +91,7 @@ func TestDashboardQueriesReturnDataFromPrometheus(t *testing.T) {
 		}
 	}
 	if n != 7 {
-		t.Fatalf("%d rules loaded, want 7\n%s", n, out.String())
+		t.Fatalf("%d rules loaded, want 7", n)
 	}
 	t.Logf("%d panels returned data; %d alert rules loaded", len(dash.Panels), n)
 }

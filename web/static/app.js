@@ -269,6 +269,7 @@ function openOrder(id) {
   $("cancel-result").textContent = "";
   $("steps").replaceChildren(); $("facts").replaceChildren(); $("timeline").replaceChildren(); $("trace").replaceChildren(); lastTrace = null;
   loadLines(id);
+  loadTrace(id); // also when the read model cannot answer: the trace shows where the order is
   follow(id);
   $("detail").scrollIntoView({ behavior: "smooth", block: "start" });
 }

@@ -447,3 +447,35 @@ func TestLagGrowsWhileAPartitionIsStuck(t *testing.T) {
 	testkit.Eventually(t, 30*time.Second, "lag back to 0 once unstuck", func() bool { return lag() == 0 })
 	t.Logf("lag while stuck: %v, then 0", seen)
 }
+
+// TestDeadLetterWriteRetriesAfterAFailure: the dead-letter topic does not exist when the record
+// fails, so the first writes fail; once it exists, a later attempt lands the record (each attempt
+// gives the record a fresh context: franz-go keeps the first one, already cancelled) and the
+// partition moves on.
+func TestDeadLetterWriteRetriesAfterAFailure(t *testing.T) {
+	h := newHarness(t, 1)
+	h.dlq = testkit.Name("late_dlq")
+	ctx := testkit.Context(t, 90*time.Second)
+	h.produce(ctx, "bad-order", h.envelope("bad-order", 1))
+	h.produce(ctx, "good-order", h.envelope("good-order", 2))
+	var good atomic.Int32
+	h.start(func(ctx context.Context, e event.Envelope) error {
+		if e.OrderID == "bad-order" {
+			return kafka.Permanent(errors.New("boom"))
+		}
+		good.Add(1)
+		return nil
+	}, 1)
+	// The write fails while the topic is missing (the fault really happened: nothing committed).
+	time.Sleep(12 * time.Second)
+	if c := h.committed(ctx); c > 0 || good.Load() != 0 {
+		t.Fatalf("committed %d, handled %d while the dead-letter topic was missing", c, good.Load())
+	}
+	adm := kadm.NewClient(testkit.Client(t))
+	if _, err := adm.CreateTopic(ctx, 1, 1, nil, h.dlq); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 60*time.Second, "the record dead-lettered and the partition past it", func() bool {
+		return h.committed(ctx) == 2 && good.Load() == 1
+	})
+}

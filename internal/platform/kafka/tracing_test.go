@@ -50,6 +50,14 @@ func TestRunnerContinuesTheProducersTrace(t *testing.T) {
 		roots[id] = root.SpanContext()
 	}
 
+	// A record of an unsampled trace (from a producer without tracing hooks): passed on as it
+	// came, no span made for it.
+	const unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+	if err := h.prod.ProduceSync(ctx, &kgo.Record{Topic: h.src, Key: []byte("order-u"), Value: h.envelope("order-u", 1),
+		Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte(unsampled)}, {Key: "tracestate", Value: []byte("v=1")}}}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
 	type call struct {
 		span  trace.Span
 		trace []event.Trace
@@ -74,7 +82,7 @@ func TestRunnerContinuesTheProducersTrace(t *testing.T) {
 		return nil
 	}
 	h.start(nil, 2)
-	testkit.Eventually(t, 30*time.Second, "all four records committed", func() bool { return h.committed(ctx) == 4 })
+	testkit.Eventually(t, 30*time.Second, "all five records committed", func() bool { return h.committed(ctx) == 5 })
 	_ = tp.ForceFlush(ctx)
 
 	spans := map[trace.SpanID]sdktrace.ReadOnlySpan{}
@@ -133,12 +141,26 @@ func TestRunnerContinuesTheProducersTrace(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	batches := 0
+	for _, s := range spans {
+		if s.SpanContext().TraceID().String() == "0af7651916cd43dd8448eb211c80319c" {
+			t.Errorf("span %q recorded for an unsampled record", s.Name())
+		}
+	}
 	for _, c := range calls {
 		for i, tc := range c.trace {
+			if c.ids[i] == "order-u" {
+				if tc != (event.Trace{Parent: unsampled, State: "v=1"}) {
+					t.Errorf("unsampled record handed over with %+v, want its headers as they came", tc)
+				}
+				continue
+			}
 			sc := trace.SpanContextFromContext(obs.WithTrace(context.Background(), tc.Parent, tc.State))
 			if p := process[c.ids[i]]; p == nil || sc.SpanID() != p.SpanContext().SpanID() || sc.TraceID() != roots[c.ids[i]].TraceID() {
 				t.Errorf("%s handed over with trace %+v, not its process span", c.ids[i], tc)
 			}
+		}
+		if len(c.ids) == 1 && c.ids[0] == "order-u" {
+			continue
 		}
 		if len(c.ids) == 1 {
 			if c.span.SpanContext().SpanID() != process[c.ids[0]].SpanContext().SpanID() {
@@ -147,9 +169,15 @@ func TestRunnerContinuesTheProducersTrace(t *testing.T) {
 			continue
 		}
 		batches++
+		var recorded []string // the batch's records with a process span, in order
+		for _, id := range c.ids {
+			if process[id] != nil {
+				recorded = append(recorded, id)
+			}
+		}
 		s := spans[c.span.SpanContext().SpanID()]
-		if s == nil || s.Parent().SpanID() != process[c.ids[0]].SpanContext().SpanID() || len(s.Links()) != len(c.ids)-1 {
-			t.Errorf("batch %v: span %v is not the first record's child linking the others", c.ids, s)
+		if s == nil || s.Parent().SpanID() != process[recorded[0]].SpanContext().SpanID() || len(s.Links()) != len(recorded)-1 {
+			t.Errorf("batch %v: span %v is not the first recorded record's child linking the others", c.ids, s)
 		}
 	}
 	if batches == 0 {

@@ -254,15 +254,19 @@ func (w *worker) deadLetter(rec *kgo.Record, typ event.Type, retries int, cause 
 	if typ == "" {
 		typ = "undecodable"
 	}
-	if span := w.span(rec); span != nil {
-		// The DLQ record's publish span is a child of this record's processing.
-		out.Context = trace.ContextWithSpan(w.ctx, span)
-	}
 	for attempt := 1; ; attempt++ {
 		if dlq == "" {
 			cfg.Log.Error("no dead-letter topic for source topic; partition paused", "topic", rec.Topic)
 		} else {
 			ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
+			// Each attempt's own context on the record: franz-go keeps a record's context from its
+			// first produce, so a retry would otherwise fail at once with the last attempt's
+			// cancelled one. With tracing, the DLQ write's publish span is a child of the
+			// record's processing.
+			out.Context = ctx
+			if span := w.span(rec); span != nil {
+				out.Context = trace.ContextWithSpan(ctx, span)
+			}
 			err := w.r.cl.ProduceSync(ctx, out).FirstErr()
 			cancel()
 			if err == nil {
@@ -290,6 +294,9 @@ func (w *worker) startSpan(rec *kgo.Record, e event.Envelope) event.Trace {
 	if t == nil {
 		return event.Trace{}
 	}
+	if p := header(rec, "traceparent"); p != "" && !obs.Sampled(p) {
+		return event.Trace{Parent: p, State: header(rec, "tracestate")} // passed on, unrecorded
+	}
 	ctx, span := t.WithProcessSpan(rec)
 	span.SetAttributes(attribute.String(obs.OrderIDKey, e.OrderID), attribute.String("orderflow.event_type", string(e.EventType)),
 		attribute.String("orderflow.event_id", e.EventID))
@@ -299,28 +306,38 @@ func (w *worker) startSpan(rec *kgo.Record, e event.Envelope) event.Trace {
 	return tc
 }
 
-// span is rec's process span, or nil when tracing is off.
+// span is rec's process span, or nil when tracing is off or rec's trace is not recorded.
 func (w *worker) span(rec *kgo.Record) trace.Span {
 	if w.r.kcfg.Tracer == nil || rec.Context == nil {
 		return nil
 	}
-	return trace.SpanFromContext(rec.Context)
+	if s := trace.SpanFromContext(rec.Context); s.IsRecording() {
+		return s
+	}
+	return nil
 }
 
 // batchSpan is the span of one handler call for several records: the work they share (one
-// transaction, one Cassandra batch) is a child of the first record's process span and links the
-// others', so each order's trace shows when its record was handled and the batch it was part of.
+// transaction, one Cassandra batch) is a child of the first recorded record's process span and
+// links the other recorded ones, so each order's trace shows when its record was handled and the
+// batch it was part of. No record recorded: no span.
 func (w *worker) batchSpan(ctx context.Context, recs []*kgo.Record) (context.Context, trace.Span) {
-	first := w.span(recs[0])
-	if first == nil {
+	var parent trace.Span
+	var links []trace.Link
+	for _, r := range recs {
+		switch s := w.span(r); {
+		case s == nil:
+		case parent == nil:
+			parent = s
+		default:
+			links = append(links, trace.Link{SpanContext: s.SpanContext()})
+		}
+	}
+	if parent == nil {
 		return ctx, nil
 	}
-	links := make([]trace.Link, 0, len(recs)-1)
-	for _, r := range recs[1:] {
-		links = append(links, trace.Link{SpanContext: trace.SpanContextFromContext(r.Context)})
-	}
-	return first.TracerProvider().Tracer("github.com/orderflow/orderflow/internal/platform/kafka").Start(
-		trace.ContextWithSpan(ctx, first), recs[0].Topic+" process batch", trace.WithLinks(links...),
+	return parent.TracerProvider().Tracer("github.com/orderflow/orderflow/internal/platform/kafka").Start(
+		trace.ContextWithSpan(ctx, parent), recs[0].Topic+" process batch", trace.WithLinks(links...),
 		trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(recs))))
 }
 

@@ -168,6 +168,16 @@ func TraceOf(ctx context.Context) (parent, state string) {
 	return c["traceparent"], c["tracestate"]
 }
 
+// Sampled reports whether a W3C traceparent ("00-<trace id>-<span id>-<flags>") says its trace is
+// recorded, without parsing the rest: an unsampled record or row is passed on as it came.
+func Sampled(traceparent string) bool {
+	if len(traceparent) != 55 {
+		return false
+	}
+	f := traceparent[54]
+	return f == '1' || f == '3' || f == '5' || f == '7' || f == '9' || f == 'b' || f == 'd' || f == 'f'
+}
+
 // WithTrace returns ctx carrying the remote span context stored by TraceOf.
 func WithTrace(ctx context.Context, parent, state string) context.Context {
 	if parent == "" {

@@ -89,6 +89,20 @@ func TestTracesStartOnlyAtEntryPoints(t *testing.T) {
 	}
 }
 
+func TestSampledReadsTheFlags(t *testing.T) {
+	for p, want := range map[string]bool{
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": true,
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00": false,
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03": true,
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02": false,
+		"": false, "garbage": false,
+	} {
+		if Sampled(p) != want {
+			t.Errorf("Sampled(%q) = %v", p, !want)
+		}
+	}
+}
+
 // TestTraceContextRoundTrip: what TraceOf stores, WithTrace restores; no span, nothing stored.
 func TestTraceContextRoundTrip(t *testing.T) {
 	if p, s := TraceOf(context.Background()); p != "" || s != "" {

@@ -389,9 +389,22 @@ func (r *Relay) publish(ctx context.Context, st *leaderState, evs []notified) er
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	for i, rec := range recs {
-		// The producer's tracing hooks (kafka.Config.Tracer) make the publish span a child of the
-		// context the event was written in and send it in the headers.
-		rec.Context = obs.WithTrace(pctx, evs[i].trace.Parent, evs[i].trace.State)
+		tc := evs[i].trace
+		switch {
+		case obs.Sampled(tc.Parent):
+			// The producer's tracing hooks (kafka.Config.Tracer) make the publish span a child of
+			// the context the event was written in and send it in the headers.
+			rec.Context = obs.WithTrace(pctx, tc.Parent, tc.State)
+		case tc.Parent != "":
+			// Not recorded: the context goes on as it was stored, no span is made for it.
+			rec.Context = pctx
+			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "traceparent", Value: []byte(tc.Parent)})
+			if tc.State != "" {
+				rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "tracestate", Value: []byte(tc.State)})
+			}
+		default:
+			rec.Context = pctx
+		}
 	}
 	results := r.producer.ProduceSync(pctx, recs...)
 	cancel()

@@ -40,8 +40,8 @@ func (s *Service) retry(ctx context.Context, what string, fn func() error) error
 func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations ...pg.Migrations) (*pgxpool.Pool, error) {
 	var pool *pgxpool.Pool
 	if s.Tracing != nil {
-		c.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(s.Tracing.Provider), otelpgx.WithTrimSQLInSpanName(),
-			otelpgx.WithDisableConnectionDetailsInAttributes(), otelpgx.WithDisableAcquireTracer())
+		c.Tracer = pg.RecordedOnly(otelpgx.NewTracer(otelpgx.WithTracerProvider(s.Tracing.Provider), otelpgx.WithTrimSQLInSpanName(),
+			otelpgx.WithDisableConnectionDetailsInAttributes(), otelpgx.WithDisableAcquireTracer()))
 	}
 	err := s.retry(ctx, "postgres "+c.Redacted(), func() (err error) {
 		pool, err = pg.Open(ctx, c, migrations...)
@@ -62,7 +62,7 @@ func (s *Service) Redis(c redislock.Config) *redis.Client {
 	if s.Tracing != nil {
 		// Only fails for a client type other than *redis.Client's.
 		_ = redisotel.InstrumentTracing(cl, redisotel.WithTracerProvider(s.Tracing.Provider),
-			redisotel.WithCallerEnabled(false), redisotel.WithDialFilter(true))
+			redisotel.WithCallerEnabled(false), redisotel.WithDialFilter(true), redisotel.WithDBStatement(false))
 	}
 	s.Health.AddCheck("redis", redislock.Check(cl))
 	s.OnClose(func() { _ = cl.Close() })

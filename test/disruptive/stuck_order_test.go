@@ -1,0 +1,256 @@
+package disruptive
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/obs"
+	"github.com/orderflow/orderflow/internal/testkit"
+)
+
+const orderBody = `{"customerId":"stuck-walkthrough","currency":"EUR","items":[{"itemId":"SKU-001","quantity":1,"unitPrice":4.50}]}`
+
+// TestStuckOrderFromAlertToTrace is the walk-through of docs/observability.md, on the real
+// servers: the five services trace to Jaeger and are scraped by Prometheus with the alert rules
+// while orders arrive; Cassandra is stopped. The operator's path is then checked step by step: the
+// lag alert fires for query-api's group only; an order placed meanwhile is DELIVERY_ASSIGNED for
+// order-service but its trace shows query-api received its events without finishing any; once
+// Cassandra is back the view catches up and the trace shows the projection's processing, with each
+// failed attempt recorded on it. UPDATE_SCREENSHOT=1 refreshes the guide's screenshots.
+func TestStuckOrderFromAlertToTrace(t *testing.T) {
+	disruptive(t)
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is not installed; scripts/infra up installs it (Debian package chromium)")
+	}
+	const jaeger = "http://127.0.0.1:16686"
+	if resp, err := http.Get(jaeger + "/api/services"); err != nil || resp.Body.Close() != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("Jaeger's query API does not answer (scripts/infra up starts it): %v", err)
+	}
+	ctx := testkit.Context(t, 8*time.Minute)
+	sys := testkit.StartSystem(t, false, "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318", "OTEL_BSP_SCHEDULE_DELAY=200",
+		"QUERY_TRACES_URL="+jaeger, "DELIVERY_DRIVERS=500", "DELIVERY_DRIVER_CAPACITY=10", "DELIVERY_TIME_SPEED=1", "LOG_LEVEL=error")
+	prom := testkit.Prometheus(t, sys)
+	client := &http.Client{Timeout: 10 * time.Second}
+	place := func() (string, error) {
+		resp, err := client.Post("http://"+sys.Addrs["ORDER"]+"/api/orders", "application/json", strings.NewReader(orderBody))
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		var o struct{ OrderID string }
+		if err := json.NewDecoder(resp.Body).Decode(&o); err != nil || resp.StatusCode != http.StatusCreated {
+			return "", fmt.Errorf("POST /api/orders: %d %v", resp.StatusCode, err)
+		}
+		return o.OrderID, nil
+	}
+	status := func(prefix, id string) string {
+		resp, err := client.Get("http://" + sys.Addrs[prefix] + "/api/orders/" + id)
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var v struct{ Status string }
+		_ = json.NewDecoder(resp.Body).Decode(&v)
+		return v.Status
+	}
+	// Ten orders a second until the end of the test.
+	lctx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for lctx.Err() == nil {
+			_, _ = place()
+			select {
+			case <-lctx.Done():
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { stopLoad(); wg.Wait() }()
+
+	time.Sleep(5 * time.Second)
+	testkit.Infra(t, "stop", "cassandra")
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			testkit.Infra(t, "start", "cassandra") // never leave the shared server down
+		}
+	})
+	id, err := place()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, time.Minute, "order-service to see the order assigned", func() bool { return status("ORDER", id) == "DELIVERY_ASSIGNED" })
+
+	// 1. The alert: query-api's group is falling behind, no other group is.
+	group := sys.Groups["QUERY"]
+	testkit.EventuallyWhy(t, 4*time.Minute, time.Second, "the lag alert to fire for query-api's group", func() string {
+		firing, err := testkit.PromQuery(prom, `ALERTS{alertname="OrderflowConsumerLagGrowing",alertstate="firing"}`)
+		if err != nil {
+			return err.Error()
+		}
+		for _, s := range firing {
+			if s.Metric["group"] != group {
+				t.Fatalf("the lag alert fired for %s, which is not stuck", s.Metric["group"])
+			}
+		}
+		if len(firing) == 0 {
+			return "not firing yet"
+		}
+		return ""
+	})
+	// 2. The order: placed, paid and assigned for order-service; the read model has not moved.
+	if s := status("QUERY", id); s == "DELIVERY_ASSIGNED" {
+		t.Fatalf("query-api shows %s while Cassandra is down", s)
+	}
+	// 3. Its trace: everything up to query-api, which received the order's events and finished none.
+	spans := orderTrace(t, jaeger, id)
+	received, processed := 0, 0
+	for _, s := range spans {
+		if s.service == "query-api" && strings.HasSuffix(s.name, " receive") {
+			received++
+		}
+		if s.service == "query-api" && strings.HasSuffix(s.name, " process") {
+			processed++
+		}
+	}
+	for _, svc := range []string{"order-service", "inventory-service", "payment-service", "delivery-service"} {
+		if !hasSpan(spans, svc, " process") && svc != "order-service" {
+			t.Errorf("the stuck order's trace has no %s processing", svc)
+		}
+	}
+	if received == 0 || processed != 0 {
+		t.Fatalf("query-api in the stuck order's trace: %d receive spans (want some), %d process spans (want none)", received, processed)
+	}
+	screenshots(t, chromium, prom, "http://"+sys.Addrs["QUERY"]+"/?order="+id)
+
+	// 4. Cassandra back: the view catches up, and the trace shows query-api's processing of the
+	// order's events, each with the failed attempts recorded on it.
+	testkit.Infra(t, "start", "cassandra")
+	stopped = false
+	testkit.Eventually(t, 3*time.Minute, "the view to catch up", func() bool { return status("QUERY", id) == "DELIVERY_ASSIGNED" })
+	testkit.EventuallyWhy(t, time.Minute, time.Second, "query-api's processing in the order's trace", func() string {
+		spans = orderTrace(t, jaeger, id)
+		for _, s := range spans {
+			if s.service == "query-api" && s.name == event.TopicOrders+" process" {
+				if s.events == 0 || s.duration < 5*time.Second {
+					return fmt.Sprintf("query-api's processing of order.created took %s with %d failed attempts recorded; want the outage's length and its failures", s.duration, s.events)
+				}
+				return ""
+			}
+		}
+		return "no query-api processing of order.created yet"
+	})
+}
+
+type traceSpan struct {
+	service, name string
+	duration      time.Duration
+	events        int
+}
+
+func hasSpan(spans []traceSpan, service, suffix string) bool {
+	for _, s := range spans {
+		if s.service == service && strings.HasSuffix(s.name, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// orderTrace reads the trace that holds the order's placement from Jaeger's query API.
+func orderTrace(t *testing.T, jaeger, id string) []traceSpan {
+	t.Helper()
+	tags := url.QueryEscape(fmt.Sprintf(`{%q:%q}`, obs.OrderIDKey, id))
+	resp, err := http.Get(jaeger + "/api/traces?service=order-service&limit=20&lookback=1h&tags=" + tags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data []struct {
+			Spans []struct {
+				OperationName string `json:"operationName"`
+				Duration      int64  `json:"duration"`
+				ProcessID     string `json:"processID"`
+				Logs          []any  `json:"logs"`
+			} `json:"spans"`
+			Processes map[string]struct {
+				ServiceName string `json:"serviceName"`
+			} `json:"processes"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range r.Data {
+		var out []traceSpan
+		placement := false
+		for _, s := range tr.Spans {
+			svc := tr.Processes[s.ProcessID].ServiceName
+			placement = placement || svc == "order-service" && s.OperationName == "POST /api/orders"
+			out = append(out, traceSpan{service: svc, name: s.OperationName, duration: time.Duration(s.Duration) * time.Microsecond, events: len(s.Logs)})
+		}
+		if placement {
+			return out
+		}
+	}
+	t.Fatalf("no trace in Jaeger holds order %s's placement", id)
+	return nil
+}
+
+// screenshots keeps what the operator sees at the stuck moment: Prometheus's graph of the lag by
+// group, its alerts page, and the tracking page's waterfall of the stuck order (in the test's
+// artifacts; in docs/images with UPDATE_SCREENSHOT=1).
+func screenshots(t *testing.T, chromium, prom, page string) {
+	t.Helper()
+	alloc, cancel := chromedp.NewExecAllocator(testkit.Context(t, time.Minute), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 900))...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(alloc)
+	defer cancel()
+	shots := []struct{ name, url, wait string }{
+		{"stuck-lag.png", prom + "/graph?g0.expr=" + url.QueryEscape("sum by (group) (kafka_consumer_lag)") + "&g0.tab=0&g0.range_input=5m", "body"},
+		{"stuck-alerts.png", prom + "/alerts", "body"},
+		{"stuck-waterfall.png", page, "#trace .span-row"},
+	}
+	for _, s := range shots {
+		if err := chromedp.Do(ctx, chromedp.Navigate(s.url), chromedp.WaitVisible(s.wait), chromedp.Sleep(2*time.Second)); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		var png []byte
+		var err error
+		if s.name == "stuck-waterfall.png" {
+			png, err = chromedp.Run(ctx, chromedp.Screenshot("#detail"))
+		} else {
+			png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		dir := t.ArtifactDir()
+		if os.Getenv("UPDATE_SCREENSHOT") == "1" {
+			dir = filepath.Join("..", "..", "docs", "images")
+		}
+		if err := os.WriteFile(filepath.Join(dir, s.name), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
