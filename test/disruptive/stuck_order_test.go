@@ -142,26 +142,64 @@ func TestStuckOrderFromAlertToTrace(t *testing.T) {
 	screenshots(t, chromium, prom, "http://"+sys.Addrs["QUERY"]+"/?order="+id)
 
 	// 4. Cassandra back: the view catches up, and the trace shows query-api's processing of the
-	// order's events, each with the failed attempts recorded on it.
+	// order's events, started only then: each waited in its partition behind the record being
+	// retried (whose own span, in its order's trace, carries the failed attempts).
 	testkit.Infra(t, "start", "cassandra")
 	stopped = false
 	testkit.Eventually(t, 3*time.Minute, "the view to catch up", func() bool { return status("QUERY", id) == "DELIVERY_ASSIGNED" })
 	testkit.EventuallyWhy(t, time.Minute, time.Second, "query-api's processing in the order's trace", func() string {
 		spans = orderTrace(t, jaeger, id)
-		for _, s := range spans {
+		var received, processed *traceSpan
+		for i, s := range spans {
+			if s.service == "query-api" && s.name == event.TopicOrders+" receive" {
+				received = &spans[i]
+			}
 			if s.service == "query-api" && s.name == event.TopicOrders+" process" {
-				if s.events == 0 || s.duration < 5*time.Second {
-					return fmt.Sprintf("query-api's processing of order.created took %s with %d failed attempts recorded; want the outage's length and its failures", s.duration, s.events)
-				}
-				return ""
+				processed = &spans[i]
 			}
 		}
-		return "no query-api processing of order.created yet"
+		switch {
+		case received == nil || processed == nil:
+			return "query-api's receive and process of order.created"
+		case processed.start.Sub(received.start) < 5*time.Second:
+			return fmt.Sprintf("query-api processed order.created %s after receiving it; want the outage's wait", processed.start.Sub(received.start))
+		}
+		return ""
 	})
+	// The record at the head of a stuck partition: one span as long as the outage, each failed
+	// attempt recorded on it.
+	resp, err := http.Get(jaeger + "/api/traces?service=query-api&minDuration=5s&limit=20&lookback=1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var heads struct {
+		Data []struct {
+			Spans []struct {
+				OperationName string `json:"operationName"`
+				Logs          []any  `json:"logs"`
+			} `json:"spans"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&heads); err != nil {
+		t.Fatal(err)
+	}
+	retried := 0
+	for _, tr := range heads.Data {
+		for _, s := range tr.Spans {
+			if strings.HasSuffix(s.OperationName, " process") && len(s.Logs) > 1 {
+				retried++
+			}
+		}
+	}
+	if retried == 0 {
+		t.Fatal("no query-api processing span of the outage carries its failed attempts")
+	}
 }
 
 type traceSpan struct {
 	service, name string
+	start         time.Time
 	duration      time.Duration
 	events        int
 }
@@ -188,6 +226,7 @@ func orderTrace(t *testing.T, jaeger, id string) []traceSpan {
 		Data []struct {
 			Spans []struct {
 				OperationName string `json:"operationName"`
+				StartTime     int64  `json:"startTime"`
 				Duration      int64  `json:"duration"`
 				ProcessID     string `json:"processID"`
 				Logs          []any  `json:"logs"`
@@ -206,7 +245,7 @@ func orderTrace(t *testing.T, jaeger, id string) []traceSpan {
 		for _, s := range tr.Spans {
 			svc := tr.Processes[s.ProcessID].ServiceName
 			placement = placement || svc == "order-service" && s.OperationName == "POST /api/orders"
-			out = append(out, traceSpan{service: svc, name: s.OperationName, duration: time.Duration(s.Duration) * time.Microsecond, events: len(s.Logs)})
+			out = append(out, traceSpan{service: svc, name: s.OperationName, start: time.UnixMicro(s.StartTime), duration: time.Duration(s.Duration) * time.Microsecond, events: len(s.Logs)})
 		}
 		if placement {
 			return out
@@ -226,19 +265,20 @@ func screenshots(t *testing.T, chromium, prom, page string) {
 	defer cancel()
 	ctx, cancel := chromedp.NewContext(alloc)
 	defer cancel()
+	// Debian's Prometheus serves its classic web UI (the React one is not packaged).
 	shots := []struct{ name, url, wait string }{
-		{"stuck-lag.png", prom + "/graph?g0.expr=" + url.QueryEscape("sum by (group) (kafka_consumer_lag)") + "&g0.tab=0&g0.range_input=5m", "body"},
-		{"stuck-alerts.png", prom + "/alerts", "body"},
+		{"stuck-lag.png", prom + "/classic/graph?g0.expr=" + url.QueryEscape("sum by (group) (kafka_consumer_lag)") + "&g0.tab=0&g0.range_input=5m", "body"},
+		{"stuck-alerts.png", prom + "/classic/alerts", "body"},
 		{"stuck-waterfall.png", page, "#trace .span-row"},
 	}
 	for _, s := range shots {
-		if err := chromedp.Do(ctx, chromedp.Navigate(s.url), chromedp.WaitVisible(s.wait), chromedp.Sleep(2*time.Second)); err != nil {
+		if err := chromedp.Do(ctx, chromedp.Navigate(s.url), chromedp.WaitReady(s.wait), chromedp.Sleep(2*time.Second)); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
 		var png []byte
 		var err error
 		if s.name == "stuck-waterfall.png" {
-			png, err = chromedp.Run(ctx, chromedp.Screenshot("#detail"))
+			png, err = chromedp.Run(ctx, chromedp.Screenshot("#trace"))
 		} else {
 			png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		}

@@ -40,7 +40,7 @@ func (s *Service) retry(ctx context.Context, what string, fn func() error) error
 func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations ...pg.Migrations) (*pgxpool.Pool, error) {
 	var pool *pgxpool.Pool
 	if s.Tracing != nil {
-		c.Tracer = pg.RecordedOnly(otelpgx.NewTracer(otelpgx.WithTracerProvider(s.Tracing.Provider), otelpgx.WithTrimSQLInSpanName(),
+		c.Tracer = pg.RecordedOnly(otelpgx.NewTracer(otelpgx.WithTracerProvider(s.Tracing.Provider),
 			otelpgx.WithDisableConnectionDetailsInAttributes(), otelpgx.WithDisableAcquireTracer()))
 	}
 	err := s.retry(ctx, "postgres "+c.Redacted(), func() (err error) {

@@ -183,7 +183,9 @@ func TestUnverifiedPostgresIsLoud(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out strings.Builder
-		New("svc", &out, c)
+		if _, err := New("svc", &out, c); err != nil {
+			t.Fatal(err)
+		}
 		if got := strings.Contains(out.String(), "does not verify the Postgres server"); got != warn {
 			t.Errorf("sslmode %s: warning logged %v, want %v:\n%s", mode, got, warn, out.String())
 		}
