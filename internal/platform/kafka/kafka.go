@@ -90,7 +90,7 @@ func (c Config) Options(extra ...kgo.Opt) []kgo.Opt {
 type sampledOnly struct{ t *kotel.Tracer }
 
 func (h sampledOnly) OnProduceRecordBuffered(r *kgo.Record) {
-	if p := header(r, "traceparent"); p != "" && !obs.Sampled(p) {
+	if unsampled(r) {
 		return
 	}
 	h.t.OnProduceRecordBuffered(r)
@@ -103,7 +103,7 @@ func (h sampledOnly) OnProduceRecordUnbuffered(r *kgo.Record, err error) {
 }
 
 func (h sampledOnly) OnFetchRecordBuffered(r *kgo.Record) {
-	if p := header(r, "traceparent"); p != "" && !obs.Sampled(p) {
+	if unsampled(r) {
 		return
 	}
 	h.t.OnFetchRecordBuffered(r)
@@ -115,13 +115,10 @@ func (h sampledOnly) OnFetchRecordUnbuffered(r *kgo.Record, polled bool) {
 	}
 }
 
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
+// unsampled reports whether r carries the context of a trace that is not recorded.
+func unsampled(r *kgo.Record) bool {
+	p := kotel.NewRecordCarrier(r).Get("traceparent")
+	return p != "" && !obs.Sampled(p)
 }
 
 // EnsureTopics creates topics that do not exist yet with c.Partitions and c.ReplicationFactor.

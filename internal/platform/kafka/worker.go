@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kotel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -294,8 +295,9 @@ func (w *worker) startSpan(rec *kgo.Record, e event.Envelope) event.Trace {
 	if t == nil {
 		return event.Trace{}
 	}
-	if p := header(rec, "traceparent"); p != "" && !obs.Sampled(p) {
-		return event.Trace{Parent: p, State: header(rec, "tracestate")} // passed on, unrecorded
+	if unsampled(rec) {
+		c := kotel.NewRecordCarrier(rec)
+		return event.Trace{Parent: c.Get("traceparent"), State: c.Get("tracestate")} // passed on, unrecorded
 	}
 	ctx, span := t.WithProcessSpan(rec)
 	span.SetAttributes(attribute.String(obs.OrderIDKey, e.OrderID), attribute.String("orderflow.event_type", string(e.EventType)),

@@ -60,9 +60,10 @@ func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations ...pg.Mi
 func (s *Service) Redis(c redislock.Config) *redis.Client {
 	cl := redislock.NewClient(c)
 	if s.Tracing != nil {
-		// Only fails for a client type other than *redis.Client's.
-		_ = redisotel.InstrumentTracing(cl, redisotel.WithTracerProvider(s.Tracing.Provider),
-			redisotel.WithCallerEnabled(false), redisotel.WithDialFilter(true), redisotel.WithDBStatement(false))
+		if err := redisotel.InstrumentTracing(cl, redisotel.WithTracerProvider(s.Tracing.Provider),
+			redisotel.WithCallerEnabled(false), redisotel.WithDialFilter(true), redisotel.WithDBStatement(false)); err != nil {
+			s.Log.Warn("Redis commands are not traced", "err", err)
+		}
 	}
 	s.Health.AddCheck("redis", redislock.Check(cl))
 	s.OnClose(func() { _ = cl.Close() })
