@@ -1,6 +1,7 @@
 package kafka_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,6 +39,25 @@ type harness struct {
 	lagEvery  time.Duration // the runner's LagEvery (0: its default)
 	tracer    *kotel.Tracer // the runner's tracing (nil: off)
 	handler   kafka.Handler // the runner's handler, instead of start's per-event one
+	log       io.Writer     // the runner's log (nil: discarded)
+}
+
+// logBuffer is a log destination tests read while the runner writes it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func newHarness(t *testing.T, partitions int32) *harness {
@@ -86,7 +106,7 @@ func (h *harness) start(handler func(context.Context, event.Envelope) error, max
 		Group: h.group, Topics: []string{h.src}, Handler: each, MaxAttempts: maxAttempts, BatchSize: max(h.batchSize, 1),
 		Backoff:  kafka.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond},
 		DLQTopic: func(string) string { return h.dlq }, LagEvery: h.lagEvery,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Metrics: h.metrics,
+		Log: slog.New(slog.NewTextHandler(cmp.Or[io.Writer](h.log, io.Discard), nil)), Metrics: h.metrics,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -458,6 +478,8 @@ func TestDeadLetterWriteRetriesAfterAFailure(t *testing.T) {
 	ctx := testkit.Context(t, 90*time.Second)
 	h.produce(ctx, "bad-order", h.envelope("bad-order", 1))
 	h.produce(ctx, "good-order", h.envelope("good-order", 2))
+	logs := &logBuffer{}
+	h.log = logs
 	var good atomic.Int32
 	h.start(func(ctx context.Context, e event.Envelope) error {
 		if e.OrderID == "bad-order" {
@@ -466,8 +488,11 @@ func TestDeadLetterWriteRetriesAfterAFailure(t *testing.T) {
 		good.Add(1)
 		return nil
 	}, 1)
-	// The write fails while the topic is missing (the fault really happened: nothing committed).
-	time.Sleep(12 * time.Second)
+	// The write fails while the topic is missing (the fault really happened: the runner reported a
+	// failed write, and nothing was committed).
+	testkit.Eventually(t, 60*time.Second, "a failed dead-letter write", func() bool {
+		return strings.Contains(logs.String(), "dead-letter write failed")
+	})
 	if c := h.committed(ctx); c > 0 || good.Load() != 0 {
 		t.Fatalf("committed %d, handled %d while the dead-letter topic was missing", c, good.Load())
 	}
