@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,13 +71,16 @@ func TestStuckOrderFromAlertToTrace(t *testing.T) {
 	// Ten orders a second until the end of the test.
 	lctx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	var first atomic.Value // the first order placed
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for lctx.Err() == nil {
-			_, _ = place()
+			if id, err := place(); err == nil {
+				first.CompareAndSwap(nil, id)
+			}
 			select {
 			case <-lctx.Done():
 			case <-tick.C:
@@ -85,7 +89,11 @@ func TestStuckOrderFromAlertToTrace(t *testing.T) {
 	}()
 	defer func() { stopLoad(); wg.Wait() }()
 
-	time.Sleep(5 * time.Second)
+	// Healthy first: the read model follows the load.
+	testkit.Eventually(t, time.Minute, "query-api to show the first order assigned", func() bool {
+		id, _ := first.Load().(string)
+		return id != "" && status("QUERY", id) == "DELIVERY_ASSIGNED"
+	})
 	testkit.Infra(t, "stop", "cassandra")
 	stopped := true
 	t.Cleanup(func() {
