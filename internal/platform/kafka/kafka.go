@@ -31,8 +31,9 @@ type Config struct {
 	SASL              sasl.Mechanism // nil: no authentication
 	Compression       string         // producer batch codec: none (default), snappy, lz4, zstd or gzip
 	// Tracer, when set, traces every record produced and fetched (franz-go's OpenTelemetry plugin:
-	// publish and receive spans, the context in the traceparent/tracestate headers) and the Runner's
-	// handling of each. nil: tracing off, no hook installed.
+	// a publish span per record produced, a process span per record fetched that lasts until the
+	// Runner has handled it, the context in the traceparent/tracestate headers). nil: tracing off,
+	// no hook installed.
 	Tracer *kotel.Tracer
 }
 
@@ -102,17 +103,17 @@ func (h sampledOnly) OnProduceRecordUnbuffered(r *kgo.Record, err error) {
 	}
 }
 
+// OnFetchRecordBuffered starts the record's process span (franz-go's plugin: kind consumer, its
+// messaging attributes, a child of the context in the headers) as soon as the record is fetched.
+// The Runner ends it once the record is processed or dead-lettered, so one span per record and
+// consumer covers the wait in the partition and the handling; the plugin's separate receive span,
+// a quarter of all spans, is not made.
 func (h sampledOnly) OnFetchRecordBuffered(r *kgo.Record) {
 	if unsampled(r) {
 		return
 	}
-	h.t.OnFetchRecordBuffered(r)
-}
-
-func (h sampledOnly) OnFetchRecordUnbuffered(r *kgo.Record, polled bool) {
-	if trace.SpanFromContext(r.Context).IsRecording() {
-		h.t.OnFetchRecordUnbuffered(r, polled)
-	}
+	r.Context = obs.Propagator().Extract(context.Background(), kotel.NewRecordCarrier(r))
+	r.Context, _ = h.t.WithProcessSpan(r)
 }
 
 // unsampled reports whether r carries the context of a trace that is not recorded.

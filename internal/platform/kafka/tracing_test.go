@@ -22,7 +22,8 @@ import (
 
 // TestRunnerContinuesTheProducersTrace: records produced inside three traces, one of them failing
 // for good and one undecodable, are consumed with tracing on. Each record's process span continues
-// its producer's trace (publish → receive → process), the events handed to the handler carry that
+// its producer's trace (publish → process, one span per record from fetch to done, marked when the
+// worker took it), the events handed to the handler carry that
 // process span (what they cause is its child), a batch's shared span hangs under its first
 // record and links the others, and a dead-lettered record's span is an error whose DLQ write is its
 // child.
@@ -113,9 +114,12 @@ func TestRunnerContinuesTheProducersTrace(t *testing.T) {
 		if s == nil {
 			t.Fatalf("no process span in %s's trace; spans: %v", id, names(spans))
 		}
-		want := []string{h.src + " process", h.src + " receive", h.src + " publish", "place " + id}
+		want := []string{h.src + " process", h.src + " publish", "place " + id}
 		if got := chain(s); !slices.Equal(got, want) {
 			t.Errorf("%s: span chain %v, want %v", id, got, want)
+		}
+		if ev := s.Events(); len(ev) == 0 || ev[0].Name != "handling" || ev[0].Time.Before(s.StartTime()) {
+			t.Errorf("%s: process span events %v, want \"handling\" first, after the span's start", id, ev)
 		}
 	}
 	for _, id := range []string{"bad-order", "poison"} {

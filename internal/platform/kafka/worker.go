@@ -286,10 +286,9 @@ func (w *worker) deadLetter(rec *kgo.Record, typ event.Type, retries int, cause 
 	}
 }
 
-// startSpan starts rec's process span (franz-go's plugin: a child of its receive span, itself a
-// child of the context in the record's headers) when tracing is on; it lives in rec.Context until
-// the record is processed or dead-lettered. Events written while handling rec carry the returned
-// context (env.Trace).
+// startSpan marks, on rec's process span (started when it was fetched), that the worker took it and
+// names the order and event; the span lives in rec.Context until the record is processed or
+// dead-lettered. Events written while handling rec carry the returned context (env.Trace).
 func (w *worker) startSpan(rec *kgo.Record, e event.Envelope) event.Trace {
 	t := w.r.kcfg.Tracer
 	if t == nil {
@@ -299,12 +298,16 @@ func (w *worker) startSpan(rec *kgo.Record, e event.Envelope) event.Trace {
 		c := kotel.NewRecordCarrier(rec)
 		return event.Trace{Parent: c.Get("traceparent"), State: c.Get("tracestate")} // passed on, unrecorded
 	}
-	ctx, span := t.WithProcessSpan(rec)
+	span := w.span(rec)
+	if span == nil { // not started at fetch: a client without the hooks
+		rec.Context = obs.Propagator().Extract(context.Background(), kotel.NewRecordCarrier(rec))
+		rec.Context, span = t.WithProcessSpan(rec)
+	}
+	span.AddEvent("handling")
 	span.SetAttributes(attribute.String(obs.OrderIDKey, e.OrderID), attribute.String("orderflow.event_type", string(e.EventType)),
 		attribute.String("orderflow.event_id", e.EventID))
-	rec.Context = ctx
 	var tc event.Trace
-	tc.Parent, tc.State = obs.TraceOf(ctx)
+	tc.Parent, tc.State = obs.TraceOf(rec.Context)
 	return tc
 }
 
