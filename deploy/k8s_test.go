@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -225,6 +226,20 @@ func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.
 	}
 	if c.LivenessProbe != nil && c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe != nil && c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Errorf("%s: liveness must be /healthz (process alive) and readiness /readyz (dependencies usable)", name)
+	}
+	// A rollout drops nothing: the balancers notice readiness going off before the drain delay
+	// ends, and the process is done before the kubelet's SIGKILL.
+	drain, err1 := time.ParseDuration(cfg.Data["SHUTDOWN_DRAIN_DELAY"])
+	stop, err2 := time.ParseDuration(cfg.Data["SHUTDOWN_TIMEOUT"])
+	if r := c.ReadinessProbe; err1 != nil || err2 != nil || r == nil {
+		t.Errorf("%s: SHUTDOWN_DRAIN_DELAY and SHUTDOWN_TIMEOUT must be set (%v, %v) and a readiness probe defined", name, err1, err2)
+	} else {
+		if notice := time.Duration(r.PeriodSeconds*r.FailureThreshold) * time.Second; drain <= notice {
+			t.Errorf("%s: drain delay %s is not longer than readiness period × failure threshold %s", name, drain, notice)
+		}
+		if g := pod.TerminationGracePeriodSeconds; g == nil || drain+stop+5*time.Second > time.Duration(*g)*time.Second {
+			t.Errorf("%s: drain %s + shutdown %s (+5 s margin) must fit terminationGracePeriodSeconds %v", name, drain, stop, g)
+		}
 	}
 	vars, _ := cli.Variables(name)
 	for _, e := range c.Env {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,8 +18,16 @@ import (
 // GuardConfig is the access policy of a service's HTTP API.
 type GuardConfig struct {
 	// AdminToken protects operator endpoints (Authorization: Bearer <token>). Empty: operator
-	// endpoints answer loopback clients only.
+	// endpoints answer loopback clients only, or nobody when loopback is not trusted.
 	AdminToken string
+	// DistrustLoopback treats a loopback client like any other: no operator access without the
+	// token, no rate-limit exemption. For containers, where a sidecar proxy (Istio forwards from
+	// 127.0.0.6, Linkerd from 127.0.0.1) makes every request arrive from loopback.
+	DistrustLoopback bool
+	// TrustedProxies are the addresses whose X-Forwarded-For is believed: a request from one of
+	// them counts as coming from the nearest address in that header that is not a trusted proxy.
+	// Empty: the peer address is the client.
+	TrustedProxies []netip.Prefix
 	// RatePerSecond and Burst bound customer-facing requests per client address; 0 disables.
 	RatePerSecond float64
 	Burst         int
@@ -64,9 +73,56 @@ func clientIP(r *http.Request) net.IP {
 	return net.ParseIP(host)
 }
 
-func isLoopback(r *http.Request) bool {
+// loopbackClient reports whether r comes from a loopback client that is trusted as local.
+func (g *Guard) loopbackClient(r *http.Request) bool {
 	ip := clientIP(r)
-	return ip != nil && ip.IsLoopback()
+	return !g.cfg.DistrustLoopback && ip != nil && ip.IsLoopback()
+}
+
+// forwardedClient returns the address r was forwarded for when its peer is a trusted proxy: the
+// rightmost X-Forwarded-For entry that is not itself a trusted proxy (entries to its left are
+// written by the client and can be forged). ok is false when r did not come through one.
+func (g *Guard) forwardedClient(r *http.Request) (addr netip.Addr, ok bool) {
+	if len(g.cfg.TrustedProxies) == 0 {
+		return netip.Addr{}, false
+	}
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !g.trustedProxy(peer.Addr()) {
+		return netip.Addr{}, false
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return netip.Addr{}, false // a garbled chain: keep the peer, which is known
+		}
+		if addr = a.Unmap(); !g.trustedProxy(addr) {
+			return addr, true
+		}
+	}
+	return addr, addr.IsValid()
+}
+
+func (g *Guard) trustedProxy(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range g.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolve sets r.RemoteAddr to the client a trusted proxy forwarded r for, so the guard, the
+// limiter's key and the handlers see the client, not the proxy.
+func (g *Guard) resolve(r *http.Request) *http.Request {
+	a, ok := g.forwardedClient(r)
+	if !ok {
+		return r
+	}
+	r2 := r.WithContext(r.Context()) // a shallow copy
+	r2.RemoteAddr = netip.AddrPortFrom(a, 0).String()
+	return r2
 }
 
 // ClientKey is what per-client limits count by: the IPv4 address, or the IPv6 /64 (one host usually
@@ -87,7 +143,7 @@ func ClientKey(r *http.Request) string {
 // time), or a loopback client while no token is configured.
 func (g *Guard) operator(r *http.Request) bool {
 	if g.cfg.AdminToken == "" {
-		return isLoopback(r)
+		return g.loopbackClient(r)
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(g.cfg.AdminToken)) == 1
@@ -100,6 +156,8 @@ func (g *Guard) admin(h http.HandlerFunc) http.HandlerFunc {
 		switch {
 		case g.operator(r):
 			h(w, r)
+		case g.cfg.AdminToken == "" && g.cfg.DistrustLoopback:
+			WriteProblem(w, r, NewProblem(http.StatusForbidden, "operator endpoints are closed: ADMIN_TOKEN is unset and loopback clients are not trusted"))
 		case g.cfg.AdminToken == "":
 			WriteProblem(w, r, NewProblem(http.StatusForbidden, "operator endpoints answer loopback clients only while ADMIN_TOKEN is unset"))
 		default:
@@ -115,7 +173,7 @@ func (g *Guard) public(h http.HandlerFunc) http.HandlerFunc {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if g.cfg.ExemptLoopback && isLoopback(r) {
+		if g.cfg.ExemptLoopback && g.loopbackClient(r) {
 			h(w, r)
 			return
 		}

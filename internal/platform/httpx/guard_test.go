@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -85,5 +86,51 @@ func TestPublicRateLimitPerAddress(t *testing.T) {
 	}
 	if c := call(NewGuard(GuardConfig{RatePerSecond: 1, Burst: 1}).public(ok), "127.0.0.1:1", "").Code; c != 200 {
 		t.Errorf("first loopback request without exemption: %d", c)
+	}
+}
+
+// In a pod, a sidecar proxy makes every request arrive from loopback (Istio from 127.0.0.6): with
+// loopback distrusted it gets neither operator access nor the rate-limit exemption.
+func TestDistrustedLoopbackIsAnyClient(t *testing.T) {
+	g := NewGuard(GuardConfig{AdminToken: "s3cret", DistrustLoopback: true, RatePerSecond: 1, Burst: 1, ExemptLoopback: true})
+	for _, remote := range []string{"127.0.0.6:4000", "127.0.0.1:4000", "[::1]:4000"} {
+		if w := call(g.admin(ok), remote, ""); w.Code != 401 {
+			t.Errorf("%s without the token: %d, want 401", remote, w.Code)
+		}
+		if w := call(g.admin(ok), remote, "Bearer s3cret"); w.Code != 200 {
+			t.Errorf("%s with the token: %d, want 200", remote, w.Code)
+		}
+	}
+	h := g.public(ok)
+	if a, b := call(h, "127.0.0.6:1", "").Code, call(h, "127.0.0.6:2", "").Code; a != 200 || b != 429 {
+		t.Errorf("distrusted loopback is rate-limited like any address: %d then %d, want 200 then 429", a, b)
+	}
+	// Without a token nobody is an operator; the service refuses to start that way, the guard
+	// still closes the door.
+	g = NewGuard(GuardConfig{DistrustLoopback: true})
+	if w := call(g.admin(ok), "127.0.0.6:4000", ""); w.Code != 403 {
+		t.Errorf("no token, distrusted loopback: %d, want 403", w.Code)
+	}
+}
+
+func TestTrustedProxyForwardsTheClient(t *testing.T) {
+	g := NewGuard(GuardConfig{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("127.0.0.6/32")}})
+	for _, c := range []struct{ peer, xff, want string }{
+		{"10.1.2.3:5000", "203.0.113.9", "203.0.113.9:0"},
+		{"10.1.2.3:5000", "198.51.100.1, 203.0.113.9, 10.1.9.9", "203.0.113.9:0"}, // the client's own entries are not believed
+		{"127.0.0.6:5000", "203.0.113.9", "203.0.113.9:0"},
+		{"203.0.113.50:5000", "127.0.0.1", "203.0.113.50:5000"}, // not a trusted proxy: its header is ignored
+		{"10.1.2.3:5000", "", "10.1.2.3:5000"},
+		{"10.1.2.3:5000", "not-an-ip", "10.1.2.3:5000"},
+		{"10.1.2.3:5000", "10.1.4.4", "10.1.4.4:0"}, // only proxies in the chain: the farthest
+	} {
+		r := httptest.NewRequest("GET", "/api/x", nil)
+		r.RemoteAddr = c.peer
+		if c.xff != "" {
+			r.Header.Set("X-Forwarded-For", c.xff)
+		}
+		if got := g.resolve(r).RemoteAddr; got != c.want {
+			t.Errorf("peer %s, X-Forwarded-For %q: client %s, want %s", c.peer, c.xff, got, c.want)
+		}
 	}
 }

@@ -86,8 +86,11 @@ func (m *Mux) add(pattern string, a Access, h http.Handler) {
 	m.mux.Handle(pattern, h)
 }
 
-// ServeHTTP dispatches to the registered routes.
-func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) { m.serve.ServeHTTP(w, r) }
+// ServeHTTP dispatches to the registered routes, with the client address a trusted proxy forwarded
+// the request for (GuardConfig.TrustedProxies) as its RemoteAddr.
+func (m *Mux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.serve.ServeHTTP(w, m.guard.resolve(r))
+}
 
 // pattern returns the registered pattern r matches ("" for none).
 func (m *Mux) pattern(r *http.Request) string {

@@ -21,18 +21,25 @@ type Component struct {
 // Group runs components; Stop order is the reverse of Add order, so add dependencies (relay) before
 // their users (consumers, HTTP), and the HTTP server stops first.
 type Group struct {
-	Log             *slog.Logger
-	ShutdownTimeout time.Duration // per component; default 15s
-	// BeforeStop runs first on shutdown (e.g. readiness off) so load balancers drain before anything stops.
+	Log *slog.Logger
+	// ShutdownTimeout bounds the whole stop after the drain delay: every component shares it, so
+	// the process exits within DrainDelay + ShutdownTimeout. Default 15s.
+	ShutdownTimeout time.Duration
+	// BeforeStop runs first on shutdown (readiness off); then the group waits DrainDelay, still
+	// serving, so load balancers see the readiness change and send nothing new before anything
+	// stops. A drain delay longer than the readiness probe's period × failure threshold means no
+	// request reaches a stopped server.
 	BeforeStop func()
+	DrainDelay time.Duration
 	components []Component
 }
 
 // Add appends a component.
 func (g *Group) Add(c Component) { g.components = append(g.components, c) }
 
-// Run starts every component and blocks until ctx is done or one component fails, then stops the
-// components one by one in reverse order, each within ShutdownTimeout. It returns the first failure.
+// Run starts every component and blocks until ctx is done or one component fails, then drains
+// (BeforeStop, DrainDelay) and stops the components one by one in reverse order, all within one
+// ShutdownTimeout. It returns the first failure.
 func (g *Group) Run(ctx context.Context) error {
 	timeout := g.ShutdownTimeout
 	if timeout <= 0 {
@@ -70,12 +77,22 @@ func (g *Group) Run(ctx context.Context) error {
 			g.BeforeStop()
 		}
 	})
+	if g.DrainDelay > 0 && first == nil {
+		g.Log.Info("draining: not ready, still serving", "delay", g.DrainDelay)
+		time.Sleep(g.DrainDelay)
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
 	for i := len(runs) - 1; i >= 0; i-- {
 		runs[i].cancel()
 		select {
 		case <-runs[i].done:
-		case <-time.After(timeout):
-			g.Log.Warn("component did not stop in time", "component", g.components[i].Name, "timeout", timeout)
+		case <-deadline.C:
+			g.Log.Warn("shutdown deadline passed, exiting without waiting for the rest", "component", g.components[i].Name, "timeout", timeout)
+			for j := i - 1; j >= 0; j-- {
+				runs[j].cancel()
+			}
+			return first
 		}
 	}
 	return first

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"net/netip"
 	"regexp"
 	"slices"
 	"time"
@@ -21,6 +22,7 @@ type Common struct {
 	LogLevel        string
 	LogFormat       string
 	Pprof           bool
+	DrainDelay      time.Duration
 	ShutdownTimeout time.Duration
 	Kafka           kafka.Config
 	Postgres        pg.Config // Database is filled per service
@@ -55,6 +57,33 @@ func DedupRetention(e *config.Env) time.Duration {
 	return d
 }
 
+// guardConfig reads the access policy. In Kubernetes (KUBERNETES_SERVICE_HOST is set in every pod)
+// loopback is not trusted by default, because a sidecar proxy makes every request arrive from it.
+// A service that trusts no loopback client needs ADMIN_TOKEN (New refuses to start without it);
+// the command-line tools read the same variables and serve nothing.
+func guardConfig(e *config.Env) httpx.GuardConfig {
+	inKubernetes := e.String("KUBERNETES_SERVICE_HOST", "", "Set by Kubernetes in every pod (not by hand): when set, TRUST_LOOPBACK defaults to false.") != ""
+	trust := e.Bool("TRUST_LOOPBACK", !inKubernetes, "Treat loopback clients as local: operator endpoints answer them while ADMIN_TOKEN is unset, and RATE_LIMIT_EXEMPT_LOOPBACK may exempt them from the rate limit. Default true, false in Kubernetes, where a sidecar proxy (Istio, Linkerd) makes every request arrive from loopback. false requires ADMIN_TOKEN.")
+	g := httpx.GuardConfig{
+		AdminToken:       e.Secret("ADMIN_TOKEN", "", "Bearer token for operator endpoints (stock, DLQ, payment/delivery/driver look-ups, order listing). Unset: they answer loopback clients only; required when TRUST_LOOPBACK is false (in Kubernetes)."),
+		DistrustLoopback: !trust,
+		RatePerSecond:    float64(e.Int("RATE_LIMIT_PER_SECOND", 20, "Customer-facing requests per second allowed per client address (0: no limit).")),
+		Burst:            e.Int("RATE_LIMIT_BURST", 40, "Requests a client address may send at once before RATE_LIMIT_PER_SECOND applies."),
+		ExemptLoopback:   e.Bool("RATE_LIMIT_EXEMPT_LOOPBACK", trust, "Loopback clients (local tools, load runs) are not rate-limited. Default: TRUST_LOOPBACK."),
+	}
+	for _, p := range e.List("TRUSTED_PROXIES", "", "Comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For is believed (the client is the nearest untrusted address in it), e.g. the ingress controller's pod range. Empty: the peer address is the client.") {
+		prefix, err := netip.ParsePrefix(p)
+		if a, aerr := netip.ParseAddr(p); aerr == nil { // one address
+			prefix, err = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+		}
+		e.Check(err == nil, "TRUSTED_PROXIES: %q is not an address or CIDR prefix", p)
+		g.TrustedProxies = append(g.TrustedProxies, prefix.Masked())
+	}
+	e.Check(trust || !g.ExemptLoopback, "RATE_LIMIT_EXEMPT_LOOPBACK=true needs TRUST_LOOPBACK=true")
+	e.Check(g.RatePerSecond >= 0 && g.Burst > 0, "RATE_LIMIT_PER_SECOND must be >= 0 and RATE_LIMIT_BURST positive")
+	return g
+}
+
 // postgresSSLMode applies the TLS policy: verification whenever a CA is given, and no TLS that
 // skips verification unless allowed by name.
 func postgresSSLMode(e *config.Env, mode, ca string, allowUnverified bool) string {
@@ -82,7 +111,8 @@ func LoadCommon(e *config.Env) Common {
 		LogLevel:        e.String("LOG_LEVEL", "info", "Log level: debug, info, warn or error (debug adds each service's full configuration at start-up)."),
 		LogFormat:       e.String("LOG_FORMAT", "auto", "Log format: json (one JSON object a line, for log pipelines), text (one readable line a record, coloured on a terminal unless NO_COLOR is set), or auto: text when standard output is a terminal, json otherwise (containers, files, pipes). orderflow dev defaults to text."),
 		Pprof:           e.Bool("PPROF_ENABLE", false, "Serve Go profiles under /debug/pprof/ on each service's port (profiling under load; keep off in production)."),
-		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, "Time each component gets to stop on SIGTERM."),
+		DrainDelay:      e.Duration("SHUTDOWN_DRAIN_DELAY", 0, "On SIGTERM, how long the service keeps serving with /readyz answering 503 before it stops anything, so load balancers take it out first. Set it above the readiness probe's period × failure threshold (Kubernetes manifests: 12s)."),
+		ShutdownTimeout: e.Duration("SHUTDOWN_TIMEOUT", 15*time.Second, "Time the whole stop may take after the drain delay (HTTP requests in flight, consumers' last commits, the relay); the process exits within SHUTDOWN_DRAIN_DELAY + SHUTDOWN_TIMEOUT. Keep the sum below Kubernetes' terminationGracePeriodSeconds."),
 		Kafka: kafka.Config{
 			Brokers:           e.List("KAFKA_BROKERS", "127.0.0.1:9092", "Comma-separated Kafka bootstrap brokers."),
 			Partitions:        int32(e.Int("KAFKA_TOPIC_PARTITIONS", 3, "Partitions of each topic created at start-up.")),           //nolint:gosec // checked below: 1..10000
@@ -122,14 +152,8 @@ func LoadCommon(e *config.Env) Common {
 	c.Tracing = obs.LoadTraceConfig(e)
 	allowUnverified := e.Bool("POSTGRES_SSL_ALLOW_UNVERIFIED", false, "Accept a POSTGRES_SSLMODE that does not verify the server (require, verify-ca, prefer, allow); each service logs a warning at start-up. Only for a server whose CA cannot be had.")
 	c.Postgres.SSLMode = postgresSSLMode(e, c.Postgres.SSLMode, c.Postgres.SSLRootCert, allowUnverified)
-	c.Guard = httpx.GuardConfig{
-		AdminToken:     e.Secret("ADMIN_TOKEN", "", "Bearer token for operator endpoints (stock, DLQ, payment/delivery/driver look-ups, order listing). Unset: they answer loopback clients only."),
-		RatePerSecond:  float64(e.Int("RATE_LIMIT_PER_SECOND", 20, "Customer-facing requests per second allowed per client address (0: no limit).")),
-		Burst:          e.Int("RATE_LIMIT_BURST", 40, "Requests a client address may send at once before RATE_LIMIT_PER_SECOND applies."),
-		ExemptLoopback: e.Bool("RATE_LIMIT_EXEMPT_LOOPBACK", true, "Loopback clients (local tools, load runs) are not rate-limited."),
-	}
+	c.Guard = guardConfig(e)
 	e.Check(slices.Contains(obs.LogFormats, c.LogFormat), "LOG_FORMAT must be json, text or auto")
-	e.Check(c.Guard.RatePerSecond >= 0 && c.Guard.Burst > 0, "RATE_LIMIT_PER_SECOND must be >= 0 and RATE_LIMIT_BURST positive")
 	e.Check(len(c.Kafka.Brokers) > 0, "KAFKA_BROKERS must name at least one broker")
 	e.Check(c.Kafka.Partitions > 0 && c.Kafka.Partitions <= 10000, "KAFKA_TOPIC_PARTITIONS must be from 1 to 10000")
 	e.Check(c.Kafka.ReplicationFactor > 0 && c.Kafka.ReplicationFactor <= 10, "KAFKA_REPLICATION_FACTOR must be from 1 to 10")
@@ -139,5 +163,6 @@ func LoadCommon(e *config.Env) Common {
 	e.Check(c.Postgres.MaxConns > 0, "POSTGRES_MAX_CONNS must be positive")
 	e.Check(identifier.MatchString(c.Cassandra.Keyspace), "CASSANDRA_KEYSPACE must be a CQL identifier")
 	e.Check(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT must be positive")
+	e.Check(c.DrainDelay >= 0, "SHUTDOWN_DRAIN_DELAY must not be negative")
 	return c
 }

@@ -4,6 +4,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,6 +63,9 @@ func loopbackOnly(addr string) bool {
 
 // New builds the skeleton for service name, logging to stdout in c.LogFormat.
 func New(name string, stdout io.Writer, c Common) (*Service, error) {
+	if c.Guard.DistrustLoopback && c.Guard.AdminToken == "" {
+		return nil, errors.New("ADMIN_TOKEN (or ADMIN_TOKEN_FILE) is required when loopback clients are not trusted (TRUST_LOOPBACK=false, the default in Kubernetes): behind a sidecar proxy every request arrives from loopback")
+	}
 	log := obs.NewLogger(stdout, name, c.LogLevel, c.LogFormat)
 	tracing, err := obs.NewTracing(name, version.Version, c.Tracing)
 	if err != nil {
@@ -87,7 +91,7 @@ func New(name string, stdout io.Writer, c Common) (*Service, error) {
 	if c.Postgres.Unverified() {
 		log.Warn("POSTGRES_SSLMODE does not verify the Postgres server (POSTGRES_SSL_ALLOW_UNVERIFIED): a machine in the middle can read and change every query", "sslmode", c.Postgres.SSLMode)
 	}
-	s.Group = &lifecycle.Group{Log: log, ShutdownTimeout: c.ShutdownTimeout, BeforeStop: s.Health.Draining}
+	s.Group = &lifecycle.Group{Log: log, ShutdownTimeout: c.ShutdownTimeout, BeforeStop: s.Health.Draining, DrainDelay: c.DrainDelay}
 	httpx.Ops{Health: s.Health, Gatherer: gatherer, Info: httpx.BuildInfo{
 		Service: name, Version: version.Version, Commit: version.Commit, BuildTime: version.BuildTime,
 	}}.Register(s.Mux)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderflow/orderflow/internal/platform/config"
 )
 
 // TestRunBindsBeforeWiring: a port in use fails at once, before any dependency is waited for, and
@@ -84,5 +86,79 @@ func TestLoopbackOnly(t *testing.T) {
 		if got := loopbackOnly(addr); got != want {
 			t.Errorf("%s: %v, want %v", addr, got, want)
 		}
+	}
+}
+
+type guardOnly struct{ Common }
+
+// TestInKubernetesLoopbackIsNotTrusted: in a pod (KUBERNETES_SERVICE_HOST set) a service without
+// ADMIN_TOKEN refuses to start, and with it a request from 127.0.0.6 (where Istio's sidecar
+// forwards from) gets no operator access without the token.
+func TestInKubernetesLoopbackIsNotTrusted(t *testing.T) {
+	env := map[string]string{"KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+	getenv := func(k string) string { return env[k] }
+	configure := func(e *config.Env) guardOnly { return guardOnly{LoadCommon(e)} }
+	cfg, err := Load[guardOnly](getenv, configure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), "svc", io.Discard, cfg.Common, "127.0.0.1:0", func(context.Context, *Service) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "ADMIN_TOKEN (or ADMIN_TOKEN_FILE) is required") {
+		t.Fatalf("in Kubernetes without ADMIN_TOKEN: %v, want a refusal naming ADMIN_TOKEN", err)
+	}
+	env["ADMIN_TOKEN"] = "s3cret"
+	if cfg, err = Load[guardOnly](getenv, configure); err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Guard.DistrustLoopback || cfg.Guard.ExemptLoopback {
+		t.Fatalf("in Kubernetes: %+v, want loopback distrusted and not exempt from the rate limit", cfg.Guard)
+	}
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := free.Addr().String()
+	free.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, "svc", io.Discard, cfg.Common, addr, func(_ context.Context, s *Service) error {
+			s.Mux.Operator("GET /api/secret", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+			return nil
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	sidecar := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.6")}}).DialContext}}
+	get := func(auth string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/api/secret", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		var resp *http.Response
+		var err error
+		for range 50 { // the service is starting
+			if resp, err = sidecar.Do(req); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(""); code != http.StatusUnauthorized || !strings.Contains(body, "ADMIN_TOKEN") {
+		t.Errorf("from 127.0.0.6 without the token: %d %s, want 401 with a problem naming ADMIN_TOKEN", code, body)
+	}
+	if code, body := get("Bearer s3cret"); code != http.StatusOK {
+		t.Errorf("from 127.0.0.6 with the token: %d %s", code, body)
 	}
 }
