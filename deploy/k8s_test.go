@@ -1,9 +1,17 @@
 package deploy
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,8 +28,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/orderflow/orderflow/internal/cli"
+	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/service"
+	"github.com/orderflow/orderflow/internal/testkit"
 )
 
 // objects is one overlay built by kustomize and decoded strictly into the Kubernetes API types.
@@ -100,10 +110,15 @@ func TestKustomizeOverlays(t *testing.T) {
 			if !ok {
 				t.Fatal("no orderflow-config ConfigMap")
 			}
-			e := config.New(func(k string) string { return cfg.Data[k] })
-			service.LoadCommon(e)
-			if err := e.Err(); err != nil {
-				t.Errorf("orderflow-config fails the services' own validation: %v", err)
+			if overlay == "dev" { // prod's needs each workload's files: TestProdWorkloadsGetTheirCredentials
+				e := config.New(func(k string) string { return cfg.Data[k] })
+				service.LoadCommon(e)
+				service.LoadPostgres(e)
+				service.LoadRedis(e)
+				service.LoadCassandra(e)
+				if err := e.Err(); err != nil {
+					t.Errorf("orderflow-config fails the services' own validation: %v", err)
+				}
 			}
 			for name := range cli.Services {
 				d, ok := o.deployments[name]
@@ -152,8 +167,19 @@ func TestKustomizeOverlays(t *testing.T) {
 						t.Errorf("dev: no Service %s", s)
 					}
 				}
-				if _, ok := o.secrets["orderflow-secrets"]; !ok {
-					t.Error("dev: no orderflow-secrets")
+				sec, ok := o.secrets["orderflow-secrets"]
+				if !ok || sec.StringData["ADMIN_TOKEN"] == "" && len(sec.Data["ADMIN_TOKEN"]) == 0 {
+					t.Error("dev: no orderflow-secrets with an ADMIN_TOKEN (pods do not trust loopback)")
+				}
+				for name := range cli.Services {
+					d := o.deployments[name]
+					loads := false
+					for _, ef := range d.Spec.Template.Spec.Containers[0].EnvFrom {
+						loads = loads || ef.SecretRef != nil && ef.SecretRef.Name == "orderflow-secrets"
+					}
+					if !loads {
+						t.Errorf("dev: %s does not load orderflow-secrets", name)
+					}
 				}
 			case "prod":
 				if len(o.statefulSets) != 0 || len(o.secrets) != 0 {
@@ -170,7 +196,9 @@ func TestKustomizeOverlays(t *testing.T) {
 				ca := cfg.Data["POSTGRES_SSLROOTCERT"]
 				pods := map[string]corev1.PodSpec{"orderflow-init": o.jobs["orderflow-init"].Spec.Template.Spec}
 				for name, d := range o.deployments {
-					pods[name] = d.Spec.Template.Spec
+					if vars, _ := cli.Variables(name); vars["POSTGRES_SSLROOTCERT"] {
+						pods[name] = d.Spec.Template.Spec
+					}
 				}
 				for name, pod := range pods {
 					if !mountsSecretFile(pod, ca) {
@@ -184,19 +212,8 @@ func TestKustomizeOverlays(t *testing.T) {
 
 // mountsSecretFile reports whether path is a file of a Secret volume mounted in pod's container.
 func mountsSecretFile(pod corev1.PodSpec, path string) bool {
-	for _, m := range pod.Containers[0].VolumeMounts {
-		for _, v := range pod.Volumes {
-			if v.Name != m.Name || v.Secret == nil {
-				continue
-			}
-			for _, it := range v.Secret.Items {
-				if filepath.Join(m.MountPath, it.Path) == path {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	_, ok := secretFiles(pod)[path]
+	return ok
 }
 
 func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.ConfigMap) {
@@ -255,13 +272,12 @@ func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.
 			t.Errorf("ConfigMap key %s is read by no service", k)
 		}
 	}
-	var fromCM, fromSecret bool
+	fromCM := false
 	for _, ef := range c.EnvFrom {
 		fromCM = fromCM || ef.ConfigMapRef != nil && ef.ConfigMapRef.Name == "orderflow-config"
-		fromSecret = fromSecret || ef.SecretRef != nil && ef.SecretRef.Name == "orderflow-secrets"
 	}
-	if !fromCM || !fromSecret {
-		t.Errorf("%s: must load orderflow-config and orderflow-secrets", name)
+	if !fromCM {
+		t.Errorf("%s: must load orderflow-config", name)
 	}
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("%s: resource requests and a memory limit are required", name)
@@ -315,4 +331,238 @@ func TestOperatorExamplesParse(t *testing.T) {
 	if topics != 8 {
 		t.Errorf("%d KafkaTopics, want the 8 topics", topics)
 	}
+}
+
+// TestStrimziExampleMatchesWhatIsTested: the example cluster runs the Kafka version the tests run,
+// offers no plaintext listener, and each workload's KafkaUser (the name its prod Deployment logs
+// in with) may read what the service consumes, write its own topic and the dead-letter topics of
+// what it consumes, and use its consumer group.
+func TestStrimziExampleMatchesWhatIsTested(t *testing.T) {
+	pom, err := os.ReadFile(filepath.Join("native", "kafka", "pom.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tested := regexp.MustCompile(`<kafka.version>([^<]+)</kafka.version>`).FindSubmatch(pom)
+	var kafka struct {
+		Spec struct {
+			Kafka struct {
+				Version   string `json:"version"`
+				Listeners []struct {
+					Name string `json:"name"`
+					TLS  bool   `json:"tls"`
+				} `json:"listeners"`
+			} `json:"kafka"`
+		} `json:"spec"`
+	}
+	type acl struct {
+		Resource struct {
+			Type string `json:"type"`
+			Name string `json:"name"`
+		} `json:"resource"`
+		Operations []string `json:"operations"`
+	}
+	users := map[string][]acl{}
+	for _, doc := range examples(t, "strimzi-kafka.yaml", "strimzi-users.yaml") {
+		var obj struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+			Spec struct {
+				Authorization struct {
+					ACLs []acl `json:"acls"`
+				} `json:"authorization"`
+			} `json:"spec"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			t.Fatal(err)
+		}
+		switch obj.Kind {
+		case "Kafka":
+			if err := yaml.Unmarshal([]byte(doc), &kafka); err != nil {
+				t.Fatal(err)
+			}
+		case "KafkaUser":
+			users[obj.Metadata.Name] = obj.Spec.Authorization.ACLs
+		}
+	}
+	if tested == nil || kafka.Spec.Kafka.Version != string(tested[1]) {
+		t.Errorf("Strimzi example runs Kafka %q, the tests run %q", kafka.Spec.Kafka.Version, tested)
+	}
+	for _, l := range kafka.Spec.Kafka.Listeners {
+		if !l.TLS {
+			t.Errorf("Strimzi example: listener %s is plaintext", l.Name)
+		}
+	}
+	allows := func(user, typ, name, op string) bool {
+		for _, a := range users[user] {
+			if a.Resource.Type == typ && (a.Resource.Name == name || a.Resource.Name == "*") && slices.Contains(a.Operations, op) {
+				return true
+			}
+		}
+		return false
+	}
+	o := build(t, "prod")
+	produces := map[string]string{"ORDER": event.TopicOrders, "INVENTORY": event.TopicInventory, "PAYMENT": event.TopicPayments, "DELIVERY": event.TopicDelivery}
+	groups := map[string]string{"ORDER": event.GroupOrder, "INVENTORY": event.GroupInventory, "PAYMENT": event.GroupPayment, "DELIVERY": event.GroupDelivery, "QUERY": event.GroupQuery}
+	for _, s := range testkit.Services {
+		user := ""
+		for _, e := range o.deployments[s.Cmd].Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "KAFKA_SASL_USERNAME" {
+				user = e.Value
+			}
+		}
+		if _, ok := users[user]; !ok {
+			t.Errorf("%s logs in as %q, which has no KafkaUser", s.Cmd, user)
+			continue
+		}
+		if p := produces[s.Prefix]; p != "" && !allows(user, "topic", p, "Write") {
+			t.Errorf("%s may not write %s", user, p)
+		}
+		for _, topic := range testkit.ConsumedTopics()[s.Prefix] {
+			for _, need := range [][2]string{{topic, "Read"}, {topic, "Describe"}, {event.DLQFor(topic), "Write"}} {
+				if !allows(user, "topic", need[0], need[1]) {
+					t.Errorf("%s may not %s %s", user, need[1], need[0])
+				}
+			}
+		}
+		if !allows(user, "group", groups[s.Prefix], "Read") {
+			t.Errorf("%s may not use its group %s", user, groups[s.Prefix])
+		}
+	}
+}
+
+// examples returns the YAML documents of the named files in overlays/prod/examples.
+func examples(t *testing.T, names ...string) []string {
+	t.Helper()
+	var docs []string
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join("k8s", "overlays", "prod", "examples", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, strings.Split(string(b), "\n---\n")...)
+	}
+	return docs
+}
+
+// TestProdWorkloadsGetTheirCredentials: every secret the configuration code reads for a workload
+// (cli.Secrets: what it uses, so query-api is not given the Postgres password) reaches it in the
+// prod overlay from a Secret, as NAME_FILE naming a file of a mounted Secret volume or as NAME from
+// a secretKeyRef, never by taking a whole Secret into the environment; and the workload's whole
+// environment, with those files stubbed, passes the service's own validation (TLS files present,
+// SASL user and password both set, in Kubernetes an ADMIN_TOKEN).
+func TestProdWorkloadsGetTheirCredentials(t *testing.T) {
+	o := build(t, "prod")
+	cfg := o.configMaps["orderflow-config"]
+	ca := stubCA(t)
+	type workload struct {
+		pod     corev1.PodSpec
+		secrets []string
+		check   func(getenv func(string) string) error
+	}
+	ws := map[string]workload{}
+	// Secrets that stay optional in prod, and why.
+	optional := map[string]string{"OTEL_EXPORTER_OTLP_HEADERS": "the in-cluster collector takes spans without authentication"}
+	for name := range cli.Services {
+		secrets, _ := cli.Secrets(name)
+		secrets = slices.DeleteFunc(secrets, func(s string) bool { return optional[s] != "" })
+		ws[name] = workload{o.deployments[name].Spec.Template.Spec, secrets, func(g func(string) string) error { return cli.CheckConfig(name, g) }}
+	}
+	// The init Job creates the databases and topics: the Postgres and Kafka credentials, not the
+	// operator token (it serves nothing).
+	load := func(e *config.Env) { service.LoadCommon(e); service.LoadPostgres(e) }
+	e := config.New(func(string) string { return "" })
+	load(e)
+	var initSecrets []string
+	for _, v := range e.Vars() {
+		if v.Secret && v.Name != "ADMIN_TOKEN" && optional[v.Name] == "" {
+			initSecrets = append(initSecrets, v.Name)
+		}
+	}
+	ws["orderflow-init"] = workload{o.jobs["orderflow-init"].Spec.Template.Spec, initSecrets, func(g func(string) string) error {
+		e := config.New(g)
+		load(e)
+		return e.Err()
+	}}
+	for name, w := range ws {
+		if len(w.secrets) < 2 {
+			t.Fatalf("%s: the configuration code names only %v as secrets", name, w.secrets)
+		}
+		c := w.pod.Containers[0]
+		for _, ef := range c.EnvFrom {
+			if ef.SecretRef != nil {
+				t.Errorf("%s: takes the whole Secret %s into its environment; wire each credential", name, ef.SecretRef.Name)
+			}
+		}
+		files := secretFiles(w.pod)
+		env := map[string]string{"KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+		for k, v := range cfg.Data {
+			env[k] = v
+		}
+		fromRef := map[string]bool{}
+		for _, v := range c.Env {
+			env[v.Name] = v.Value
+			if v.ValueFrom != nil && v.ValueFrom.SecretKeyRef != nil {
+				env[v.Name] = "from-secret"
+				fromRef[v.Name] = true
+			}
+		}
+		for _, s := range w.secrets {
+			if _, mounted := files[env[s+"_FILE"]]; !mounted && !fromRef[s] {
+				t.Errorf("%s: %s (read by its configuration) is not wired from a Secret (%s_FILE=%q)", name, s, s, env[s+"_FILE"])
+			}
+		}
+		dir := t.TempDir()
+		getenv := func(k string) string {
+			v := env[k]
+			if _, ok := files[v]; !ok {
+				return v
+			}
+			stub := filepath.Join(dir, strings.ReplaceAll(strings.Trim(v, "/"), "/", "_"))
+			content := "s3cret"
+			if strings.HasSuffix(v, ".crt") {
+				content = ca
+			}
+			if err := os.WriteFile(stub, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return stub
+		}
+		if err := w.check(getenv); err != nil {
+			t.Errorf("%s: its prod environment fails its own validation: %v", name, err)
+		}
+	}
+}
+
+// secretFiles maps each file the pod's container sees from a Secret volume to "secret/key".
+func secretFiles(pod corev1.PodSpec) map[string]string {
+	out := map[string]string{}
+	for _, m := range pod.Containers[0].VolumeMounts {
+		for _, v := range pod.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			for _, it := range v.Secret.Items {
+				out[filepath.Join(m.MountPath, it.Path)] = v.Secret.SecretName + "/" + it.Key
+			}
+		}
+	}
+	return out
+}
+
+// stubCA returns the PEM of a throw-away self-signed CA, for the CA files the TLS settings parse.
+func stubCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "stub CA"}, IsCA: true,
+		BasicConstraintsValid: true, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }

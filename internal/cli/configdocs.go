@@ -34,8 +34,6 @@ var configSections = []struct {
 // document cannot drift from it (a test compares the two).
 func writeConfigDocs(w io.Writer) {
 	none := func(string) string { return "" }
-	common := config.New(none)
-	service.LoadCommon(common)
 	shared := map[string]bool{}
 	fmt.Fprintln(w, "# Configuration")
 	fmt.Fprintln(w)
@@ -59,13 +57,25 @@ func writeConfigDocs(w io.Writer) {
 			fmt.Fprintf(w, "| `%s` | %s | %s |\n", v.Name, strings.ReplaceAll(def, "|", `\|`), strings.ReplaceAll(help, "|", `\|`))
 		}
 	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "## Shared by every service")
-	vars := common.Vars()
-	for _, v := range vars {
-		shared[v.Name] = true
+	for _, sec := range []struct {
+		title string
+		read  func(*config.Env)
+	}{
+		{"Shared by every service", func(e *config.Env) { service.LoadCommon(e) }},
+		{"Postgres (order-, inventory-, payment- and delivery-service)", func(e *config.Env) { service.LoadPostgres(e) }},
+		{"Redis (payment-service)", func(e *config.Env) { service.LoadRedis(e) }},
+		{"Cassandra (query-api)", func(e *config.Env) { service.LoadCassandra(e) }},
+	} {
+		e := config.New(none)
+		sec.read(e)
+		vars := e.Vars()
+		for _, v := range vars {
+			shared[v.Name] = true
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "## %s\n", sec.title)
+		table(vars)
 	}
-	table(vars)
 	for _, s := range configSections {
 		e := config.New(none)
 		s.read(e)
@@ -86,6 +96,30 @@ func printConfig(service string, getenv func(string) string, w io.Writer) error 
 	settings := e.Settings()
 	for _, n := range slices.Sorted(maps.Keys(settings)) {
 		fmt.Fprintf(w, "%s=%s\n", n, settings[n])
+	}
+	return e.Err()
+}
+
+// Secrets returns the secret variables service reads (each also as NAME_FILE): the credentials a
+// deployment must give it. ok is false for an unknown service.
+func Secrets(service string) (names []string, ok bool) {
+	e, ok := readConfig(service, func(string) string { return "" })
+	if !ok {
+		return nil, false
+	}
+	for _, v := range e.Vars() {
+		if v.Secret {
+			names = append(names, v.Name)
+		}
+	}
+	return names, true
+}
+
+// CheckConfig reads service's configuration from getenv and returns what its validation finds.
+func CheckConfig(service string, getenv func(string) string) error {
+	e, ok := readConfig(service, getenv)
+	if !ok {
+		return fmt.Errorf("no configuration for %q", service)
 	}
 	return e.Err()
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
 
@@ -14,7 +15,8 @@ const Name = "delivery-service"
 // Config is delivery-service's configuration; Configure documents every variable and its default.
 type Config struct {
 	service.Common
-	Group string
+	Postgres pg.Config
+	Group    string
 	// DedupRetention is how long inbox records are kept.
 	DedupRetention time.Duration
 	Rules          Rules
@@ -27,6 +29,7 @@ type Config struct {
 func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("DELIVERY_HTTP_ADDR", "127.0.0.1:8084", "Listen address of delivery-service.")
+	c.Postgres = service.LoadPostgres(e)
 	c.Postgres.Database = e.String("DELIVERY_DB_NAME", "delivery_db", "Postgres database owned by delivery-service (created if missing).")
 	c.Group = e.String("DELIVERY_CONSUMER_GROUP", event.GroupDelivery, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
 	c.Rules = Rules{

@@ -5,6 +5,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
 
@@ -14,9 +15,10 @@ const Name = "order-service"
 // Config is order-service's configuration; Configure documents every variable and its default.
 type Config struct {
 	service.Common
-	Limits Limits
-	CORS   []string // origins allowed to call the API from a browser
-	Group  string   // consumer group following the saga's outcome events
+	Postgres pg.Config
+	Limits   Limits
+	CORS     []string // origins allowed to call the API from a browser
+	Group    string   // consumer group following the saga's outcome events
 	// DedupRetention is how long Idempotency-Keys are kept.
 	DedupRetention time.Duration
 	// Deadline is how long an order may take to reach DELIVERY_ASSIGNED before it is cancelled
@@ -29,6 +31,7 @@ type Config struct {
 func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("ORDER_HTTP_ADDR", "127.0.0.1:8081", "Listen address of order-service.")
+	c.Postgres = service.LoadPostgres(e)
 	c.Postgres.Database = e.String("ORDER_DB_NAME", "order_db", "Postgres database owned by order-service (created if missing).")
 	c.Limits = Limits{
 		MaxBodyBytes: int64(e.Int("ORDER_MAX_BODY_BYTES", 64<<10, "Largest accepted POST /api/orders body.")),

@@ -5,6 +5,8 @@ import (
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/pg"
+	"github.com/orderflow/orderflow/internal/platform/redislock"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
 
@@ -14,6 +16,8 @@ const Name = "payment-service"
 // Config is payment-service's configuration; Configure documents every variable and its default.
 type Config struct {
 	service.Common
+	Postgres    pg.Config
+	Redis       redislock.Config
 	Group       string
 	LockPrefix  string
 	LockTTL     time.Duration
@@ -28,6 +32,8 @@ type Config struct {
 func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("PAYMENT_HTTP_ADDR", "127.0.0.1:8082", "Listen address of payment-service.")
+	c.Postgres = service.LoadPostgres(e)
+	c.Redis = service.LoadRedis(e)
 	c.Postgres.Database = e.String("PAYMENT_DB_NAME", "delivery_eta", "Postgres database owned by payment-service (created if missing).")
 	c.Group = e.String("PAYMENT_CONSUMER_GROUP", event.GroupPayment, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
 	c.LockPrefix = e.String("PAYMENT_LOCK_PREFIX", "payment-lock:order:", "Redis key prefix of the per-order lock (layer 1).")

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/service"
 )
@@ -15,11 +16,12 @@ const Name = "query-api"
 // Config is query-api's configuration; Configure documents every variable and its default.
 type Config struct {
 	service.Common
-	Group    string
-	Store    string // cassandra or memory
-	OrderAPI string // order-service base URL the tracking page posts to
-	Catalog  string // catalog file the tracking page offers
-	Traces   string // Jaeger query API base URL for the page's waterfall ("" none)
+	Cassandra cass.Config
+	Group     string
+	Store     string // cassandra or memory
+	OrderAPI  string // order-service base URL the tracking page posts to
+	Catalog   string // catalog file the tracking page offers
+	Traces    string // Jaeger query API base URL for the page's waterfall ("" none)
 	// WriteBatch and WriteConcurrency shape the projection's Cassandra writes (see WriteCoalescer).
 	WriteBatch       int
 	WriteConcurrency int
@@ -29,7 +31,7 @@ type Config struct {
 // Configure reads every variable of the service from e (which records them for the generated
 // documentation); errors accumulate in e.
 func Configure(e *config.Env) Config {
-	c := Config{Common: service.LoadCommon(e)}
+	c := Config{Common: service.LoadCommon(e), Cassandra: service.LoadCassandra(e)}
 	c.HTTPAddr = e.String("QUERY_HTTP_ADDR", "127.0.0.1:8080", "Listen address of query-api.")
 	c.Group = e.String("QUERY_CONSUMER_GROUP", event.GroupQuery, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
 	c.Store = e.String("QUERY_STORE", "cassandra", "Read-model store: cassandra, or memory (rebuilt from the topics at every start; development mode).")

@@ -26,6 +26,7 @@ import (
 	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/service"
 	"github.com/orderflow/orderflow/internal/query"
 )
@@ -33,6 +34,8 @@ import (
 // Config says where the stores are (the services' own variables) and what to expect.
 type Config struct {
 	service.Common
+	Postgres       pg.Config
+	Cassandra      cass.Config
 	DBs            map[string]string // order, inventory, payment, delivery → database name
 	Groups         []string          // consumer groups that must have caught up
 	DriverCapacity int
@@ -44,7 +47,7 @@ type Config struct {
 // LoadConfig reads the environment like the services do, then the flags.
 func LoadConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
 	e := config.New(getenv)
-	c := Config{Common: service.LoadCommon(e), DBs: map[string]string{
+	c := Config{Common: service.LoadCommon(e), Postgres: service.LoadPostgres(e), Cassandra: service.LoadCassandra(e), DBs: map[string]string{
 		"order":     e.String("ORDER_DB_NAME", "order_db", ""),
 		"inventory": e.String("INVENTORY_DB_NAME", "inventory_db", ""),
 		"payment":   e.String("PAYMENT_DB_NAME", "delivery_eta", ""),

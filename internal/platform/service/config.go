@@ -25,9 +25,6 @@ type Common struct {
 	DrainDelay      time.Duration
 	ShutdownTimeout time.Duration
 	Kafka           kafka.Config
-	Postgres        pg.Config // Database is filled per service
-	Redis           redislock.Config
-	Cassandra       cass.Config
 	Guard           httpx.GuardConfig
 	Tracing         obs.TraceConfig
 	// Settings is every variable the service read with its effective value, secrets masked (logged
@@ -121,37 +118,8 @@ func LoadCommon(e *config.Env) Common {
 			SASL:              kafkaSASL(e),
 			Compression:       e.String("KAFKA_COMPRESSION", "none", "Compression of produced record batches: none, snappy, lz4, zstd or gzip (none suits small records on a fast network)."),
 		},
-		Postgres: pg.Config{
-			Host:        e.String("POSTGRES_HOST", "127.0.0.1", "Postgres host."),
-			Port:        e.Int("POSTGRES_PORT", 5432, "Postgres port."),
-			User:        e.String("POSTGRES_USER", "postgres", "Postgres user."),
-			Password:    e.Secret("POSTGRES_PASSWORD", "postgres", "Postgres password (local development default; set it, or POSTGRES_PASSWORD_FILE, in production)."),
-			SSLMode:     e.String("POSTGRES_SSLMODE", "", "Postgres sslmode: verify-full (TLS, the server's certificate and host name verified) or disable; empty: verify-full when POSTGRES_SSLROOTCERT is set, else disable. Modes that encrypt without verifying the server (require, verify-ca, prefer, allow) are refused unless POSTGRES_SSL_ALLOW_UNVERIFIED is true."),
-			SSLRootCert: e.String("POSTGRES_SSLROOTCERT", "", "PEM CA bundle that signs the Postgres server certificate; setting it makes verify-full the default."),
-			SSLCert:     e.String("POSTGRES_SSLCERT", "", "Client certificate (PEM) for Postgres certificate authentication."),
-			SSLKey:      e.String("POSTGRES_SSLKEY", "", "Client private key (PEM) for Postgres certificate authentication."),
-			MaxConns:    e.Int("POSTGRES_MAX_CONNS", 10, "Maximum connections in each service's pool."),
-		},
-		Redis: redislock.Config{
-			Addr:     e.String("REDIS_ADDR", "127.0.0.1:6379", "Redis address (payment-service)."),
-			Username: e.String("REDIS_USERNAME", "", "Redis ACL user (empty: the default user)."),
-			Password: e.Secret("REDIS_PASSWORD", "", "Redis password (or REDIS_PASSWORD_FILE)."),
-			TLS:      clientTLS(e, "REDIS", "Redis"),
-		},
-		Cassandra: cass.Config{
-			Hosts:       e.List("CASSANDRA_HOSTS", "127.0.0.1", "Comma-separated Cassandra contact points (query-api)."),
-			Port:        e.Int("CASSANDRA_PORT", 9042, "Cassandra native protocol port."),
-			LocalDC:     e.String("CASSANDRA_LOCAL_DC", "dc1", "Cassandra local data center."),
-			Keyspace:    e.String("CASSANDRA_KEYSPACE", "delivery_query", "Cassandra keyspace of the read model."),
-			Replication: e.String("CASSANDRA_REPLICATION", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "CQL replication map used when creating the keyspace."),
-			Username:    e.String("CASSANDRA_USERNAME", "", "Cassandra user (empty: no authentication)."),
-			Password:    e.Secret("CASSANDRA_PASSWORD", "", "Cassandra password (or CASSANDRA_PASSWORD_FILE)."),
-			TLS:         clientTLS(e, "CASSANDRA", "Cassandra"),
-		},
 	}
 	c.Tracing = obs.LoadTraceConfig(e)
-	allowUnverified := e.Bool("POSTGRES_SSL_ALLOW_UNVERIFIED", false, "Accept a POSTGRES_SSLMODE that does not verify the server (require, verify-ca, prefer, allow); each service logs a warning at start-up. Only for a server whose CA cannot be had.")
-	c.Postgres.SSLMode = postgresSSLMode(e, c.Postgres.SSLMode, c.Postgres.SSLRootCert, allowUnverified)
 	c.Guard = guardConfig(e)
 	e.Check(slices.Contains(obs.LogFormats, c.LogFormat), "LOG_FORMAT must be json, text or auto")
 	e.Check(len(c.Kafka.Brokers) > 0, "KAFKA_BROKERS must name at least one broker")
@@ -159,10 +127,57 @@ func LoadCommon(e *config.Env) Common {
 	e.Check(c.Kafka.ReplicationFactor > 0 && c.Kafka.ReplicationFactor <= 10, "KAFKA_REPLICATION_FACTOR must be from 1 to 10")
 	_, codecErr := c.Kafka.Codec()
 	e.Check(codecErr == nil, "KAFKA_COMPRESSION must be none, snappy, lz4, zstd or gzip")
-	e.Check(c.Postgres.Port > 0 && c.Postgres.Port < 65536, "POSTGRES_PORT must be a TCP port")
-	e.Check(c.Postgres.MaxConns > 0, "POSTGRES_MAX_CONNS must be positive")
-	e.Check(identifier.MatchString(c.Cassandra.Keyspace), "CASSANDRA_KEYSPACE must be a CQL identifier")
 	e.Check(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT must be positive")
 	e.Check(c.DrainDelay >= 0, "SHUTDOWN_DRAIN_DELAY must not be negative")
+	return c
+}
+
+// The engines' settings are read only by what uses each, so a service's variables (cli.Variables)
+// name exactly the credentials it needs.
+
+// LoadPostgres reads the Postgres connection (Database is filled per service).
+func LoadPostgres(e *config.Env) pg.Config {
+	c := pg.Config{
+		Host:        e.String("POSTGRES_HOST", "127.0.0.1", "Postgres host."),
+		Port:        e.Int("POSTGRES_PORT", 5432, "Postgres port."),
+		User:        e.String("POSTGRES_USER", "postgres", "Postgres user."),
+		Password:    e.Secret("POSTGRES_PASSWORD", "postgres", "Postgres password (local development default; set it, or POSTGRES_PASSWORD_FILE, in production)."),
+		SSLMode:     e.String("POSTGRES_SSLMODE", "", "Postgres sslmode: verify-full (TLS, the server's certificate and host name verified) or disable; empty: verify-full when POSTGRES_SSLROOTCERT is set, else disable. Modes that encrypt without verifying the server (require, verify-ca, prefer, allow) are refused unless POSTGRES_SSL_ALLOW_UNVERIFIED is true."),
+		SSLRootCert: e.String("POSTGRES_SSLROOTCERT", "", "PEM CA bundle that signs the Postgres server certificate; setting it makes verify-full the default."),
+		SSLCert:     e.String("POSTGRES_SSLCERT", "", "Client certificate (PEM) for Postgres certificate authentication."),
+		SSLKey:      e.String("POSTGRES_SSLKEY", "", "Client private key (PEM) for Postgres certificate authentication."),
+		MaxConns:    e.Int("POSTGRES_MAX_CONNS", 10, "Maximum connections in each service's pool."),
+	}
+	allowUnverified := e.Bool("POSTGRES_SSL_ALLOW_UNVERIFIED", false, "Accept a POSTGRES_SSLMODE that does not verify the server (require, verify-ca, prefer, allow); each service logs a warning at start-up. Only for a server whose CA cannot be had.")
+	c.SSLMode = postgresSSLMode(e, c.SSLMode, c.SSLRootCert, allowUnverified)
+	e.Check(c.Port > 0 && c.Port < 65536, "POSTGRES_PORT must be a TCP port")
+	e.Check(c.MaxConns > 0, "POSTGRES_MAX_CONNS must be positive")
+	return c
+}
+
+// LoadRedis reads the Redis connection (payment-service).
+func LoadRedis(e *config.Env) redislock.Config {
+	return redislock.Config{
+		Addr:     e.String("REDIS_ADDR", "127.0.0.1:6379", "Redis address (payment-service)."),
+		Username: e.String("REDIS_USERNAME", "", "Redis ACL user (empty: the default user)."),
+		Password: e.Secret("REDIS_PASSWORD", "", "Redis password (or REDIS_PASSWORD_FILE)."),
+		TLS:      clientTLS(e, "REDIS", "Redis"),
+	}
+}
+
+// LoadCassandra reads the Cassandra connection (query-api, verify).
+func LoadCassandra(e *config.Env) cass.Config {
+	c := cass.Config{
+		Hosts:       e.List("CASSANDRA_HOSTS", "127.0.0.1", "Comma-separated Cassandra contact points (query-api)."),
+		Port:        e.Int("CASSANDRA_PORT", 9042, "Cassandra native protocol port."),
+		LocalDC:     e.String("CASSANDRA_LOCAL_DC", "dc1", "Cassandra local data center."),
+		Keyspace:    e.String("CASSANDRA_KEYSPACE", "delivery_query", "Cassandra keyspace of the read model."),
+		Replication: e.String("CASSANDRA_REPLICATION", "{'class': 'SimpleStrategy', 'replication_factor': 1}", "CQL replication map used when creating the keyspace."),
+		Username:    e.String("CASSANDRA_USERNAME", "", "Cassandra user (empty: no authentication)."),
+		Password:    e.Secret("CASSANDRA_PASSWORD", "", "Cassandra password (or CASSANDRA_PASSWORD_FILE)."),
+		TLS:         clientTLS(e, "CASSANDRA", "Cassandra"),
+	}
+	e.Check(identifier.MatchString(c.Keyspace), "CASSANDRA_KEYSPACE must be a CQL identifier")
+	e.Check(c.Username == "" || c.Password != "", "CASSANDRA_USERNAME is set without CASSANDRA_PASSWORD (or CASSANDRA_PASSWORD_FILE)")
 	return c
 }

@@ -38,6 +38,9 @@ func (s *Service) retry(ctx context.Context, what string, fn func() error) error
 // Postgres opens the service's database (creating it and running migrations), registers the
 // "postgres" health check and closes the pool on shutdown.
 func (s *Service) Postgres(ctx context.Context, c pg.Config, migrations ...pg.Migrations) (*pgxpool.Pool, error) {
+	if c.Unverified() {
+		s.Log.Warn("POSTGRES_SSLMODE does not verify the Postgres server (POSTGRES_SSL_ALLOW_UNVERIFIED): a machine in the middle can read and change every query", "sslmode", c.SSLMode)
+	}
 	var pool *pgxpool.Pool
 	if s.Tracing != nil {
 		c.Tracer = pg.RecordedOnly(otelpgx.NewTracer(otelpgx.WithTracerProvider(s.Tracing.Provider),

@@ -88,9 +88,6 @@ func New(name string, stdout io.Writer, c Common) (*Service, error) {
 			}
 		})
 	}
-	if c.Postgres.Unverified() {
-		log.Warn("POSTGRES_SSLMODE does not verify the Postgres server (POSTGRES_SSL_ALLOW_UNVERIFIED): a machine in the middle can read and change every query", "sslmode", c.Postgres.SSLMode)
-	}
 	s.Group = &lifecycle.Group{Log: log, ShutdownTimeout: c.ShutdownTimeout, BeforeStop: s.Health.Draining, DrainDelay: c.DrainDelay}
 	httpx.Ops{Health: s.Health, Gatherer: gatherer, Info: httpx.BuildInfo{
 		Service: name, Version: version.Version, Commit: version.Commit, BuildTime: version.BuildTime,

@@ -21,7 +21,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/redislock"
 )
 
@@ -53,10 +55,18 @@ func testPKI(t *testing.T) (*tls.Config, string) {
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}, caFile
 }
 
-func common(t *testing.T, env map[string]string) (Common, error) {
+// engines is what the services read about their servers.
+type engines struct {
+	Common
+	Postgres  pg.Config
+	Redis     redislock.Config
+	Cassandra cass.Config
+}
+
+func common(t *testing.T, env map[string]string) (engines, error) {
 	t.Helper()
 	e := config.New(func(k string) string { return env[k] })
-	c := LoadCommon(e)
+	c := engines{LoadCommon(e), LoadPostgres(e), LoadRedis(e), LoadCassandra(e)}
 	return c, e.Err()
 }
 
@@ -174,8 +184,8 @@ func TestSecureConnectionSettings(t *testing.T) {
 	}
 }
 
-// TestUnverifiedPostgresIsLoud: a service started with an allowed unverified sslmode says so in
-// its log; a verifying one does not.
+// TestUnverifiedPostgresIsLoud: a service opening Postgres with an allowed unverified sslmode says
+// so in its log; a verifying one does not.
 func TestUnverifiedPostgresIsLoud(t *testing.T) {
 	for mode, warn := range map[string]bool{"require": true, "disable": false} {
 		c, err := common(t, map[string]string{"POSTGRES_SSLMODE": mode, "POSTGRES_SSL_ALLOW_UNVERIFIED": "true"})
@@ -183,9 +193,13 @@ func TestUnverifiedPostgresIsLoud(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out strings.Builder
-		if _, err := New("svc", &out, c); err != nil {
+		s, err := New("svc", &out, c.Common)
+		if err != nil {
 			t.Fatal(err)
 		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, _ = s.Postgres(ctx, c.Postgres) // connecting is not the point: the warning comes first
 		if got := strings.Contains(out.String(), "does not verify the Postgres server"); got != warn {
 			t.Errorf("sslmode %s: warning logged %v, want %v:\n%s", mode, got, warn, out.String())
 		}
