@@ -9,6 +9,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,6 +24,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -44,6 +47,8 @@ type objects struct {
 	jobs         map[string]batchv1.Job
 	pdbs         map[string]policyv1.PodDisruptionBudget
 	hpas         map[string]autoscalingv2.HorizontalPodAutoscaler
+	policies     map[string]networkingv1.NetworkPolicy
+	operator     map[string]bool // Prometheus Operator objects, "Kind/name"
 	namespaces   []string
 }
 
@@ -66,7 +71,8 @@ func build(t *testing.T, overlay string) objects {
 	}
 	o := objects{map[string]appsv1.Deployment{}, map[string]appsv1.StatefulSet{}, map[string]corev1.Service{},
 		map[string]corev1.ConfigMap{}, map[string]corev1.Secret{}, map[string]batchv1.Job{},
-		map[string]policyv1.PodDisruptionBudget{}, map[string]autoscalingv2.HorizontalPodAutoscaler{}, nil}
+		map[string]policyv1.PodDisruptionBudget{}, map[string]autoscalingv2.HorizontalPodAutoscaler{},
+		map[string]networkingv1.NetworkPolicy{}, map[string]bool{}, nil}
 	for _, r := range res.Resources() {
 		y, err := r.AsYAML()
 		if err != nil {
@@ -90,6 +96,10 @@ func build(t *testing.T, overlay string) objects {
 			strict(t, y, o.pdbs, name)
 		case "HorizontalPodAutoscaler":
 			strict(t, y, o.hpas, name)
+		case "NetworkPolicy":
+			strict(t, y, o.policies, name)
+		case "ServiceMonitor", "PrometheusRule": // TestPrometheusOperatorObjects checks their content
+			o.operator[r.GetKind()+"/"+name] = true
 		case "Namespace":
 			o.namespaces = append(o.namespaces, name)
 		default:
@@ -140,6 +150,7 @@ func TestKustomizeOverlays(t *testing.T) {
 					t.Errorf("HPA %s may grow to %d replicas; only %d partitions to share", name, h.Spec.MaxReplicas, partitions)
 				}
 			}
+			checkNetworkPolicies(t, o, cfg)
 			// The tested dashboard and rules, unchanged, for Grafana's sidecar and Prometheus.
 			for cm, file := range map[string][2]string{"orderflow-dashboard": {"orderflow.json", "dashboard.json"}, "orderflow-alert-rules": {"alerts.yml", "alerts.yml"}} {
 				want, err := os.ReadFile(filepath.Join("observability", file[1]))
@@ -207,6 +218,74 @@ func TestKustomizeOverlays(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkNetworkPolicies: every orderflow pod is denied by default, may reach DNS and every port
+// the configuration names, and takes requests on its http port.
+func checkNetworkPolicies(t *testing.T, o objects, cfg corev1.ConfigMap) {
+	t.Helper()
+	selects := func(p networkingv1.NetworkPolicy) bool {
+		return p.Spec.PodSelector.MatchLabels["app.kubernetes.io/part-of"] == "orderflow" && len(p.Spec.PodSelector.MatchLabels) == 1
+	}
+	deny := false
+	egress := map[string]bool{}
+	ingressHTTP := false
+	for _, p := range o.policies {
+		if !selects(p) {
+			continue
+		}
+		if len(p.Spec.Ingress) == 0 && len(p.Spec.Egress) == 0 && slices.Contains(p.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) &&
+			slices.Contains(p.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
+			deny = true
+		}
+		for _, r := range p.Spec.Egress {
+			if len(r.To) != 0 {
+				continue // only rules open to every destination count here
+			}
+			for _, port := range r.Ports {
+				egress[fmt.Sprintf("%s/%s", *port.Protocol, port.Port.String())] = true
+			}
+		}
+		for _, r := range p.Spec.Ingress {
+			for _, port := range r.Ports {
+				ingressHTTP = ingressHTTP || port.Port.String() == "http" && len(r.From) == 0
+			}
+		}
+	}
+	if !deny {
+		t.Error("no default-deny NetworkPolicy (ingress and egress) for the orderflow pods")
+	}
+	if !ingressHTTP {
+		t.Error("no NetworkPolicy lets requests reach the services' http port")
+	}
+	need := map[string]string{"UDP/53": "DNS", "TCP/53": "DNS", "TCP/" + cfg.Data["POSTGRES_PORT"]: "POSTGRES_PORT",
+		"TCP/" + cfg.Data["CASSANDRA_PORT"]: "CASSANDRA_PORT"}
+	for _, hp := range append(strings.Split(cfg.Data["KAFKA_BROKERS"], ","), cfg.Data["REDIS_ADDR"]) {
+		if _, port, err := net.SplitHostPort(strings.TrimSpace(hp)); err == nil {
+			need["TCP/"+port] = hp
+		}
+	}
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "QUERY_TRACES_URL"} {
+		if u, err := url.Parse(cfg.Data[v]); err == nil && u.Port() != "" {
+			need["TCP/"+u.Port()] = v
+		}
+	}
+	for port, why := range need {
+		if port != "TCP/" && !egress[port] {
+			t.Errorf("egress to %s (%s) is not allowed by the NetworkPolicies", port, why)
+		}
+	}
+	for name := range cli.Services {
+		keys := map[string]bool{}
+		for _, c := range o.deployments[name].Spec.Template.Spec.TopologySpreadConstraints {
+			if c.LabelSelector != nil && c.LabelSelector.MatchLabels["app.kubernetes.io/name"] == name {
+				keys[c.TopologyKey] = true
+			}
+		}
+		if !keys["topology.kubernetes.io/zone"] || !keys["kubernetes.io/hostname"] {
+			t.Errorf("%s: replicas are not spread across zones and nodes: %v", name, keys)
+		}
 	}
 }
 

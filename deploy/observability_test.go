@@ -12,6 +12,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/orderflow/orderflow/internal/cli"
 	"github.com/orderflow/orderflow/internal/testkit"
 )
 
@@ -133,6 +134,62 @@ func TestComposeProvisionsObservability(t *testing.T) {
 	for name, port := range ports {
 		if !strings.Contains(string(b), fmt.Sprintf(`"%s:%d"`, name, port)) {
 			t.Errorf("compose's prometheus.yml does not scrape %s:%d", name, port)
+		}
+	}
+}
+
+// TestPrometheusOperatorObjects keeps overlays/prod/monitoring.yaml, the Prometheus Operator's
+// ServiceMonitor and PrometheusRule, generated from the tested rules (UPDATE_DOCS=1 rewrites it):
+// the rule groups are alerts.yml's, and the scrape gives the job label the rules select.
+func TestPrometheusOperatorObjects(t *testing.T) {
+	rules, err := os.ReadFile(filepath.Join("observability", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups struct {
+		Groups []any `json:"groups"`
+	}
+	if err := yaml.Unmarshal(rules, &groups); err != nil {
+		t.Fatal(err)
+	}
+	sel := map[string]any{"matchLabels": map[string]any{"app.kubernetes.io/part-of": "orderflow"}}
+	monitor := map[string]any{"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+		"metadata": map[string]any{"name": "orderflow", "labels": map[string]any{"release": "prometheus"}},
+		"spec": map[string]any{"selector": sel, "jobLabel": "app.kubernetes.io/part-of", // job="orderflow", as the rules expect
+			"endpoints": []any{map[string]any{"port": "http", "path": "/metrics", "interval": "15s"}}}}
+	rule := map[string]any{"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+		"metadata": map[string]any{"name": "orderflow", "labels": map[string]any{"release": "prometheus"}},
+		"spec": map[string]any{"groups": groups.Groups}}
+	var b strings.Builder
+	b.WriteString("# Generated from deploy/observability/alerts.yml by TestPrometheusOperatorObjects (deploy/observability_test.go,\n" +
+		"# UPDATE_DOCS=1 rewrites it): the Prometheus Operator scrapes the five services and loads the tested rules.\n" +
+		"# The label release: prometheus is what kube-prometheus-stack's default selectors pick.\n")
+	for i, obj := range []any{monitor, rule} {
+		y, err := yaml.Marshal(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			b.WriteString("---\n")
+		}
+		b.Write(y)
+	}
+	path := filepath.Join("k8s", "overlays", "prod", "monitoring.yaml")
+	if os.Getenv("UPDATE_DOCS") == "1" {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || string(got) != b.String() {
+		t.Fatalf("%s is stale (or missing: %v): run UPDATE_DOCS=1 go test ./deploy -run PrometheusOperatorObjects", path, err)
+	}
+	// The Services carry the label the ServiceMonitor selects and name their port http.
+	o := build(t, "prod")
+	for name := range cli.Services {
+		s := o.services[name]
+		if s.Labels["app.kubernetes.io/part-of"] != "orderflow" || len(s.Spec.Ports) == 0 || s.Spec.Ports[0].Name != "http" {
+			t.Errorf("Service %s: labels %v ports %v: the ServiceMonitor would not scrape it", name, s.Labels, s.Spec.Ports)
 		}
 	}
 }
