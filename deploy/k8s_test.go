@@ -49,8 +49,13 @@ type objects struct {
 	hpas         map[string]autoscalingv2.HorizontalPodAutoscaler
 	policies     map[string]networkingv1.NetworkPolicy
 	operator     map[string]bool // Prometheus Operator objects, "Kind/name"
+	configName   string          // orderflow-config's name with its content hash
+	initVersion  string          // the init Job's name suffix
 	namespaces   []string
 }
+
+// hashed matches the name of a generated ConfigMap: its declared name, then a content hash.
+var hashed = regexp.MustCompile(`^(.+)-[a-z0-9]{10}$`)
 
 // strict decodes y into out, failing on any field the API type does not have.
 func strict[T any](t *testing.T, y []byte, into map[string]T, name string) {
@@ -72,7 +77,7 @@ func build(t *testing.T, overlay string) objects {
 	o := objects{map[string]appsv1.Deployment{}, map[string]appsv1.StatefulSet{}, map[string]corev1.Service{},
 		map[string]corev1.ConfigMap{}, map[string]corev1.Secret{}, map[string]batchv1.Job{},
 		map[string]policyv1.PodDisruptionBudget{}, map[string]autoscalingv2.HorizontalPodAutoscaler{},
-		map[string]networkingv1.NetworkPolicy{}, map[string]bool{}, nil}
+		map[string]networkingv1.NetworkPolicy{}, map[string]bool{}, "", "", nil}
 	for _, r := range res.Resources() {
 		y, err := r.AsYAML()
 		if err != nil {
@@ -86,11 +91,19 @@ func build(t *testing.T, overlay string) objects {
 			strict(t, y, o.statefulSets, name)
 		case "Service":
 			strict(t, y, o.services, name)
-		case "ConfigMap":
+		case "ConfigMap": // by the name it was declared with; orderflow-config is generated with a content hash
+			if base := hashed.FindStringSubmatch(name); base != nil && base[1] == "orderflow-config" {
+				o.configName = name
+				name = base[1]
+			}
 			strict(t, y, o.configMaps, name)
 		case "Secret":
 			strict(t, y, o.secrets, name)
-		case "Job":
+		case "Job": // the init Job by its name without the version suffix
+			if v, ok := strings.CutPrefix(name, "orderflow-init-"); ok {
+				o.initVersion = v
+				name = "orderflow-init"
+			}
 			strict(t, y, o.jobs, name)
 		case "PodDisruptionBudget":
 			strict(t, y, o.pdbs, name)
@@ -136,7 +149,7 @@ func TestKustomizeOverlays(t *testing.T) {
 					t.Errorf("no Deployment %s", name)
 					continue
 				}
-				checkDeployment(t, name, d, cfg)
+				checkDeployment(t, name, d, cfg, o.configName)
 				if s := o.services[name]; len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Port != int32(ports[name]) || s.Spec.Ports[0].TargetPort.String() != "http" {
 					t.Errorf("Service %s: ports %+v, want %d → http", name, s.Spec.Ports, ports[name])
 				}
@@ -164,8 +177,14 @@ func TestKustomizeOverlays(t *testing.T) {
 			if o.configMaps["orderflow-dashboard"].Labels["grafana_dashboard"] != "1" {
 				t.Error("the dashboard ConfigMap lacks the label grafana_dashboard=1 that Grafana's sidecar selects")
 			}
-			if j, ok := o.jobs["orderflow-init"]; !ok || !slices.Equal(j.Spec.Template.Spec.Containers[0].Args, []string{"init"}) {
-				t.Error("no orderflow-init Job running `orderflow init`")
+			j, ok := o.jobs["orderflow-init"]
+			if !ok || !slices.Equal(j.Spec.Template.Spec.Containers[0].Args, []string{"init"}) {
+				t.Fatal("no orderflow-init Job running `orderflow init`")
+			}
+			// Versioned by the image it runs, so an image bump creates a new Job instead of
+			// failing to change a finished one's pod template.
+			if img := j.Spec.Template.Spec.Containers[0].Image; o.initVersion == "" || !strings.HasSuffix(img, ":"+o.initVersion) {
+				t.Errorf("the init Job's name suffix %q is not the tag of its image %s", o.initVersion, img)
 			}
 			switch overlay {
 			case "dev":
@@ -295,7 +314,7 @@ func mountsSecretFile(pod corev1.PodSpec, path string) bool {
 	return ok
 }
 
-func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.ConfigMap) {
+func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.ConfigMap, cfgName string) {
 	t.Helper()
 	pod := d.Spec.Template.Spec
 	if len(pod.Containers) != 1 {
@@ -353,10 +372,10 @@ func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.
 	}
 	fromCM := false
 	for _, ef := range c.EnvFrom {
-		fromCM = fromCM || ef.ConfigMapRef != nil && ef.ConfigMapRef.Name == "orderflow-config"
+		fromCM = fromCM || ef.ConfigMapRef != nil && ef.ConfigMapRef.Name == cfgName
 	}
-	if !fromCM {
-		t.Errorf("%s: must load orderflow-config", name)
+	if !fromCM || cfgName == "" {
+		t.Errorf("%s: must load orderflow-config by its generated name %q (a content hash: a change rolls the pods)", name, cfgName)
 	}
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("%s: resource requests and a memory limit are required", name)
@@ -382,7 +401,10 @@ func TestOperatorExamplesParse(t *testing.T) {
 	if len(files) < 4 {
 		t.Fatalf("examples: %v", files)
 	}
-	topics := 0
+	o := build(t, "prod")
+	cfg := o.configMaps["orderflow-config"]
+	partitions, _ := strconv.Atoi(cfg.Data["KAFKA_TOPIC_PARTITIONS"])
+	topics, scaled, maxConns := 0, 0, 0
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -398,18 +420,46 @@ func TestOperatorExamplesParse(t *testing.T) {
 				t.Errorf("%s: %v (%+v)", f, err, obj)
 				continue
 			}
-			if obj.Kind == "KafkaTopic" {
+			switch obj.Kind {
+			case "KafkaTopic":
 				topics++
 				cfg, _ := obj.Spec["config"].(map[string]any)
-				if obj.Spec["replicas"] != float64(3) || obj.Spec["partitions"] != float64(3) || cfg["min.insync.replicas"] != float64(2) {
-					t.Errorf("%s: topic %v not 3 partitions × 3 replicas with min.insync.replicas 2", f, obj.Spec["topicName"])
+				if obj.Spec["replicas"] != float64(3) || obj.Spec["partitions"] != float64(partitions) || cfg["min.insync.replicas"] != float64(2) {
+					t.Errorf("%s: topic %v not %d partitions (KAFKA_TOPIC_PARTITIONS) × 3 replicas with min.insync.replicas 2", f, obj.Spec["topicName"], partitions)
 				}
+			case "ScaledObject":
+				scaled++
+				if obj.Spec["maxReplicaCount"].(float64) > float64(partitions) {
+					t.Errorf("%s: ScaledObject may grow past the %d partitions", f, partitions)
+				}
+			case "Cluster":
+				params, _ := obj.Spec["postgresql"].(map[string]any)["parameters"].(map[string]any)
+				maxConns, _ = strconv.Atoi(fmt.Sprint(params["max_connections"]))
 			}
 		}
 	}
-	if topics != 8 {
-		t.Errorf("%d KafkaTopics, want the 8 topics", topics)
+	if topics != 8 || scaled != len(cli.Services) {
+		t.Errorf("%d KafkaTopics, want the 8 topics; %d ScaledObjects, want one per service", topics, scaled)
 	}
+	// The connection budget: every pod at its HPA's maximum, each with a full pool, plus the init
+	// Job, within what Postgres accepts (less its reserved superuser connections).
+	perPod, _ := strconv.Atoi(cfg.Data["POSTGRES_MAX_CONNS"])
+	if perPod == 0 {
+		perPod = 10 // the default (docs/configuration.md)
+	}
+	budget := perPod
+	for name := range cli.Services {
+		if vars, _ := cli.Variables(name); vars["POSTGRES_MAX_CONNS"] {
+			budget += perPod * int(o.hpas[name].Spec.MaxReplicas)
+		}
+		if name != "order-service" && int(o.hpas[name].Spec.MaxReplicas) > partitions {
+			t.Errorf("prod HPA %s may grow to %d replicas; only %d partitions", name, o.hpas[name].Spec.MaxReplicas, partitions)
+		}
+	}
+	if budget > maxConns-3 {
+		t.Errorf("Postgres connections at the HPAs' maxima: %d, above max_connections %d less 3 reserved", budget, maxConns)
+	}
+	t.Logf("Postgres connection budget: %d of %d", budget, maxConns)
 }
 
 // TestStrimziExampleMatchesWhatIsTested: the example cluster runs the Kafka version the tests run,
