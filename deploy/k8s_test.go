@@ -150,8 +150,9 @@ func TestKustomizeOverlays(t *testing.T) {
 					continue
 				}
 				checkDeployment(t, name, d, cfg, o.configName)
-				if s := o.services[name]; len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Port != int32(ports[name]) || s.Spec.Ports[0].TargetPort.String() != "http" {
-					t.Errorf("Service %s: ports %+v, want %d → http", name, s.Spec.Ports, ports[name])
+				if s := o.services[name]; len(s.Spec.Ports) != 2 || s.Spec.Ports[0].Port != int32(ports[name]) || s.Spec.Ports[0].TargetPort.String() != "http" ||
+					s.Spec.Ports[1].Name != "ops" || s.Spec.Ports[1].TargetPort.String() != "ops" {
+					t.Errorf("Service %s: ports %+v, want %d → http and ops → ops", name, s.Spec.Ports, ports[name])
 				}
 				if p, ok := o.pdbs[name]; !ok || p.Spec.Selector.MatchLabels["app.kubernetes.io/name"] != name {
 					t.Errorf("no PodDisruptionBudget selecting %s", name)
@@ -327,15 +328,18 @@ func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.
 	if _, ok := cli.Services[c.Args[0]]; !ok {
 		t.Errorf("%s: %q is not a service subcommand", name, c.Args[0])
 	}
-	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != int32(ports[name]) || c.Ports[0].Name != "http" {
-		t.Errorf("%s: container ports %+v, want http %d", name, c.Ports, ports[name])
+	// The API on its port, the ops endpoints (probes, metrics, profiles) on the ops port.
+	opsPort := ports[name] + 1000
+	if len(c.Ports) != 2 || c.Ports[0].ContainerPort != int32(ports[name]) || c.Ports[0].Name != "http" ||
+		c.Ports[1].ContainerPort != int32(opsPort) || c.Ports[1].Name != "ops" {
+		t.Errorf("%s: container ports %+v, want http %d and ops %d", name, c.Ports, ports[name], opsPort)
 	}
 	for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe, "startup": c.StartupProbe} {
 		if p == nil || p.HTTPGet == nil {
 			t.Errorf("%s: no HTTP %s probe", name, kind)
 			continue
 		}
-		if !slices.Contains(servedPaths, p.HTTPGet.Path) || p.HTTPGet.Port.String() != "http" {
+		if !slices.Contains(servedPaths, p.HTTPGet.Path) || p.HTTPGet.Port.String() != "ops" {
 			t.Errorf("%s: %s probe %s on %s does not reach a served path", name, kind, p.HTTPGet.Path, p.HTTPGet.Port.String())
 		}
 	}
@@ -357,12 +361,16 @@ func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.
 		}
 	}
 	vars, _ := cli.Variables(name)
+	opsSet := false
 	for _, e := range c.Env {
 		if !vars[e.Name] {
 			t.Errorf("%s: env %s is not read by %s", name, e.Name, name)
 		}
 		if e.Name == httpAddrVar[name] && e.Value != fmt.Sprintf("0.0.0.0:%d", ports[name]) {
 			t.Errorf("%s: %s=%s", name, e.Name, e.Value)
+		}
+		if opsVar := strings.Replace(httpAddrVar[name], "_HTTP_", "_OPS_", 1); e.Name == opsVar {
+			opsSet = e.Value == fmt.Sprintf("0.0.0.0:%d", opsPort)
 		}
 	}
 	for k := range cfg.Data {
@@ -390,7 +398,10 @@ func checkDeployment(t *testing.T, name string, d appsv1.Deployment, cfg corev1.
 	if pod.EnableServiceLinks == nil || *pod.EnableServiceLinks {
 		t.Errorf("%s: enableServiceLinks must be false", name)
 	}
-	if d.Spec.Template.Annotations["prometheus.io/scrape"] != "true" || d.Spec.Template.Annotations["prometheus.io/port"] != strconv.Itoa(ports[name]) {
+	if !opsSet {
+		t.Errorf("%s: the ops address is not set to the ops port %d", name, opsPort)
+	}
+	if d.Spec.Template.Annotations["prometheus.io/scrape"] != "true" || d.Spec.Template.Annotations["prometheus.io/port"] != strconv.Itoa(opsPort) {
 		t.Errorf("%s: Prometheus scrape annotations missing or on the wrong port", name)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/orderflow/orderflow/internal/cli"
@@ -156,10 +157,10 @@ func TestPrometheusOperatorObjects(t *testing.T) {
 	monitor := map[string]any{"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
 		"metadata": map[string]any{"name": "orderflow", "labels": map[string]any{"release": "prometheus"}},
 		"spec": map[string]any{"selector": sel, "jobLabel": "app.kubernetes.io/part-of", // job="orderflow", as the rules expect
-			"endpoints": []any{map[string]any{"port": "http", "path": "/metrics", "interval": "15s"}}}}
+			"endpoints": []any{map[string]any{"port": "ops", "path": "/metrics", "interval": "15s"}}}}
 	rule := map[string]any{"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
 		"metadata": map[string]any{"name": "orderflow", "labels": map[string]any{"release": "prometheus"}},
-		"spec": map[string]any{"groups": groups.Groups}}
+		"spec":     map[string]any{"groups": groups.Groups}}
 	var b strings.Builder
 	b.WriteString("# Generated from deploy/observability/alerts.yml by TestPrometheusOperatorObjects (deploy/observability_test.go,\n" +
 		"# UPDATE_DOCS=1 rewrites it): the Prometheus Operator scrapes the five services and loads the tested rules.\n" +
@@ -188,7 +189,7 @@ func TestPrometheusOperatorObjects(t *testing.T) {
 	o := build(t, "prod")
 	for name := range cli.Services {
 		s := o.services[name]
-		if s.Labels["app.kubernetes.io/part-of"] != "orderflow" || len(s.Spec.Ports) == 0 || s.Spec.Ports[0].Name != "http" {
+		if s.Labels["app.kubernetes.io/part-of"] != "orderflow" || !slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "ops" }) {
 			t.Errorf("Service %s: labels %v ports %v: the ServiceMonitor would not scrape it", name, s.Labels, s.Spec.Ports)
 		}
 	}

@@ -29,6 +29,7 @@ type Config struct {
 func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("DELIVERY_HTTP_ADDR", "127.0.0.1:8084", "Listen address of delivery-service.")
+	c.OpsAddr = service.OpsAddr(e, "DELIVERY", Name)
 	c.Postgres = service.LoadPostgres(e)
 	c.Postgres.Database = e.String("DELIVERY_DB_NAME", "delivery_db", "Postgres database owned by delivery-service (created if missing).")
 	c.Group = e.String("DELIVERY_CONSUMER_GROUP", event.GroupDelivery, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")

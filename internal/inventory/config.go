@@ -27,6 +27,7 @@ type Config struct {
 func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("INVENTORY_HTTP_ADDR", "127.0.0.1:8083", "Listen address of inventory-service.")
+	c.OpsAddr = service.OpsAddr(e, "INVENTORY", Name)
 	c.Postgres = service.LoadPostgres(e)
 	c.Postgres.Database = e.String("INVENTORY_DB_NAME", "inventory_db", "Postgres database owned by inventory-service (created if missing).")
 	c.CatalogFile = e.String("INVENTORY_CATALOG_FILE", "", "JSON catalog seeded at start-up ({\"items\":[{\"itemId\",\"name\",\"stock\"}]}); empty: the built-in 60-item catalog. Existing items keep their stock.")

@@ -31,6 +31,7 @@ type Config struct {
 func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("ORDER_HTTP_ADDR", "127.0.0.1:8081", "Listen address of order-service.")
+	c.OpsAddr = service.OpsAddr(e, "ORDER", Name)
 	c.Postgres = service.LoadPostgres(e)
 	c.Postgres.Database = e.String("ORDER_DB_NAME", "order_db", "Postgres database owned by order-service (created if missing).")
 	c.Limits = Limits{

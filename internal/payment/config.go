@@ -32,6 +32,7 @@ type Config struct {
 func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e)}
 	c.HTTPAddr = e.String("PAYMENT_HTTP_ADDR", "127.0.0.1:8082", "Listen address of payment-service.")
+	c.OpsAddr = service.OpsAddr(e, "PAYMENT", Name)
 	c.Postgres = service.LoadPostgres(e)
 	c.Redis = service.LoadRedis(e)
 	c.Postgres.Database = e.String("PAYMENT_DB_NAME", "delivery_eta", "Postgres database owned by payment-service (created if missing).")

@@ -33,6 +33,7 @@ type Config struct {
 func Configure(e *config.Env) Config {
 	c := Config{Common: service.LoadCommon(e), Cassandra: service.LoadCassandra(e)}
 	c.HTTPAddr = e.String("QUERY_HTTP_ADDR", "127.0.0.1:8080", "Listen address of query-api.")
+	c.OpsAddr = service.OpsAddr(e, "QUERY", Name)
 	c.Group = e.String("QUERY_CONSUMER_GROUP", event.GroupQuery, "Kafka consumer group. Committed offsets belong to it: change it only on purpose (tests use a fresh one).")
 	c.Store = e.String("QUERY_STORE", "cassandra", "Read-model store: cassandra, or memory (rebuilt from the topics at every start; development mode).")
 	e.Check(c.Store == "cassandra" || c.Store == "memory", "QUERY_STORE must be cassandra or memory")

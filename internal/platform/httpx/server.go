@@ -29,10 +29,13 @@ type Ops struct {
 	Health   *Health
 	Info     BuildInfo
 	Gatherer prometheus.Gatherer
+	// API is the mux of the service's API when the ops endpoints are served apart from it (an ops
+	// port); /info lists the routes of both. nil: they share one mux.
+	API *Mux
 }
 
 // Register adds /healthz, /readyz, /health, /metrics, /info and the /actuator aliases to mux.
-// /info lists the routes mux serves.
+// /info lists the routes mux serves (and API's).
 func (o Ops) Register(mux *Mux) {
 	live := func(w http.ResponseWriter, _ *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "UP"})
@@ -40,6 +43,9 @@ func (o Ops) Register(mux *Mux) {
 	info := func(w http.ResponseWriter, _ *http.Request) {
 		i := o.Info
 		i.Routes = mux.Routes()
+		if o.API != nil {
+			i.Routes = append(o.API.Routes(), i.Routes...)
+		}
 		WriteJSON(w, http.StatusOK, i)
 	}
 	health := func(w http.ResponseWriter, r *http.Request) {

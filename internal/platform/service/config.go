@@ -19,6 +19,7 @@ import (
 // (scripts/infra) on 127.0.0.1.
 type Common struct {
 	HTTPAddr        string // read by each service under its own name (ORDER_HTTP_ADDR, ...)
+	OpsAddr         string // likewise (ORDER_OPS_ADDR, ...); empty: the ops endpoints on HTTPAddr
 	LogLevel        string
 	LogFormat       string
 	Pprof           bool
@@ -44,6 +45,11 @@ func Load[C any, P interface {
 	c := configure(e)
 	P(&c).common().Settings = e.Settings()
 	return c, e.Err()
+}
+
+// OpsAddr reads <prefix>_OPS_ADDR, where service serves its ops endpoints apart from its API.
+func OpsAddr(e *config.Env, prefix, service string) string {
+	return e.String(prefix+"_OPS_ADDR", "", "Listen address of "+service+"'s ops endpoints (/healthz, /readyz, /health, /metrics, /info, /debug/pprof/*) apart from its API, so they are not reachable wherever the API is published (the Kubernetes manifests use ports 9080-9084). Empty: served on the API's address.")
 }
 
 // DedupRetention reads how long a service keeps what makes a repeated input harmless (inbox records,

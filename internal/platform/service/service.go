@@ -31,7 +31,7 @@ type Service struct {
 	Reg      prometheus.Registerer // adds application=<Name>
 	Gatherer *prometheus.Registry
 	Health   *httpx.Health
-	Mux      *httpx.Mux // API routes, each with its Access; the ops endpoints are already registered
+	Mux      *httpx.Mux // API routes, each with its Access; the ops endpoints are already registered unless on an ops port
 	// PageTokens seals list cursors for clients, keyed by ADMIN_TOKEN so every replica opens
 	// every other's tokens.
 	PageTokens *httpx.PageTokens
@@ -40,6 +40,9 @@ type Service struct {
 	Tracing        *obs.Tracing
 	closers        []func()
 	onHTTPShutdown []func()
+	ops            *httpx.Mux // the ops endpoints when served on their own port (Common.OpsAddr), else nil
+	opsAddr        string
+	opsLn          net.Listener // bound by Run before wire, like the API's port
 
 	kafka      kafka.Config
 	consumer   *kafka.RunnerConfig
@@ -89,13 +92,19 @@ func New(name string, stdout io.Writer, c Common) (*Service, error) {
 		})
 	}
 	s.Group = &lifecycle.Group{Log: log, ShutdownTimeout: c.ShutdownTimeout, BeforeStop: s.Health.Draining, DrainDelay: c.DrainDelay}
-	httpx.Ops{Health: s.Health, Gatherer: gatherer, Info: httpx.BuildInfo{
+	ops := httpx.Ops{Health: s.Health, Gatherer: gatherer, Info: httpx.BuildInfo{
 		Service: name, Version: version.Version, Commit: version.Commit, BuildTime: version.BuildTime,
-	}}.Register(s.Mux)
+	}}
+	opsMux := s.Mux
+	if c.OpsAddr != "" { // probes, scrapes and profiles off the public port
+		opsMux, ops.API = httpx.NewMux(c.Guard), s.Mux
+		s.ops, s.opsAddr = opsMux, c.OpsAddr
+	}
+	ops.Register(opsMux)
 	if c.Pprof {
-		s.Mux.Operator("GET /debug/pprof/", pprof.Index)
-		s.Mux.Operator("GET /debug/pprof/profile", pprof.Profile)
-		s.Mux.Operator("GET /debug/pprof/trace", pprof.Trace)
+		opsMux.Operator("GET /debug/pprof/", pprof.Index)
+		opsMux.Operator("GET /debug/pprof/profile", pprof.Profile)
+		opsMux.Operator("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return s, nil
 }
@@ -134,6 +143,10 @@ func (s *Service) serve(ctx context.Context, addr string, ln net.Listener) error
 	if s.Tracing != nil {
 		s.Mux.Instrument(otelhttp.NewMiddleware(s.Name, otelhttp.WithTracerProvider(s.Tracing.Provider),
 			otelhttp.WithPropagators(obs.Propagator()), otelhttp.WithFilter(s.Mux.Traced)))
+	}
+	if s.ops != nil { // stops after the API's server: probes are answered until the API is done
+		opsSrv := &httpx.Server{Addr: s.opsAddr, Listener: s.opsLn, Handler: s.ops, Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout}
+		s.Group.Add(lifecycle.Component{Name: "ops http", Run: opsSrv.Run})
 	}
 	srv := &httpx.Server{Addr: addr, Listener: ln, Handler: m.Wrap(s.Mux, s.Log), Log: s.Log, ShutdownTimeout: s.Group.ShutdownTimeout,
 		OnShutdown: s.onHTTPShutdown}
@@ -180,10 +193,21 @@ func Run(ctx context.Context, name string, stdout io.Writer, c Common, addr stri
 	s.Log.Debug("configuration", "settings", c.Settings)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		s.Close()
 		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if s.ops != nil {
+		if s.opsLn, err = net.Listen("tcp", s.opsAddr); err != nil {
+			_ = ln.Close()
+			s.Close()
+			return fmt.Errorf("listen %s (ops): %w", s.opsAddr, err)
+		}
 	}
 	if err := wire(ctx, s); err != nil {
 		_ = ln.Close()
+		if s.opsLn != nil {
+			_ = s.opsLn.Close()
+		}
 		s.Close()
 		return err
 	}

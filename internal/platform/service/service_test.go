@@ -162,3 +162,63 @@ func TestInKubernetesLoopbackIsNotTrusted(t *testing.T) {
 		t.Errorf("from 127.0.0.6 with the token: %d %s", code, body)
 	}
 }
+
+// TestOpsPort: with an ops address, probes, metrics, /info and profiles answer there and not on the
+// API's port, whose routes /info still lists.
+func TestOpsPort(t *testing.T) {
+	api, ops := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, "svc", io.Discard, Common{OpsAddr: ops, Pprof: true}, api, func(_ context.Context, s *Service) error {
+			s.Mux.Customer("GET /api/thing", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+			return nil
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	get := func(addr, path string) (int, string) {
+		var resp *http.Response
+		var err error
+		for range 50 { // starting
+			if resp, err = http.Get("http://" + addr + path); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/health", "/debug/pprof/"} {
+		if code, _ := get(ops, path); code != http.StatusOK {
+			t.Errorf("ops port %s: %d", path, code)
+		}
+		if code, _ := get(api, path); code != http.StatusNotFound {
+			t.Errorf("API port %s: %d, want 404 (ops endpoints live on the ops port)", path, code)
+		}
+	}
+	if code, _ := get(api, "/api/thing"); code != http.StatusOK {
+		t.Errorf("API route on the API port: %d", code)
+	}
+	if _, info := get(ops, "/info"); !strings.Contains(info, "GET /api/thing") || !strings.Contains(info, "GET /metrics") {
+		t.Errorf("/info on the ops port does not list both ports' routes: %s", info)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
