@@ -36,6 +36,7 @@ LABEL org.opencontainers.image.title="orderflow" \
       org.opencontainers.image.created="${BUILD_TIME}"
 COPY --from=build /out/orderflow /usr/local/bin/orderflow
 USER 65532:65532
-EXPOSE 8080 8081 8082 8083 8084
+# The services' APIs, then their ops ports (<SERVICE>_OPS_ADDR, as the Kubernetes manifests set them).
+EXPOSE 8080 8081 8082 8083 8084 9080 9081 9082 9083 9084
 ENTRYPOINT ["/usr/local/bin/orderflow"]
 CMD ["--help"]
