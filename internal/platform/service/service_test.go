@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/internal/platform/config"
+	"github.com/orderflow/orderflow/internal/testkit"
 )
 
 // TestRunBindsBeforeWiring: a port in use fails at once, before any dependency is waited for, and
@@ -113,12 +114,7 @@ func TestInKubernetesLoopbackIsNotTrusted(t *testing.T) {
 	if !cfg.Guard.DistrustLoopback || cfg.Guard.ExemptLoopback {
 		t.Fatalf("in Kubernetes: %+v, want loopback distrusted and not exempt from the rate limit", cfg.Guard)
 	}
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := free.Addr().String()
-	free.Close()
+	addr := testkit.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -140,20 +136,7 @@ func TestInKubernetesLoopbackIsNotTrusted(t *testing.T) {
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
-		var resp *http.Response
-		var err error
-		for range 50 { // the service is starting
-			if resp, err = sidecar.Do(req); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return call(t, sidecar, req)
 	}
 	if code, body := get(""); code != http.StatusUnauthorized || !strings.Contains(body, "ADMIN_TOKEN") {
 		t.Errorf("from 127.0.0.6 without the token: %d %s, want 401 with a problem naming ADMIN_TOKEN", code, body)
@@ -166,7 +149,7 @@ func TestInKubernetesLoopbackIsNotTrusted(t *testing.T) {
 // TestOpsPort: with an ops address, probes, metrics, /info and profiles answer there and not on the
 // API's port, whose routes /info still lists.
 func TestOpsPort(t *testing.T) {
-	api, ops := freeAddr(t), freeAddr(t)
+	api, ops := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -182,20 +165,8 @@ func TestOpsPort(t *testing.T) {
 		}
 	}()
 	get := func(addr, path string) (int, string) {
-		var resp *http.Response
-		var err error
-		for range 50 { // starting
-			if resp, err = http.Get("http://" + addr + path); err == nil {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		return call(t, http.DefaultClient, req)
 	}
 	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/health", "/debug/pprof/"} {
 		if code, _ := get(ops, path); code != http.StatusOK {
@@ -213,12 +184,21 @@ func TestOpsPort(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+// call sends req with c, retrying while the service is still starting, and returns the status and body.
+func call(t *testing.T, c *http.Client, req *http.Request) (int, string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	var resp *http.Response
+	var err error
+	for range 50 {
+		if resp, err = c.Do(req); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
