@@ -18,14 +18,14 @@ import (
 func TestSecretsStayOutOfLogsAndEndpoints(t *testing.T) {
 	testkit.Integration(t)
 	token, password := "tok-"+uuid.NewString(), "pw-"+uuid.NewString()
-	pwFile := filepath.Join(t.TempDir(), "cassandra-password")
+	pwFile := filepath.Join(t.TempDir(), "kafka-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	db := testkit.NewDatabase(t)
 	addr := testkit.FreeAddr(t)
 	p := testkit.Start(t, "inventory-service", addr, "INVENTORY_HTTP_ADDR="+addr, "INVENTORY_DB_NAME="+db.Database,
-		"INVENTORY_CONSUMER_GROUP="+testkit.Name("sec"), "LOG_LEVEL=debug", "ADMIN_TOKEN="+token, "CASSANDRA_PASSWORD_FILE="+pwFile)
+		"INVENTORY_CONSUMER_GROUP="+testkit.Name("sec"), "LOG_LEVEL=debug", "ADMIN_TOKEN="+token, "KAFKA_SASL_PASSWORD_FILE="+pwFile)
 
 	get := func(path, auth string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
@@ -56,11 +56,11 @@ func TestSecretsStayOutOfLogsAndEndpoints(t *testing.T) {
 	}
 	p.Stop()
 	out := p.Output()
-	if !strings.Contains(out, `"ADMIN_TOKEN":"(set)"`) || !strings.Contains(out, `"CASSANDRA_PASSWORD":"(set)"`) {
+	if !strings.Contains(out, `"ADMIN_TOKEN":"(set)"`) || !strings.Contains(out, `"KAFKA_SASL_PASSWORD":"(set)"`) {
 		t.Errorf("the start-up configuration does not show the secrets as (set):\n%s", out)
 	}
 	seen.WriteString(out)
-	for name, secret := range map[string]string{"ADMIN_TOKEN": token, "CASSANDRA_PASSWORD": password} {
+	for name, secret := range map[string]string{"ADMIN_TOKEN": token, "KAFKA_SASL_PASSWORD": password} {
 		if strings.Contains(seen.String(), secret) {
 			t.Errorf("%s's value appears in the logs or an endpoint", name)
 		}
