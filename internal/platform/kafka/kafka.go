@@ -112,8 +112,16 @@ func (h sampledOnly) OnFetchRecordBuffered(r *kgo.Record) {
 	if unsampled(r) {
 		return
 	}
+	startProcessSpan(h.t, r)
+}
+
+// startProcessSpan puts into r.Context kotel's process span of r, a child of the trace context in
+// r's headers, and returns it.
+func startProcessSpan(t *kotel.Tracer, r *kgo.Record) trace.Span {
+	var span trace.Span
 	r.Context = obs.Propagator().Extract(context.Background(), kotel.NewRecordCarrier(r))
-	r.Context, _ = h.t.WithProcessSpan(r)
+	r.Context, span = t.WithProcessSpan(r)
+	return span
 }
 
 // unsampled reports whether r carries the context of a trace that is not recorded.

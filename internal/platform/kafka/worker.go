@@ -300,8 +300,7 @@ func (w *worker) startSpan(rec *kgo.Record, e event.Envelope) event.Trace {
 	}
 	span := w.span(rec)
 	if span == nil { // not started at fetch: a client without the hooks
-		rec.Context = obs.Propagator().Extract(context.Background(), kotel.NewRecordCarrier(rec))
-		rec.Context, span = t.WithProcessSpan(rec)
+		span = startProcessSpan(t, rec)
 	}
 	span.AddEvent("handling")
 	span.SetAttributes(attribute.String(obs.OrderIDKey, e.OrderID), attribute.String("orderflow.event_type", string(e.EventType)),
