@@ -1,14 +1,7 @@
 package deploy
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -215,6 +208,10 @@ func TestKustomizeOverlays(t *testing.T) {
 			case "prod":
 				if len(o.statefulSets) != 0 || len(o.secrets) != 0 {
 					t.Errorf("prod must run no home-made servers and ship no secrets: %d StatefulSets, %d Secrets", len(o.statefulSets), len(o.secrets))
+				}
+				// Scraped and alerted on by the Prometheus Operator (content: TestPrometheusOperatorObjects).
+				if !o.operator["ServiceMonitor/orderflow"] || !o.operator["PrometheusRule/orderflow"] {
+					t.Errorf("prod lacks the ServiceMonitor or the PrometheusRule: %v", o.operator)
 				}
 				if cfg.Data["KAFKA_REPLICATION_FACTOR"] == "1" || !strings.Contains(cfg.Data["CASSANDRA_REPLICATION"], "NetworkTopologyStrategy") {
 					t.Error("prod must replicate: KAFKA_REPLICATION_FACTOR above 1 and NetworkTopologyStrategy")
@@ -595,7 +592,7 @@ func examples(t *testing.T, names ...string) []string {
 func TestProdWorkloadsGetTheirCredentials(t *testing.T) {
 	o := build(t, "prod")
 	cfg := o.configMaps["orderflow-config"]
-	ca := stubCA(t)
+	_, caFile := testkit.PKI(t) // for the CA files the TLS settings parse
 	type workload struct {
 		pod     corev1.PodSpec
 		secrets []string
@@ -659,12 +656,11 @@ func TestProdWorkloadsGetTheirCredentials(t *testing.T) {
 			if _, ok := files[v]; !ok {
 				return v
 			}
-			stub := filepath.Join(dir, strings.ReplaceAll(strings.Trim(v, "/"), "/", "_"))
-			content := "s3cret"
 			if strings.HasSuffix(v, ".crt") {
-				content = ca
+				return caFile
 			}
-			if err := os.WriteFile(stub, []byte(content), 0o600); err != nil {
+			stub := filepath.Join(dir, strings.ReplaceAll(strings.Trim(v, "/"), "/", "_"))
+			if err := os.WriteFile(stub, []byte("s3cret"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			return stub
@@ -689,20 +685,4 @@ func secretFiles(pod corev1.PodSpec) map[string]string {
 		}
 	}
 	return out
-}
-
-// stubCA returns the PEM of a throw-away self-signed CA, for the CA files the TLS settings parse.
-func stubCA(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "stub CA"}, IsCA: true,
-		BasicConstraintsValid: true, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }

@@ -115,20 +115,9 @@ func TestInKubernetesLoopbackIsNotTrusted(t *testing.T) {
 		t.Fatalf("in Kubernetes: %+v, want loopback distrusted and not exempt from the rate limit", cfg.Guard)
 	}
 	addr := testkit.FreeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, "svc", io.Discard, cfg.Common, addr, func(_ context.Context, s *Service) error {
-			s.Mux.Operator("GET /api/secret", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-			return nil
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	runInBackground(t, cfg.Common, addr, func(s *Service) {
+		s.Mux.Operator("GET /api/secret", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	})
 	sidecar := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.6")}}).DialContext}}
 	get := func(auth string) (int, string) {
@@ -150,20 +139,9 @@ func TestInKubernetesLoopbackIsNotTrusted(t *testing.T) {
 // API's port, whose routes /info still lists.
 func TestOpsPort(t *testing.T) {
 	api, ops := testkit.FreeAddr(t), testkit.FreeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, "svc", io.Discard, Common{OpsAddr: ops, Pprof: true}, api, func(_ context.Context, s *Service) error {
-			s.Mux.Customer("GET /api/thing", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-			return nil
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	runInBackground(t, Common{OpsAddr: ops, Pprof: true}, api, func(s *Service) {
+		s.Mux.Customer("GET /api/thing", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	})
 	get := func(addr, path string) (int, string) {
 		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
 		return call(t, http.DefaultClient, req)
@@ -182,6 +160,26 @@ func TestOpsPort(t *testing.T) {
 	if _, info := get(ops, "/info"); !strings.Contains(info, "GET /api/thing") || !strings.Contains(info, "GET /metrics") {
 		t.Errorf("/info on the ops port does not list both ports' routes: %s", info)
 	}
+}
+
+// runInBackground runs a service named svc on addr with c, letting routes register its routes,
+// until the end of the test, and fails the test if it does not stop cleanly.
+func runInBackground(t *testing.T, c Common, addr string, routes func(*Service)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, "svc", io.Discard, c, addr, func(_ context.Context, s *Service) error {
+			routes(s)
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
 }
 
 // call sends req with c, retrying while the service is still starting, and returns the status and body.

@@ -2,17 +2,6 @@ package service
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,35 +14,8 @@ import (
 	"github.com/orderflow/orderflow/internal/platform/config"
 	"github.com/orderflow/orderflow/internal/platform/pg"
 	"github.com/orderflow/orderflow/internal/platform/redislock"
+	"github.com/orderflow/orderflow/internal/testkit"
 )
-
-// testPKI makes a CA and a server certificate for 127.0.0.1; it returns the server's TLS config
-// and the CA's PEM file.
-func testPKI(t *testing.T) (*tls.Config, string) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "orderflow test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}, caFile
-}
 
 // engines is what the services read about their servers.
 type engines struct {
@@ -73,7 +35,7 @@ func common(t *testing.T, env map[string]string) (engines, error) {
 // TestKafkaOverTLSWithSCRAM: the services' Kafka options reach a broker that requires TLS and
 // SCRAM-SHA-512 (franz-go's kfake), and fail without the right password or without TLS.
 func TestKafkaOverTLSWithSCRAM(t *testing.T) {
-	serverTLS, caFile := testPKI(t)
+	serverTLS, caFile := testkit.PKI(t)
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(serverTLS), kfake.EnableSASL(),
 		kfake.Superuser("SCRAM-SHA-512", "orderflow", "s3cret"), kfake.SeedTopics(1, "secured"))
 	if err != nil {
@@ -118,7 +80,7 @@ func TestKafkaOverTLSWithSCRAM(t *testing.T) {
 // TestRedisOverTLSWithACLUser: the payment service's Redis client reaches a TLS server with an
 // ACL user and password (miniredis), and is refused with a wrong password.
 func TestRedisOverTLSWithACLUser(t *testing.T) {
-	serverTLS, caFile := testPKI(t)
+	serverTLS, caFile := testkit.PKI(t)
 	m := miniredis.NewMiniRedis()
 	m.RequireUserAuth("payments", "s3cret")
 	if err := m.StartTLS(serverTLS); err != nil {
@@ -144,7 +106,7 @@ func TestRedisOverTLSWithACLUser(t *testing.T) {
 }
 
 func TestSecureConnectionSettings(t *testing.T) {
-	_, caFile := testPKI(t)
+	_, caFile := testkit.PKI(t)
 	c, err := common(t, map[string]string{"CASSANDRA_TLS_ENABLE": "true", "CASSANDRA_TLS_CA_FILE": caFile,
 		"POSTGRES_SSLMODE": "verify-full", "POSTGRES_SSLROOTCERT": caFile})
 	if err != nil {
