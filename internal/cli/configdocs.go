@@ -17,11 +17,23 @@ import (
 	"github.com/orderflow/orderflow/internal/query"
 )
 
-// configSections lists every configuration reader, in the order of the generated document.
-var configSections = []struct {
+// section is one part of the generated document: a title and the code that reads its variables.
+type section struct {
 	name string
 	read func(*config.Env)
-}{
+}
+
+// sharedSections read what several services read alike: the common settings and each engine's,
+// documented once and left out of the services' own sections.
+var sharedSections = []section{
+	{"Shared by every service", func(e *config.Env) { service.LoadCommon(e) }},
+	{"Postgres (order-, inventory-, payment- and delivery-service)", func(e *config.Env) { service.LoadPostgres(e) }},
+	{"Redis (payment-service)", func(e *config.Env) { service.LoadRedis(e) }},
+	{"Cassandra (query-api)", func(e *config.Env) { service.LoadCassandra(e) }},
+}
+
+// configSections lists every configuration reader, in the order of the generated document.
+var configSections = []section{
 	{"order-service", func(e *config.Env) { order.Configure(e) }},
 	{"inventory-service", func(e *config.Env) { inventory.Configure(e) }},
 	{"payment-service", func(e *config.Env) { payment.Configure(e) }},
@@ -57,15 +69,7 @@ func writeConfigDocs(w io.Writer) {
 			fmt.Fprintf(w, "| `%s` | %s | %s |\n", v.Name, strings.ReplaceAll(def, "|", `\|`), strings.ReplaceAll(help, "|", `\|`))
 		}
 	}
-	for _, sec := range []struct {
-		title string
-		read  func(*config.Env)
-	}{
-		{"Shared by every service", func(e *config.Env) { service.LoadCommon(e) }},
-		{"Postgres (order-, inventory-, payment- and delivery-service)", func(e *config.Env) { service.LoadPostgres(e) }},
-		{"Redis (payment-service)", func(e *config.Env) { service.LoadRedis(e) }},
-		{"Cassandra (query-api)", func(e *config.Env) { service.LoadCassandra(e) }},
-	} {
+	for _, sec := range sharedSections {
 		e := config.New(none)
 		sec.read(e)
 		vars := e.Vars()
@@ -73,7 +77,7 @@ func writeConfigDocs(w io.Writer) {
 			shared[v.Name] = true
 		}
 		fmt.Fprintln(w)
-		fmt.Fprintf(w, "## %s\n", sec.title)
+		fmt.Fprintf(w, "## %s\n", sec.name)
 		table(vars)
 	}
 	for _, s := range configSections {

@@ -75,10 +75,12 @@ func guardConfig(e *config.Env) httpx.GuardConfig {
 		ExemptLoopback:   e.Bool("RATE_LIMIT_EXEMPT_LOOPBACK", trust, "Loopback clients (local tools, load runs) are not rate-limited. Default: TRUST_LOOPBACK."),
 	}
 	for _, p := range e.List("TRUSTED_PROXIES", "", "Comma-separated addresses or CIDR prefixes of proxies whose X-Forwarded-For is believed (the client is the nearest untrusted address in it), e.g. the ingress controller's pod range. Empty: the peer address is the client.") {
-		prefix, err := netip.ParsePrefix(p)
-		if a, aerr := netip.ParseAddr(p); aerr == nil { // one address
-			prefix, err = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+		if a, err := netip.ParseAddr(p); err == nil { // one address
+			a = a.Unmap()
+			g.TrustedProxies = append(g.TrustedProxies, netip.PrefixFrom(a, a.BitLen()))
+			continue
 		}
+		prefix, err := netip.ParsePrefix(p)
 		e.Check(err == nil, "TRUSTED_PROXIES: %q is not an address or CIDR prefix", p)
 		g.TrustedProxies = append(g.TrustedProxies, prefix.Masked())
 	}

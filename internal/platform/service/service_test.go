@@ -200,3 +200,22 @@ func call(t *testing.T, c *http.Client, req *http.Request) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestTrustedProxiesSetting: addresses become single-address prefixes (IPv4-mapped ones as IPv4),
+// prefixes are kept masked, and anything else is refused by name.
+func TestTrustedProxiesSetting(t *testing.T) {
+	load := func(v string) (Common, error) {
+		e := config.New(func(k string) string { return map[string]string{"TRUSTED_PROXIES": v}[k] })
+		return LoadCommon(e), e.Err()
+	}
+	c, err := load("10.1.2.3/16, 127.0.0.6, ::ffff:10.2.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(c.Guard.TrustedProxies); got != "[10.1.0.0/16 127.0.0.6/32 10.2.0.1/32]" {
+		t.Errorf("TRUSTED_PROXIES parsed as %s", got)
+	}
+	if _, err := load("10.0.0.0/8, proxy.local"); err == nil || !strings.Contains(err.Error(), `"proxy.local"`) {
+		t.Errorf("a host name in TRUSTED_PROXIES: %v, want an error naming it", err)
+	}
+}
