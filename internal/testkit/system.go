@@ -27,20 +27,28 @@ type System struct {
 	// Groups maps a consumer service's prefix to its consumer group, Topics to what it consumes.
 	Groups map[string]string
 	Topics map[string][]string
+	// Servers are the Kafka and Cassandra the services use.
+	Servers Servers
 }
 
 // StartSystem starts the services (one process running `all`, or one process each) with env
 // added after the isolation settings (so env wins), and waits until all are ready.
 func StartSystem(t testing.TB, oneProcess bool, env ...string) *System {
 	t.Helper()
-	return startSystem(t, nil, "127.0.0.1", oneProcess, env...)
+	return startSystem(t, Local(), nil, "127.0.0.1", oneProcess, env...)
+}
+
+// StartSystemOn is StartSystem with one process per service on servers (e.g. Cluster(t)).
+func StartSystemOn(t testing.TB, servers Servers, env ...string) *System {
+	t.Helper()
+	return startSystem(t, servers, nil, "127.0.0.1", false, env...)
 }
 
 // StartSystemIn starts the services in one process inside ns, each listening on ip (an address
 // of ns, e.g. from Veth); their servers must be forwarded into ns (ForwardInto).
 func StartSystemIn(t testing.TB, ns *Netns, ip string, env ...string) *System {
 	t.Helper()
-	return startSystem(t, ns.Prefix(), ip, true, env...)
+	return startSystem(t, Local(), ns.Prefix(), ip, true, env...)
 }
 
 // ConsumedTopics maps a consumer service's prefix to the topics it consumes.
@@ -61,11 +69,17 @@ type Isolation struct {
 	Env    []string             // the variables that select them
 }
 
-// Isolate creates an Isolation for every service.
+// Isolate creates an Isolation for every service on the local servers.
 func Isolate(t testing.TB) Isolation {
 	t.Helper()
+	return Local().Isolate(t)
+}
+
+// Isolate creates an Isolation for every service on srv; its Env includes srv.Env.
+func (srv Servers) Isolate(t testing.TB) Isolation {
+	t.Helper()
 	iso := Isolation{DBs: map[string]pg.Config{}, Groups: map[string]string{},
-		Env: []string{"CASSANDRA_KEYSPACE=" + CassandraConfig(t).Keyspace}}
+		Env: append(append([]string{}, srv.Env...), "CASSANDRA_KEYSPACE="+srv.CassandraConfig(t).Keyspace)}
 	topics := ConsumedTopics()
 	for _, s := range Services {
 		if s.Prefix != "QUERY" {
@@ -75,7 +89,7 @@ func Isolate(t testing.TB) Isolation {
 		}
 		if ts, ok := topics[s.Prefix]; ok {
 			g := Name(strings.ToLower(s.Prefix))
-			GroupAtEnd(t, g, ts...)
+			srv.GroupAtEnd(t, g, ts...)
 			iso.Groups[s.Prefix] = g
 			iso.Env = append(iso.Env, s.Prefix+"_CONSUMER_GROUP="+g)
 		}
@@ -83,11 +97,11 @@ func Isolate(t testing.TB) Isolation {
 	return iso
 }
 
-func startSystem(t testing.TB, prefix []string, ip string, oneProcess bool, env ...string) *System {
+func startSystem(t testing.TB, servers Servers, prefix []string, ip string, oneProcess bool, env ...string) *System {
 	t.Helper()
-	iso := Isolate(t)
+	iso := servers.Isolate(t)
 	sys := &System{Addrs: map[string]string{}, DBs: iso.DBs, Env: map[string]string{}, Procs: map[string]*Process{},
-		Groups: iso.Groups, Topics: ConsumedTopics()}
+		Groups: iso.Groups, Topics: ConsumedTopics(), Servers: servers}
 	all := iso.Env
 	for _, s := range Services {
 		_, port, _ := net.SplitHostPort(FreeAddr(t))

@@ -81,8 +81,44 @@ func NewDatabase(t testing.TB) pg.Config {
 }
 
 // KafkaConfig is the local broker's configuration.
-func KafkaConfig() kafka.Config {
-	return kafka.Config{Brokers: []string{"127.0.0.1:9092"}, Partitions: 3, ReplicationFactor: 1, ClientID: "orderflow-test"}
+func KafkaConfig() kafka.Config { return Local().Kafka }
+
+// Servers are the Kafka and Cassandra a test's services run against; Postgres and Redis are the
+// local ones either way.
+type Servers struct {
+	Kafka     kafka.Config
+	Cassandra []string // contact points
+	Env       []string // the services' settings that select these servers (none for Local)
+}
+
+// Local is the single-node stack of scripts/infra up.
+func Local() Servers {
+	return Servers{Kafka: kafka.Config{Brokers: []string{"127.0.0.1:9092"}, Partitions: 3, ReplicationFactor: 1, ClientID: "orderflow-test"},
+		Cassandra: []string{"127.0.0.1"}}
+}
+
+// Cluster starts (if needed) the three Kafka brokers and three Cassandra nodes of scripts/infra up
+// --cluster and returns them, with the settings scripts/infra env --cluster gives the services.
+func Cluster(t testing.TB) Servers {
+	t.Helper()
+	Infra(t, "up", "--cluster")
+	s := Servers{Kafka: kafka.Config{Partitions: 3, ClientID: "orderflow-test"}}
+	for _, kv := range strings.Split(strings.TrimSpace(infraOutput(t, "env", "--cluster")), "\n") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "KAFKA_BROKERS":
+			s.Kafka.Brokers = strings.Split(v, ",")
+		case "KAFKA_REPLICATION_FACTOR":
+			_, _ = fmt.Sscan(v, &s.Kafka.ReplicationFactor)
+		case "CASSANDRA_HOSTS":
+			s.Cassandra = strings.Split(v, ",")
+		}
+		s.Env = append(s.Env, kv)
+	}
+	if len(s.Kafka.Brokers) < 3 || len(s.Cassandra) < 3 || s.Kafka.ReplicationFactor < 3 {
+		t.Fatalf("scripts/infra env --cluster does not name three brokers, three nodes and replication 3: %+v", s)
+	}
+	return s
 }
 
 // NewTopics creates fresh topics named prefix_<unique> with partitions each, deleted at the end of
@@ -121,7 +157,13 @@ func NewTopics(t testing.TB, partitions int32, prefixes ...string) []string {
 // the end of the test.
 func Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(KafkaConfig().Options(opts...)...)
+	return Local().Client(t, opts...)
+}
+
+// Client returns a franz-go client on srv's brokers, closed at the end of the test.
+func (srv Servers) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(srv.Kafka.Options(opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,9 +182,15 @@ func Redis(t testing.TB) *redis.Client {
 // CassandraConfig returns a config for a fresh keyspace, dropped at the end of the test.
 func CassandraConfig(t testing.TB) cass.Config {
 	t.Helper()
-	c := cass.Config{Hosts: []string{"127.0.0.1"}, Port: 9042, LocalDC: "dc1", Keyspace: Name("test"), Timeout: 10 * time.Second}
+	return Local().CassandraConfig(t)
+}
+
+// CassandraConfig returns a config for a fresh keyspace on srv's nodes, dropped at the end of the test.
+func (srv Servers) CassandraConfig(t testing.TB) cass.Config {
+	t.Helper()
+	c := cass.Config{Hosts: srv.Cassandra, Port: 9042, LocalDC: "dc1", Keyspace: Name("test"), Timeout: 10 * time.Second}
 	t.Cleanup(func() {
-		cl := gocql.NewCluster("127.0.0.1")
+		cl := gocql.NewCluster(srv.Cassandra...)
 		cl.Timeout = 30 * time.Second
 		s, err := cl.CreateSession()
 		if err != nil {
@@ -159,8 +207,14 @@ func CassandraConfig(t testing.TB) cass.Config {
 // on the shared topics), without the race of an "latest" offset reset.
 func GroupAtEnd(t testing.TB, group string, topics ...string) {
 	t.Helper()
+	Local().GroupAtEnd(t, group, topics...)
+}
+
+// GroupAtEnd is the package's GroupAtEnd on srv's brokers.
+func (srv Servers) GroupAtEnd(t testing.TB, group string, topics ...string) {
+	t.Helper()
 	ctx := Context(t, 30*time.Second)
-	adm := kadm.NewClient(Client(t))
+	adm := kadm.NewClient(srv.Client(t))
 	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		t.Fatalf("end offsets: %v", err)
@@ -180,8 +234,14 @@ func GroupAtEnd(t testing.TB, group string, topics ...string) {
 // topics (everything produced so far was handled and acknowledged).
 func CaughtUp(t testing.TB, group string, topics ...string) bool {
 	t.Helper()
+	return Local().CaughtUp(t, group, topics...)
+}
+
+// CaughtUp is the package's CaughtUp on srv's brokers.
+func (srv Servers) CaughtUp(t testing.TB, group string, topics ...string) bool {
+	t.Helper()
 	ctx := Context(t, 10*time.Second)
-	adm := kadm.NewClient(Client(t))
+	adm := kadm.NewClient(srv.Client(t))
 	ends, err := adm.ListEndOffsets(ctx, topics...)
 	if err != nil {
 		return false
@@ -232,12 +292,25 @@ func EventuallyWhy(t testing.TB, d, interval time.Duration, what string, cond fu
 // Infra runs scripts/infra with args (e.g. "stop", "kafka") from the repository root.
 func Infra(t testing.TB, args ...string) {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", "scripts", "infra")
-	out, err := exec.Command(script, args...).CombinedOutput()
+	out, err := exec.Command(infraScript(), args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("scripts/infra %v: %v\n%s", args, err, out)
 	}
+}
+
+func infraScript() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "scripts", "infra")
+}
+
+// infraOutput runs scripts/infra with args and returns its standard output.
+func infraOutput(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(infraScript(), args...).Output()
+	if err != nil {
+		t.Fatalf("scripts/infra %v: %v", args, err)
+	}
+	return string(out)
 }
 
 // OutboxEvents returns the events written to the outbox of the database behind q for record key

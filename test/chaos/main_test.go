@@ -40,6 +40,7 @@ const (
 // CHAOS_UPDATE_DOCS=1 (make chaos), into docs/reliability.md between the markers.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	stopClusterIfStarted()
 	if len(results.rows) > 0 {
 		if err := writeResults(); err != nil {
 			fmt.Fprintln(os.Stderr, "chaos results:", err)

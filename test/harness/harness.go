@@ -28,7 +28,7 @@ func (w Writer) Write(p []byte) (int, error) {
 func Load(ctx context.Context, t testing.TB, sys *testkit.System, rate float64, d time.Duration, seed uint64, opts ...func(*loadgen.Config)) loadgen.Result {
 	t.Helper()
 	cfg := loadgen.Config{
-		OrderURL: "http://" + sys.Addrs["ORDER"], QueryURL: "http://" + sys.Addrs["QUERY"], Brokers: []string{"127.0.0.1:9092"},
+		OrderURL: "http://" + sys.Addrs["ORDER"], QueryURL: "http://" + sys.Addrs["QUERY"], Brokers: sys.Servers.Kafka.Brokers,
 		Rate: rate, Duration: d, MaxInFlight: 512, ItemsMin: 1, ItemsMax: 3, RejectShare: 0.05, DeclineShare: 0.05,
 		Customers: 100, Seed: seed, Drain: 3 * time.Minute, ProgressEvery: 10 * time.Second,
 	}
