@@ -4,6 +4,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -95,11 +96,19 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "verify":
 		return verify.Run(ctx, rest, getenv, stdout, stderr)
 	case "query":
-		if len(rest) != 1 || rest[0] != "rebuild" {
-			fmt.Fprintln(stderr, "usage: orderflow query rebuild")
+		if len(rest) < 1 || rest[0] != "rebuild" {
+			fmt.Fprintln(stderr, "usage: orderflow query rebuild [--replay-only] [--force]")
 			return ErrUsage
 		}
-		return query.Rebuild(ctx, getenv, stdout)
+		fs := flag.NewFlagSet("query rebuild", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		var opts query.RebuildOptions
+		fs.BoolVar(&opts.ReplayOnly, "replay-only", false, "build from the topics alone, without copying the serving generation (orders older than the topics' retention are left out)")
+		fs.BoolVar(&opts.Force, "force", false, "start over when an earlier rebuild left its generation unfinished (only when it is no longer running)")
+		if err := fs.Parse(rest[1:]); err != nil || fs.NArg() > 0 {
+			return ErrUsage
+		}
+		return query.Rebuild(ctx, getenv, stdout, opts)
 	case "dlq":
 		return runDLQ(ctx, rest, getenv, stdout, stderr)
 	case "version":
@@ -163,7 +172,10 @@ tools:
   config docs         print the configuration reference (docs/configuration.md)
   loadgen [flags]     open-loop load with latency percentiles (orderflow loadgen -h)
   verify [flags]      check every invariant across all stores; exits 1 on a violation
-  query rebuild       recreate the Cassandra read model from the Kafka topics
+  query rebuild [--replay-only] [--force]
+                      build the next generation of the Cassandra read model (a copy of the
+                      serving one, then every retained event) while the current one serves,
+                      then switch reads to it
   dlq list --topic T  show dead-lettered records with their x-* headers
   dlq replay --topic T (--event-id ID | --offset P:O [--value-file F] | --all)
                       republish dead-lettered records to their original topic

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/inf.v0"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/cass"
 )
 
 //go:embed cql/*.cql
@@ -80,10 +81,65 @@ func splitCQL(src string) []string {
 	return out
 }
 
-// Cassandra is the production Store.
+// Cassandra is the production Store: the serving generation's tables (see generations.go).
 type Cassandra struct {
-	S *gocql.Session
+	S   *gocql.Session
+	ptr *pointer
 }
+
+// NewCassandra is the store of the read model whose base keyspace is base, on a session that may
+// be bound to any keyspace (statements name theirs).
+func NewCassandra(s *gocql.Session, base string) *Cassandra {
+	return &Cassandra{S: s, ptr: newPointer(s, base)}
+}
+
+// Open connects to the read model of cfg.Keyspace (the base keyspace, created if needed), creates
+// its generation row's table and migrates the generations the row names.
+func Open(ctx context.Context, cfg cass.Config) (*Cassandra, error) {
+	s, err := cass.Connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := NewCassandra(s, cfg.Keyspace)
+	if err := c.open(ctx, cfg); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cassandra) open(ctx context.Context, cfg cass.Config) error {
+	if err := c.S.Query(generationTable).ExecContext(ctx); err != nil {
+		return fmt.Errorf("create %s.read_model_generation: %w", cfg.Keyspace, err)
+	}
+	g, err := c.ptr.read(ctx)
+	if err != nil {
+		return err
+	}
+	for _, ks := range g.writes() {
+		if err := migrateKeyspace(ctx, cfg, c.S, ks); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// migrateKeyspace creates keyspace ks with cfg's replication and applies the migrations in it.
+func migrateKeyspace(ctx context.Context, cfg cass.Config, base *gocql.Session, ks string) error {
+	if ks == cfg.Keyspace {
+		return Migrate(ctx, base)
+	}
+	cfg.Keyspace = ks
+	s, err := cass.Connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return Migrate(ctx, s)
+}
+
+// Close closes the session.
+func (c *Cassandra) Close() { c.S.Close() }
 
 var viewColumns = []string{FCustomerID, FTotalAmount, FCurrency, FStatus, FCreatedAt, FUpdatedAt, FPaymentID, FDeliveryID,
 	FDriverName, FETA, FReservationID, FRejectionReason, FFailureReason, FDeliveredAt, FLastEventAt, FWaitingSince,
@@ -93,16 +149,53 @@ var viewColumns = []string{FCustomerID, FTotalAmount, FCurrency, FStatus, FCreat
 // the history row and, for order.created, the customer row, in one unlogged batch (the view and
 // history rows share the partition key, so Cassandra applies them as one mutation).
 func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
+	return c.write(ctx, ctx, func(b *gocql.Batch, ks string) { addMutation(b, ks, m) })
+}
+
+// write sends a batch, filled by fill for each keyspace, to every generation that takes writes
+// (one batch per keyspace, so each stays one mutation per partition). execCtx runs the batches.
+func (c *Cassandra) write(ctx, execCtx context.Context, fill func(b *gocql.Batch, ks string)) error {
+	g, readAt, err := c.ptr.current(ctx)
+	if err != nil {
+		return err
+	}
+	done := map[string]bool{}
+	for {
+		for _, ks := range g.writes() {
+			if done[ks] {
+				continue
+			}
+			b := c.S.Batch(gocql.UnloggedBatch)
+			fill(b, ks)
+			if err := b.ExecContext(execCtx); err != nil {
+				return fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
+			}
+			done[ks] = true
+		}
+		// A write that ended after its copy of the row aged past generationMaxAge may have missed
+		// a generation a rebuild added meanwhile (rebuild relies on that age): it goes to the
+		// generations of a fresh copy too.
+		if time.Since(readAt) < c.ptr.maxAge {
+			return nil
+		}
+		if g, readAt, err = c.ptr.current(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// applyTo writes m to keyspace ks only (a rebuild filling its new generation).
+func (c *Cassandra) applyTo(ctx context.Context, ks string, m Mutation) error {
 	b := c.S.Batch(gocql.UnloggedBatch)
-	addMutation(b, m)
+	addMutation(b, ks, m)
 	if err := b.ExecContext(ctx); err != nil {
-		return fmt.Errorf("write order_view, order_events, orders_by_customer: %w", err)
+		return fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
 	}
 	return nil
 }
 
-// addMutation appends m's statements to b.
-func addMutation(b *gocql.Batch, m Mutation) {
+// addMutation appends m's statements for keyspace ks to b.
+func addMutation(b *gocql.Batch, ks string, m Mutation) {
 	for _, w := range m.Writes {
 		fields := make([]string, 0, len(w.Values))
 		for f := range w.Values {
@@ -118,14 +211,14 @@ func addMutation(b *gocql.Batch, m Mutation) {
 		}
 		args = append(args, m.OrderID)
 		// Field names are our constants, never input; values and the timestamp are bound, so the
-		// statement text depends only on the set of fields and is prepared once.
-		b.Query("UPDATE order_view USING TIMESTAMP ? SET "+strings.Join(sets, ", ")+" WHERE order_id = ?", args...)
+		// statement text depends only on the keyspace and the set of fields and is prepared once.
+		b.Query("UPDATE "+ks+".order_view USING TIMESTAMP ? SET "+strings.Join(sets, ", ")+" WHERE order_id = ?", args...)
 	}
 	h := m.History
-	b.Query(`INSERT INTO order_events (order_id, occurred_at, event_id, event_type, producer, summary, payload) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	b.Query(`INSERT INTO `+ks+`.order_events (order_id, occurred_at, event_id, event_type, producer, summary, payload) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		h.OrderID, h.OccurredAt, h.EventID, h.EventType, h.Producer, h.Summary, h.Payload)
 	if cu := m.Customer; cu != nil {
-		b.Query(`INSERT INTO orders_by_customer (customer_id, created_at, order_id) VALUES (?, ?, ?)`,
+		b.Query(`INSERT INTO `+ks+`.orders_by_customer (customer_id, created_at, order_id) VALUES (?, ?, ?)`,
 			cu.CustomerID, cu.CreatedAt, cu.OrderID)
 	}
 }
@@ -146,7 +239,16 @@ func fromInf(d *inf.Dec) *event.Money {
 	return &m
 }
 
-var selectView = "SELECT order_id, " + strings.Join(viewColumns, ", ") + " FROM order_view"
+// selectView reads whole rows of ks.order_view.
+func selectView(ks string) string {
+	return "SELECT order_id, " + strings.Join(viewColumns, ", ") + " FROM " + ks + ".order_view"
+}
+
+// serving returns the keyspace reads go to.
+func (c *Cassandra) serving(ctx context.Context) (string, error) {
+	g, _, err := c.ptr.current(ctx)
+	return g.Serving, err
+}
 
 func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
 	var (
@@ -188,8 +290,12 @@ func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
 
 // Get implements Store.
 func (c *Cassandra) Get(ctx context.Context, id string) (View, error) {
+	ks, err := c.serving(ctx)
+	if err != nil {
+		return View{}, err
+	}
 	var v View
-	it := c.S.Query(selectView+" WHERE order_id = ?", id).IterContext(ctx)
+	it := c.S.Query(selectView(ks)+" WHERE order_id = ?", id).IterContext(ctx)
 	found := scanView(it, &v)
 	if err := it.Close(); err != nil {
 		return View{}, fmt.Errorf("read order_view: %w", err)
@@ -202,7 +308,11 @@ func (c *Cassandra) Get(ctx context.Context, id string) (View, error) {
 
 // History implements Store.
 func (c *Cassandra) History(ctx context.Context, id string) ([]HistoryEntry, error) {
-	it := c.S.Query(`SELECT event_id, event_type, occurred_at, producer, summary FROM order_events WHERE order_id = ?`, id).IterContext(ctx)
+	ks, err := c.serving(ctx)
+	if err != nil {
+		return nil, err
+	}
+	it := c.S.Query(`SELECT event_id, event_type, occurred_at, producer, summary FROM `+ks+`.order_events WHERE order_id = ?`, id).IterContext(ctx)
 	var out []HistoryEntry
 	var h HistoryEntry
 	for it.Scan(&h.EventID, &h.EventType, &h.OccurredAt, &h.Producer, &h.Summary) {
@@ -217,7 +327,11 @@ func (c *Cassandra) History(ctx context.Context, id string) ([]HistoryEntry, err
 
 // ListByCustomer implements Store with Cassandra's paging state as the cursor.
 func (c *Cassandra) ListByCustomer(ctx context.Context, customerID string, limit int, cursor []byte) ([]View, []byte, error) {
-	it := c.S.Query(`SELECT order_id FROM orders_by_customer WHERE customer_id = ?`, customerID).
+	ks, err := c.serving(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	it := c.S.Query(`SELECT order_id FROM `+ks+`.orders_by_customer WHERE customer_id = ?`, customerID).
 		PageSize(limit).PageState(cursor).IterContext(ctx)
 	var ids []string
 	var id string
@@ -254,7 +368,11 @@ func (c *Cassandra) getMany(ctx context.Context, ids []string) ([]View, error) {
 
 // List implements Store: a token-ordered scan, one page per call.
 func (c *Cassandra) List(ctx context.Context, limit int, cursor []byte) ([]View, []byte, error) {
-	it := c.S.Query(selectView).PageSize(limit).PageState(cursor).IterContext(ctx)
+	ks, err := c.serving(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	it := c.S.Query(selectView(ks)).PageSize(limit).PageState(cursor).IterContext(ctx)
 	var out []View
 	for len(out) < limit {
 		var v View
@@ -268,16 +386,6 @@ func (c *Cassandra) List(ctx context.Context, limit int, cursor []byte) ([]View,
 		return nil, nil, fmt.Errorf("scan order_view: %w", err)
 	}
 	return out, next, nil
-}
-
-// Reset implements Store.
-func (c *Cassandra) Reset(ctx context.Context) error {
-	for _, t := range []string{"order_view", "order_events", "orders_by_customer"} {
-		if err := c.S.Query("TRUNCATE " + t).ExecContext(ctx); err != nil {
-			return fmt.Errorf("truncate %s: %w", t, err)
-		}
-	}
-	return nil
 }
 
 // IsUnavailable classifies Cassandra errors: everything except errors in the request itself

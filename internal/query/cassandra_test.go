@@ -12,7 +12,6 @@ import (
 	"github.com/orderflow/orderflow/internal/event"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/testkit"
 )
 
@@ -29,18 +28,17 @@ func newCassandraKeyspace(t *testing.T, keyspace string) *Cassandra {
 	ctx := testkit.Context(t, 2*time.Minute)
 	cfg := testkit.CassandraConfig(t)
 	cfg.Keyspace = keyspace
-	s, err := cass.Connect(ctx, cfg)
+	first, err := Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Close)
-	if err := Migrate(ctx, s); err != nil {
+	t.Cleanup(first.Close)
+	c, err := Open(ctx, cfg) // idempotent: a second replica starting
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Migrate(ctx, s); err != nil { // idempotent: a second replica starting
-		t.Fatal(err)
-	}
-	return &Cassandra{S: s}
+	t.Cleanup(c.Close)
+	return c
 }
 
 func TestCassandraStoreConverges(t *testing.T) {

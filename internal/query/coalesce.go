@@ -202,20 +202,22 @@ func (b *WriteCoalescer) flushLoop(ctx context.Context, eager bool) {
 // write sends the batch; if Cassandra refuses it as a whole for a reason other than availability,
 // each mutation is retried alone so that one bad write cannot fail its neighbours.
 func (b *WriteCoalescer) write(ctx context.Context, batch []*pendingWrite) {
-	q := b.S.Batch(gocql.UnloggedBatch)
 	var spans []trace.Span
 	for _, p := range batch {
-		addMutation(q, p.m)
 		if p.span != nil && !slices.Contains(spans, p.span) {
 			spans = append(spans, p.span)
 		}
 	}
 	// A batch other callers share outlives any one caller's context; the session's own timeout
 	// bounds it.
-	err := q.ExecContext(cass.Shared(context.WithoutCancel(ctx), spans))
+	err := b.Cassandra.write(ctx, cass.Shared(context.WithoutCancel(ctx), spans), func(q *gocql.Batch, ks string) {
+		for _, p := range batch {
+			addMutation(q, ks, p.m)
+		}
+	})
 	b.sizes.Observe(float64(len(batch)))
 	if err != nil {
-		err = fmt.Errorf("write %d mutations to order_view, order_events, orders_by_customer: %w", len(batch), err)
+		err = fmt.Errorf("write %d mutations: %w", len(batch), err)
 	}
 	if err != nil && len(batch) > 1 && !IsUnavailable(err) {
 		for _, p := range batch {

@@ -3,13 +3,16 @@ package query
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/orderflow/orderflow/internal/event"
@@ -67,7 +70,7 @@ func TestRebuildEqualsLiveProjection(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := rebuild(ctx, cfg, own, &out); err != nil {
+	if err := rebuild(ctx, cfg, own, &out, RebuildOptions{}); err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out.String())
 	}
 	rebuilt := newCassandraKeyspace(t, target.Keyspace)
@@ -88,8 +91,112 @@ func TestRebuildEqualsLiveProjection(t *testing.T) {
 			t.Fatalf("%s history %d vs %d", id, len(ha), len(hb))
 		}
 	}
-	if want := fmt.Sprintf("from %d events", len(all)); !bytes.Contains(out.Bytes(), []byte(want)) {
+	if want := fmt.Sprintf("%d events replayed", len(all)); !bytes.Contains(out.Bytes(), []byte(want)) {
 		t.Fatalf("rebuild output %q, want %q: it replayed other records too", out.String(), want)
 	}
 	t.Logf("%d orders identical after rebuild: %s", orders, bytes.TrimSpace(out.Bytes()))
+}
+
+// TestRebuildKeepsOrdersOlderThanRetention: the events of an old order leave the topics (what
+// retention does — the log's start offset moves past them — done at once with DeleteRecords),
+// a recent order's are still there. The rebuild copies the serving generation and replays the
+// topics, so both are served after the switch, the old one exactly as before. --replay-only skips
+// the copy and loses the old order: the copy is what keeps it.
+func TestRebuildKeepsOrdersOlderThanRetention(t *testing.T) {
+	testkit.Integration(t)
+	ctx := testkit.Context(t, 5*time.Minute)
+	base := testkit.CassandraConfig(t).Keyspace
+	live := newCassandraKeyspace(t, base)
+	own := testkit.NewTopics(t, 3, event.MainTopics()...)
+	topicOf := map[string]string{}
+	for i, m := range event.MainTopics() {
+		topicOf[m] = own[i]
+	}
+	proj := NewProjector(live, prometheus.NewRegistry())
+	// publish sends an order's events to the topics and projects them live, as query-api would.
+	publish := func(evs []event.Envelope) {
+		var recs []*kgo.Record
+		for _, e := range evs {
+			v, _ := e.Encode()
+			recs = append(recs, &kgo.Record{Topic: topicOf[e.EventType.Topic()], Key: []byte(e.OrderID), Value: v})
+		}
+		if err := testkit.Client(t).ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := proj.Handle(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := withID(saga(t, uuid.NewString()), uuid.NewString())
+	publish(old)
+
+	adm := kadm.NewClient(testkit.Client(t))
+	ends, err := adm.ListEndOffsets(ctx, own...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.DeleteRecords(ctx, ends.Offsets()); err != nil {
+		t.Fatal(err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, own...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	starts.Each(func(o kadm.ListedOffset) {
+		if e, _ := ends.Lookup(o.Topic, o.Partition); o.Offset != e.Offset {
+			t.Fatalf("%s/%d starts at %d after deleting up to %d: the old events are still there", o.Topic, o.Partition, o.Offset, e.Offset)
+		}
+	})
+
+	recent := withID(saga(t, uuid.NewString()), uuid.NewString())
+	publish(recent)
+	want := map[string][]byte{}
+	for _, evs := range [][]event.Envelope{old, recent} {
+		v, err := live.Get(ctx, evs[0].OrderID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[evs[0].OrderID], _ = json.Marshal(v)
+	}
+
+	env := map[string]string{"CASSANDRA_KEYSPACE": base, "LOG_LEVEL": "warn", "QUERY_CONSUMER_GROUP": testkit.Name("idle")}
+	cfg, err := service.Load(func(k string) string { return env[k] }, Configure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := rebuild(ctx, cfg, own, &out, RebuildOptions{}); err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out.String())
+	}
+	t.Log(strings.TrimSpace(out.String()))
+	after := newCassandraKeyspace(t, base)
+	if ks, _ := after.serving(ctx); ks != base+"_g1" {
+		t.Fatalf("serving %s after the rebuild, want %s_g1", ks, base)
+	}
+	for id, w := range want {
+		v, err := after.Get(ctx, id)
+		if err != nil {
+			t.Fatalf("order %s after the rebuild: %v", id, err)
+		}
+		if got, _ := json.Marshal(v); !bytes.Equal(got, w) {
+			t.Fatalf("order %s after the rebuild:\n got %s\nwant %s", id, got, w)
+		}
+		if h, err := after.History(ctx, id); err != nil || len(h) != len(old) {
+			t.Fatalf("order %s: %d history rows after the rebuild (%v), want %d", id, len(h), err, len(old))
+		}
+	}
+	if !strings.Contains(out.String(), "2 orders copied, "+fmt.Sprint(len(recent))+" events replayed") {
+		t.Fatalf("rebuild output %q: want both orders copied and only the recent order's events replayed", out.String())
+	}
+
+	out.Reset()
+	if err := rebuild(ctx, cfg, own, &out, RebuildOptions{ReplayOnly: true}); err != nil {
+		t.Fatalf("rebuild --replay-only: %v\n%s", err, out.String())
+	}
+	if _, err := after.Get(ctx, old[0].OrderID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("old order after a replay-only rebuild: %v, want not found (its events are gone)", err)
+	}
+	if _, err := after.Get(ctx, recent[0].OrderID); err != nil {
+		t.Fatalf("recent order after a replay-only rebuild: %v", err)
+	}
 }

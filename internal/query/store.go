@@ -56,8 +56,6 @@ type Store interface {
 	ListByCustomer(ctx context.Context, customerID string, limit int, cursor []byte) ([]View, []byte, error)
 	// List scans all orders in storage order, a page at a time, with a cursor as ListByCustomer.
 	List(ctx context.Context, limit int, cursor []byte) ([]View, []byte, error)
-	// Reset deletes every row (used by rebuild).
-	Reset(ctx context.Context) error
 }
 
 // setField copies one field value into v.
@@ -273,12 +271,4 @@ func page[T any](m *Memory, items []T, id func(T) string, limit int, cursor []by
 		}
 	}
 	return out, next, nil
-}
-
-// Reset implements Store.
-func (m *Memory) Reset(context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.cells, m.history, m.customers = map[string]map[string]cell{}, map[string]map[string]HistoryEntry{}, map[string]map[string]CustomerEntry{}
-	return nil
 }

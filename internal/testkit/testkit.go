@@ -197,7 +197,18 @@ func (srv Servers) CassandraConfig(t testing.TB) cass.Config {
 			return
 		}
 		defer s.Close()
-		_ = s.Query(fmt.Sprintf("DROP KEYSPACE IF EXISTS %s", c.Keyspace)).Exec()
+		// With the generations a rebuild made (<keyspace>_g<N>).
+		drop := []string{c.Keyspace}
+		it := s.Query("SELECT keyspace_name FROM system_schema.keyspaces").Iter()
+		for ks := ""; it.Scan(&ks); {
+			if strings.HasPrefix(ks, c.Keyspace+"_g") {
+				drop = append(drop, ks)
+			}
+		}
+		_ = it.Close()
+		for _, ks := range drop {
+			_ = s.Query(fmt.Sprintf("DROP KEYSPACE IF EXISTS %s", ks)).Exec()
+		}
 	})
 	return c
 }

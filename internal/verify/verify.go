@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -146,7 +145,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 type stores struct {
 	dbs  map[string]*pgx.Conn
-	sess *gocql.Session
+	view *query.Cassandra
 	kcl  *kgo.Client
 }
 
@@ -169,7 +168,7 @@ func Verify(ctx context.Context, cfg Config, progress io.Writer) (Report, error)
 		return rep, err
 	}
 	defer sess.Close()
-	st.sess = sess
+	st.view = query.NewCassandra(sess, cfg.Cassandra.Keyspace)
 	kcl, err := kgo.NewClient(cfg.Kafka.Options()...)
 	if err != nil {
 		return rep, err
@@ -410,7 +409,7 @@ func load(ctx context.Context, st stores, ids []string) (*data, error) {
 	if err != nil {
 		return nil, err
 	}
-	store := &query.Cassandra{S: st.sess}
+	store := st.view
 	if ids != nil {
 		for _, id := range ids {
 			v, err := store.Get(ctx, id)

@@ -15,7 +15,6 @@ import (
 	"github.com/orderflow/orderflow/internal/inventory"
 	"github.com/orderflow/orderflow/internal/order"
 	"github.com/orderflow/orderflow/internal/payment"
-	"github.com/orderflow/orderflow/internal/platform/cass"
 	"github.com/orderflow/orderflow/internal/platform/inbox"
 	"github.com/orderflow/orderflow/internal/platform/outbox"
 	"github.com/orderflow/orderflow/internal/platform/pg"
@@ -79,15 +78,12 @@ func consistentWorld(t *testing.T) world {
 	exec("delivery", `INSERT INTO drivers (driver_id, name, zone, active_deliveries) VALUES (1, 'Ada', 'north', 1)`)
 	exec("delivery", `INSERT INTO deliveries (delivery_id, order_id, driver_id, zone, status, eta, assigned_at, eta_checked_at) VALUES ('DEL-000000000001', $1, 1, 'north', 'ASSIGNED', $2, now(), now())`, id, eta)
 
-	sess, err := cass.Connect(ctx, w.cfg.Cassandra)
+	store, err := query.Open(ctx, w.cfg.Cassandra)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(sess.Close)
-	if err := query.Migrate(ctx, sess); err != nil {
-		t.Fatal(err)
-	}
-	w.store = &query.Cassandra{S: sess}
+	t.Cleanup(store.Close)
+	w.store = store
 	var payID int64
 	_ = w.conns["payment"].QueryRow(ctx, `SELECT payment_id FROM payments WHERE order_id = $1`, id).Scan(&payID)
 	f := event.Factory{Producer: "test"}
