@@ -184,14 +184,39 @@ func (c *Cassandra) write(ctx, execCtx context.Context, fill func(b *gocql.Batch
 	}
 }
 
-// applyTo writes m to keyspace ks only (a rebuild filling its new generation).
-func (c *Cassandra) applyTo(ctx context.Context, ks string, m Mutation) error {
-	b := c.S.Batch(gocql.UnloggedBatch)
-	addMutation(b, ks, m)
-	if err := b.ExecContext(ctx); err != nil {
-		return fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
+// applyManyTo writes ms to keyspace ks only (a rebuild filling its new generation), in batches
+// below maxBatchBytes. A batch Cassandra refuses for a reason other than availability is written
+// a mutation at a time; the mutations refused then are counted, not returned as an error.
+func (c *Cassandra) applyManyTo(ctx context.Context, ks string, ms []Mutation) (rejected int, err error) {
+	for len(ms) > 0 {
+		n, size := 0, 0
+		for n < len(ms) && (n == 0 || size+ms[n].size() <= maxBatchBytes) {
+			size += ms[n].size()
+			n++
+		}
+		chunk := ms[:n]
+		ms = ms[n:]
+		b := c.S.Batch(gocql.UnloggedBatch)
+		for _, m := range chunk {
+			addMutation(b, ks, m)
+		}
+		switch err := b.ExecContext(ctx); {
+		case err == nil:
+		case IsUnavailable(err):
+			return rejected, fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
+		default: // one bad mutation must not fail its neighbours
+			for _, m := range chunk {
+				one := c.S.Batch(gocql.UnloggedBatch)
+				addMutation(one, ks, m)
+				if err := one.ExecContext(ctx); IsUnavailable(err) {
+					return rejected, fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
+				} else if err != nil {
+					rejected++
+				}
+			}
+		}
 	}
-	return nil
+	return rejected, nil
 }
 
 // addMutation appends m's statements for keyspace ks to b.

@@ -123,12 +123,8 @@ func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer,
 		}
 		log.Info("copied the serving generation", "orders", copied)
 	}
-	applied, skipped, ends, err := replayTopics(ctx, cfg.Kafka, topics, func(ctx context.Context, e event.Envelope) error {
-		m, err := Fold(e)
-		if err != nil {
-			return err
-		}
-		return st.applyTo(ctx, next, m)
+	applied, skipped, ends, err := replayTopics(ctx, cfg.Kafka, topics, func(ctx context.Context, ms []Mutation) (int, error) {
+		return st.applyManyTo(ctx, next, ms)
 	})
 	if err != nil {
 		return err
@@ -363,9 +359,11 @@ func waitCaughtUp(ctx context.Context, kc kafka.Config, group string, ends kadm.
 	}
 }
 
-// replayTopics feeds every retained record of topics, up to the current end offsets, to apply
-// (several partitions concurrently, each in order), and returns those end offsets.
-func replayTopics(ctx context.Context, kc kafka.Config, topics []string, apply func(context.Context, event.Envelope) error) (applied, skipped int, ends kadm.ListedOffsets, err error) {
+// replayTopics folds every retained record of topics, up to the current end offsets, and hands the
+// mutations to write a fetched partition at a time (several partitions concurrently); write
+// returns how many it rejected as invalid. Records that do not decode or fold are skipped (the
+// live projection dead-letters them). It returns those end offsets.
+func replayTopics(ctx context.Context, kc kafka.Config, topics []string, write func(context.Context, []Mutation) (rejected int, err error)) (applied, skipped int, ends kadm.ListedOffsets, err error) {
 	kc.ClientID = Name + "-rebuild"
 	admCl, err := kgo.NewClient(kc.Options()...)
 	if err != nil {
@@ -420,29 +418,30 @@ func replayTopics(ctx context.Context, kc kafka.Config, topics []string, apply f
 		var firstErr error
 		f.EachPartition(func(p kgo.FetchTopicPartition) {
 			wg.Go(func() {
+				ms := make([]Mutation, 0, len(p.Records))
+				bad := 0
 				for _, r := range p.Records {
-					key := tp{r.Topic, r.Partition}
-					end, ok := remaining[key]
+					end, ok := remaining[tp{r.Topic, r.Partition}]
 					if !ok || r.Offset >= end {
 						continue
 					}
-					e, err := event.Decode(r.Value)
-					if err == nil {
-						err = apply(ctx, e)
+					m, err := decodeFold(r.Value)
+					if err != nil {
+						bad++
+						continue
 					}
-					mu.Lock()
-					switch {
-					case err == nil:
-						applied++
-					case IsUnavailable(err):
-						if firstErr == nil {
-							firstErr = err
-						}
-					default:
-						skipped++
-					}
-					mu.Unlock()
+					ms = append(ms, m)
 				}
+				// The fold converges whatever the order, so a partition's records can be written
+				// together.
+				rejected, err := write(ctx, ms)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				applied += len(ms) - rejected
+				skipped += bad + rejected
 			})
 		})
 		wg.Wait()
@@ -456,4 +455,12 @@ func replayTopics(ctx context.Context, kc kafka.Config, topics []string, apply f
 		})
 	}
 	return applied, skipped, ends, nil
+}
+
+func decodeFold(v []byte) (Mutation, error) {
+	e, err := event.Decode(v)
+	if err != nil {
+		return Mutation{}, err
+	}
+	return Fold(e)
 }

@@ -216,9 +216,7 @@ func TestClusterTwoCassandraNodesDown(t *testing.T) {
 	})
 	wait(ctx, 20*time.Second-time.Since(began))
 	// Both return together: started one after the other, the first would restore quorum alone.
-	for _, n := range []string{"cassandra-2", "cassandra-3"} {
-		testkit.Infra(t, "start", n)
-	}
+	testkit.Infra(t, "start", "cassandra-2", "cassandra-3")
 	down := time.Since(began)
 	retries := metric(t, sys, "QUERY", "kafka_consumer_retries_total") - retriesBefore
 	clusterRow(t, sys, result, "16 cluster: two of 3 Cassandra nodes down",
