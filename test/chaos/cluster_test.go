@@ -90,7 +90,7 @@ func fullyReplicated(t *testing.T, sys *testkit.System) bool {
 	return ok
 }
 
-// TestClusterBrokerKilled (12): one of the three brokers SIGKILLed for 20 s under load. Producers
+// TestClusterBrokerKilled (13): one of the three brokers SIGKILLed for 20 s under load. Producers
 // use acks=all with min.insync.replicas 2, so nothing acknowledged can be lost with one broker gone.
 func TestClusterBrokerKilled(t *testing.T) {
 	chaos(t, false)
@@ -104,10 +104,10 @@ func TestClusterBrokerKilled(t *testing.T) {
 	kafkaNode(t, "start", 2)
 	down := time.Since(began)
 	testkit.Eventually(t, 60*time.Second, "every partition back to three in-sync replicas", func() bool { return fullyReplicated(t, sys) })
-	clusterRow(t, sys, result, "12 cluster: one of 3 brokers killed", "kafka-2 SIGKILL, down "+secs(down))
+	clusterRow(t, sys, result, "13 cluster: one of 3 brokers killed", "kafka-2 SIGKILL, down "+secs(down))
 }
 
-// TestClusterLeaderKilled (13): the broker leading partition 0 of the payment topic (read by
+// TestClusterLeaderKilled (14): the broker leading partition 0 of the payment topic (read by
 // three services, written by one) SIGKILLed; leadership must move to an in-sync follower.
 func TestClusterLeaderKilled(t *testing.T) {
 	chaos(t, true)
@@ -134,11 +134,11 @@ func TestClusterLeaderKilled(t *testing.T) {
 	kafkaNode(t, "start", old)
 	down := time.Since(began)
 	testkit.Eventually(t, 60*time.Second, "every partition back to three in-sync replicas", func() bool { return fullyReplicated(t, sys) })
-	clusterRow(t, sys, result, "13 cluster: a saga partition's leader killed",
+	clusterRow(t, sys, result, "14 cluster: a saga partition's leader killed",
 		fmt.Sprintf("leader of %s/0 (kafka-%d) SIGKILL, leadership moved in %s, down %s", event.TopicPayments, old, secs(moved), secs(down)))
 }
 
-// TestClusterRollingRestart (14): each broker in turn stopped (controlled shutdown, SIGTERM) and
+// TestClusterRollingRestart (15): each broker in turn stopped (controlled shutdown, SIGTERM) and
 // started, the next one only when every partition has three in-sync replicas again — the way an
 // operator (or Strimzi) rolls a cluster.
 func TestClusterRollingRestart(t *testing.T) {
@@ -153,7 +153,7 @@ func TestClusterRollingRestart(t *testing.T) {
 		testkit.Eventually(t, 60*time.Second, "every partition back to three in-sync replicas", func() bool { return fullyReplicated(t, sys) })
 		t.Logf("kafka-%d restarted, in sync after %s", n, time.Since(began))
 	}
-	clusterRow(t, sys, result, "14 cluster: rolling restart of the 3 brokers", "kafka-1, -2, -3 restarted in turn in "+secs(time.Since(began)))
+	clusterRow(t, sys, result, "15 cluster: rolling restart of the 3 brokers", "kafka-1, -2, -3 restarted in turn in "+secs(time.Since(began)))
 }
 
 // hintFiles counts the hint files Cassandra node n holds for nodes that were down.
@@ -173,7 +173,7 @@ func hintFiles(t *testing.T, n int) int {
 	return c
 }
 
-// TestClusterCassandraNodeKilled (15): one of the three Cassandra nodes SIGKILLed for 30 s. Writes
+// TestClusterCassandraNodeKilled (16): one of the three Cassandra nodes SIGKILLed for 30 s. Writes
 // and reads at LOCAL_QUORUM go on with two replicas; the live nodes keep hints for the dead one and
 // hand them off when it returns.
 func TestClusterCassandraNodeKilled(t *testing.T) {
@@ -190,11 +190,11 @@ func TestClusterCassandraNodeKilled(t *testing.T) {
 	testkit.Infra(t, "start", "cassandra-3")
 	down := time.Since(began)
 	testkit.Eventually(t, 3*time.Minute, "the hints handed off to the returned node", func() bool { return hintFiles(t, 1)+hintFiles(t, 2) == 0 })
-	clusterRow(t, sys, result, "15 cluster: one of 3 Cassandra nodes killed",
+	clusterRow(t, sys, result, "16 cluster: one of 3 Cassandra nodes killed",
 		"cassandra-3 SIGKILL, down "+secs(down)+", hints kept and handed off")
 }
 
-// TestClusterTwoCassandraNodesDown (16): two of three nodes down: no quorum, so every write and read
+// TestClusterTwoCassandraNodesDown (17): two of three nodes down: no quorum, so every write and read
 // of the read model fails. The projection must retry without dead-lettering (the errors are
 // counted and logged), reads answer 503, and the view catches up when the nodes return.
 func TestClusterTwoCassandraNodesDown(t *testing.T) {
@@ -219,7 +219,7 @@ func TestClusterTwoCassandraNodesDown(t *testing.T) {
 	testkit.Infra(t, "start", "cassandra-2", "cassandra-3")
 	down := time.Since(began)
 	retries := metric(t, sys, "QUERY", "kafka_consumer_retries_total") - retriesBefore
-	clusterRow(t, sys, result, "16 cluster: two of 3 Cassandra nodes down",
+	clusterRow(t, sys, result, "17 cluster: two of 3 Cassandra nodes down",
 		fmt.Sprintf("cassandra-2 and -3 SIGKILL, down %s; reads 503, %.0f projection retries", secs(down), retries))
 	if s := viewStatus(ctx, sys, known); !slices.Contains([]string{"DELIVERY_ASSIGNED", "DELIVERED"}, s) {
 		t.Errorf("known order %s is %q in the view after recovery", known, s)
