@@ -97,9 +97,9 @@ func TestRebuildEqualsLiveProjection(t *testing.T) {
 	t.Logf("%d orders identical after rebuild: %s", orders, bytes.TrimSpace(out.Bytes()))
 }
 
-// TestRebuildKeepsOrdersOlderThanRetention: the events of an old order leave the topics (what
-// retention does — the log's start offset moves past them — done at once with DeleteRecords),
-// a recent order's are still there. The rebuild copies the serving generation and replays the
+// TestRebuildKeepsOrdersOlderThanRetention: with a retention of 2 s on the test's topics, the
+// events of an old order are deleted by the broker (checked: the topics now start after them), a
+// recent order's are still there. The rebuild copies the serving generation and replays the
 // topics, so both are served after the switch, the old one exactly as before. --replay-only skips
 // the copy and loses the old order: the copy is what keeps it.
 func TestRebuildKeepsOrdersOlderThanRetention(t *testing.T) {
@@ -127,27 +127,45 @@ func TestRebuildKeepsOrdersOlderThanRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A retention of 2 s while the old order is published (the broker checks retention every 5 s,
+	// deploy/native/kafka/server.properties, and deletes even the active segment once all of it has
+	// expired), then the default again for the recent order.
+	adm := kadm.NewClient(testkit.Client(t))
+	retention := func(op kadm.IncrementalOp, v *string) {
+		t.Helper()
+		resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: op, Name: "retention.ms", Value: v}}, own...)
+		if err == nil {
+			for _, r := range resp {
+				if r.Err != nil {
+					err = r.Err
+				}
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	retention(kadm.SetConfig, kadm.StringPtr("2000"))
 	old := withID(saga(t, uuid.NewString()), uuid.NewString())
 	publish(old)
-
-	adm := kadm.NewClient(testkit.Client(t))
 	ends, err := adm.ListEndOffsets(ctx, own...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := adm.DeleteRecords(ctx, ends.Offsets()); err != nil {
-		t.Fatal(err)
-	}
-	starts, err := adm.ListStartOffsets(ctx, own...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	starts.Each(func(o kadm.ListedOffset) {
-		if e, _ := ends.Lookup(o.Topic, o.Partition); o.Offset != e.Offset {
-			t.Fatalf("%s/%d starts at %d after deleting up to %d: the old events are still there", o.Topic, o.Partition, o.Offset, e.Offset)
+	testkit.EventuallyWhy(t, time.Minute, 500*time.Millisecond, "retention to delete the old order's events", func() string {
+		starts, err := adm.ListStartOffsets(ctx, own...)
+		if err != nil {
+			return err.Error()
 		}
+		var left []string
+		starts.Each(func(o kadm.ListedOffset) {
+			if e, _ := ends.Lookup(o.Topic, o.Partition); o.Offset < e.Offset {
+				left = append(left, fmt.Sprintf("%s starts at %d, the old events end at %d", o.Topic, o.Offset, e.Offset))
+			}
+		})
+		return strings.Join(left, "; ")
 	})
-
+	retention(kadm.DeleteConfig, nil)
 	recent := withID(saga(t, uuid.NewString()), uuid.NewString())
 	publish(recent)
 	want := map[string][]byte{}
