@@ -2,6 +2,7 @@ package query
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,20 +43,8 @@ func TestRebuildEqualsLiveProjection(t *testing.T) {
 		}
 		all = append(all, evs...)
 	}
-	shared := event.MainTopics()
-	own := testkit.NewTopics(t, 3, shared...)
-	topicOf := map[string]string{}
-	for i, m := range shared {
-		topicOf[m] = own[i]
-	}
-	var recs []*kgo.Record
-	for _, e := range all {
-		v, _ := e.Encode()
-		recs = append(recs, &kgo.Record{Topic: topicOf[e.EventType.Topic()], Key: []byte(e.OrderID), Value: v})
-	}
-	if err := testkit.Client(t).ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	own, produce := ownMainTopics(t)
+	produce(ctx, all)
 	proj := NewProjector(live, prometheus.NewRegistry())
 	for _, i := range rng.Perm(len(all)) {
 		if err := proj.Handle(ctx, []event.Envelope{all[i]}); err != nil {
@@ -107,22 +96,11 @@ func TestRebuildKeepsOrdersOlderThanRetention(t *testing.T) {
 	ctx := testkit.Context(t, 5*time.Minute)
 	base := testkit.CassandraConfig(t).Keyspace
 	live := newCassandraKeyspace(t, base)
-	own := testkit.NewTopics(t, 3, event.MainTopics()...)
-	topicOf := map[string]string{}
-	for i, m := range event.MainTopics() {
-		topicOf[m] = own[i]
-	}
+	own, produce := ownMainTopics(t)
 	proj := NewProjector(live, prometheus.NewRegistry())
 	// publish sends an order's events to the topics and projects them live, as query-api would.
 	publish := func(evs []event.Envelope) {
-		var recs []*kgo.Record
-		for _, e := range evs {
-			v, _ := e.Encode()
-			recs = append(recs, &kgo.Record{Topic: topicOf[e.EventType.Topic()], Key: []byte(e.OrderID), Value: v})
-		}
-		if err := testkit.Client(t).ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+		produce(ctx, evs)
 		if err := proj.Handle(ctx, evs); err != nil {
 			t.Fatal(err)
 		}
@@ -216,5 +194,28 @@ func TestRebuildKeepsOrdersOlderThanRetention(t *testing.T) {
 	}
 	if _, err := after.Get(ctx, recent[0].OrderID); err != nil {
 		t.Fatalf("recent order after a replay-only rebuild: %v", err)
+	}
+}
+
+// ownMainTopics creates topics standing in for the four main ones (which hold whatever earlier runs
+// left) and returns their names, in event.MainTopics order, and a function that publishes events
+// to them keyed by order, as the services do.
+func ownMainTopics(t *testing.T) ([]string, func(context.Context, []event.Envelope)) {
+	t.Helper()
+	own := testkit.NewTopics(t, 3, event.MainTopics()...)
+	topicOf := map[string]string{}
+	for i, m := range event.MainTopics() {
+		topicOf[m] = own[i]
+	}
+	return own, func(ctx context.Context, evs []event.Envelope) {
+		t.Helper()
+		var recs []*kgo.Record
+		for _, e := range evs {
+			v, _ := e.Encode()
+			recs = append(recs, &kgo.Record{Topic: topicOf[e.EventType.Topic()], Key: []byte(e.OrderID), Value: v})
+		}
+		if err := testkit.Client(t).ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -42,13 +42,17 @@ func stopClusterIfStarted() {
 	}
 }
 
-// clusterRun starts a system on the cluster under 30 orders/s for d.
-func clusterRun(t *testing.T, d time.Duration) (*testkit.System, func() loadgen.Result) {
+// clusterRun starts a system on the cluster under 30 orders/s for d and returns once the load has
+// run for 10 s, with a context for the rest of the scenario.
+func clusterRun(t *testing.T, d time.Duration) (*testkit.System, func() loadgen.Result, context.Context) {
 	t.Helper()
 	clusterStarted.once.Do(func() { clusterStarted.yes = exec.Command(infraScript, "status", "--cluster").Run() != nil })
 	servers := testkit.Cluster(t)
 	sys := testkit.StartSystemOn(t, servers, env...)
-	return sys, load(t, sys, 30, d)
+	result := load(t, sys, 30, d)
+	ctx := testkit.Context(t, 10*time.Minute)
+	wait(ctx, 10*time.Second)
+	return sys, result, ctx
 }
 
 // clusterRow records a cluster scenario: its recovery and the worst end-to-end latency of the run.
@@ -94,9 +98,7 @@ func fullyReplicated(t *testing.T, sys *testkit.System) bool {
 // use acks=all with min.insync.replicas 2, so nothing acknowledged can be lost with one broker gone.
 func TestClusterBrokerKilled(t *testing.T) {
 	chaos(t, false)
-	sys, result := clusterRun(t, 60*time.Second)
-	ctx := testkit.Context(t, 10*time.Minute)
-	wait(ctx, 10*time.Second)
+	sys, result, ctx := clusterRun(t, 60*time.Second)
 	began := time.Now()
 	kafkaNode(t, "kill", 2)
 	testkit.Eventually(t, 30*time.Second, "the cluster to list two brokers", func() bool { return len(metadata(t, sys).Brokers) == 2 })
@@ -111,9 +113,7 @@ func TestClusterBrokerKilled(t *testing.T) {
 // three services, written by one) SIGKILLed; leadership must move to an in-sync follower.
 func TestClusterLeaderKilled(t *testing.T) {
 	chaos(t, true)
-	sys, result := clusterRun(t, 60*time.Second)
-	ctx := testkit.Context(t, 10*time.Minute)
-	wait(ctx, 10*time.Second)
+	sys, result, ctx := clusterRun(t, 60*time.Second)
 	leader := func() int32 {
 		p := metadata(t, sys).Topics[event.TopicPayments].Partitions[0]
 		if p.Err != nil {
@@ -143,9 +143,7 @@ func TestClusterLeaderKilled(t *testing.T) {
 // operator (or Strimzi) rolls a cluster.
 func TestClusterRollingRestart(t *testing.T) {
 	chaos(t, false)
-	sys, result := clusterRun(t, 90*time.Second)
-	ctx := testkit.Context(t, 10*time.Minute)
-	wait(ctx, 10*time.Second)
+	sys, result, _ := clusterRun(t, 90*time.Second)
 	began := time.Now()
 	for n := int32(1); n <= 3; n++ {
 		kafkaNode(t, "stop", n)
@@ -178,9 +176,7 @@ func hintFiles(t *testing.T, n int) int {
 // hand them off when it returns.
 func TestClusterCassandraNodeKilled(t *testing.T) {
 	chaos(t, true)
-	sys, result := clusterRun(t, 60*time.Second)
-	ctx := testkit.Context(t, 10*time.Minute)
-	wait(ctx, 10*time.Second)
+	sys, result, ctx := clusterRun(t, 60*time.Second)
 	testkit.Eventually(t, 60*time.Second, "no hints left from earlier runs", func() bool { return hintFiles(t, 1)+hintFiles(t, 2) == 0 })
 	began := time.Now()
 	testkit.Infra(t, "kill", "cassandra-3")
@@ -199,9 +195,7 @@ func TestClusterCassandraNodeKilled(t *testing.T) {
 // counted and logged), reads answer 503, and the view catches up when the nodes return.
 func TestClusterTwoCassandraNodesDown(t *testing.T) {
 	chaos(t, false)
-	sys, result := clusterRun(t, 60*time.Second)
-	ctx := testkit.Context(t, 10*time.Minute)
-	wait(ctx, 10*time.Second)
+	sys, result, ctx := clusterRun(t, 60*time.Second)
 	known := postOrder(ctx, sys, "", `{"customerId":"known","currency":"EUR","items":[{"itemId":"SKU-001","quantity":1,"unitPrice":"1.00"}]}`)
 	testkit.Eventually(t, 30*time.Second, "the known order in the view", func() bool { return viewStatus(ctx, sys, known) != "" })
 	retriesBefore := metric(t, sys, "QUERY", "kafka_consumer_retries_total")
