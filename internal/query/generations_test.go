@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/internal/event"
-	"github.com/orderflow/orderflow/internal/platform/service"
 	"github.com/orderflow/orderflow/internal/testkit"
 )
 
@@ -43,13 +42,9 @@ func TestRebuildRefusesAnUnfinishedOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	own := testkit.NewTopics(t, 1, event.MainTopics()...)
-	env := map[string]string{"CASSANDRA_KEYSPACE": base, "LOG_LEVEL": "warn", "QUERY_CONSUMER_GROUP": testkit.Name("idle")}
-	cfg, err := service.Load(func(k string) string { return env[k] }, Configure)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := rebuildConfig(t, base)
 	var out bytes.Buffer
-	err = rebuild(ctx, cfg, own, &out, RebuildOptions{})
+	err := rebuild(ctx, cfg, own, &out, RebuildOptions{})
 	if err == nil || !strings.Contains(err.Error(), leftover) || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("rebuild over an unfinished one: %v, want a refusal naming %s and --force", err, leftover)
 	}

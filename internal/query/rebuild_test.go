@@ -53,11 +53,7 @@ func TestRebuildEqualsLiveProjection(t *testing.T) {
 	}
 
 	target := testkit.CassandraConfig(t)
-	env := map[string]string{"CASSANDRA_KEYSPACE": target.Keyspace, "LOG_LEVEL": "warn"}
-	cfg, err := service.Load(func(k string) string { return env[k] }, Configure)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := rebuildConfig(t, target.Keyspace)
 	var out bytes.Buffer
 	if err := rebuild(ctx, cfg, own, &out, RebuildOptions{}); err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out.String())
@@ -155,11 +151,7 @@ func TestRebuildKeepsOrdersOlderThanRetention(t *testing.T) {
 		want[evs[0].OrderID], _ = json.Marshal(v)
 	}
 
-	env := map[string]string{"CASSANDRA_KEYSPACE": base, "LOG_LEVEL": "warn", "QUERY_CONSUMER_GROUP": testkit.Name("idle")}
-	cfg, err := service.Load(func(k string) string { return env[k] }, Configure)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := rebuildConfig(t, base)
 	var out bytes.Buffer
 	if err := rebuild(ctx, cfg, own, &out, RebuildOptions{}); err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out.String())
@@ -218,4 +210,16 @@ func ownMainTopics(t *testing.T) ([]string, func(context.Context, []event.Envelo
 			t.Fatal(err)
 		}
 	}
+}
+
+// rebuildConfig is query-api's configuration for the read model in keyspace, with a consumer group
+// that has never run (no live projection for a rebuild to wait for).
+func rebuildConfig(t *testing.T, keyspace string) Config {
+	t.Helper()
+	env := map[string]string{"CASSANDRA_KEYSPACE": keyspace, "LOG_LEVEL": "warn", "QUERY_CONSUMER_GROUP": testkit.Name("idle")}
+	cfg, err := service.Load(func(k string) string { return env[k] }, Configure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
