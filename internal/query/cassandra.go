@@ -186,8 +186,9 @@ func (c *Cassandra) write(ctx, execCtx context.Context, fill func(b *gocql.Batch
 
 // applyManyTo writes ms to keyspace ks only (a rebuild filling its new generation), in batches
 // below maxBatchBytes. A batch Cassandra refuses for a reason other than availability is written
-// a mutation at a time; the mutations refused then are counted, not returned as an error.
-func (c *Cassandra) applyManyTo(ctx context.Context, ks string, ms []Mutation) (rejected int, err error) {
+// a mutation at a time; each mutation refused then goes to reject with its error (the others are
+// written). Unavailability is returned.
+func (c *Cassandra) applyManyTo(ctx context.Context, ks string, ms []Mutation, reject func(Mutation, error)) error {
 	for len(ms) > 0 {
 		n, size := 0, 0
 		for n < len(ms) && (n == 0 || size+ms[n].size() <= maxBatchBytes) {
@@ -203,20 +204,20 @@ func (c *Cassandra) applyManyTo(ctx context.Context, ks string, ms []Mutation) (
 		switch err := b.ExecContext(ctx); {
 		case err == nil:
 		case IsUnavailable(err):
-			return rejected, fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
+			return fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
 		default: // one bad mutation must not fail its neighbours
 			for _, m := range chunk {
 				one := c.S.Batch(gocql.UnloggedBatch)
 				addMutation(one, ks, m)
 				if err := one.ExecContext(ctx); IsUnavailable(err) {
-					return rejected, fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
+					return fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
 				} else if err != nil {
-					rejected++
+					reject(m, err)
 				}
 			}
 		}
 	}
-	return rejected, nil
+	return nil
 }
 
 // addMutation appends m's statements for keyspace ks to b.

@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	gocql "github.com/apache/cassandra-gocql-driver/v2"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/platform/kafka"
@@ -123,8 +123,14 @@ func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer,
 		}
 		log.Info("copied the serving generation", "orders", copied)
 	}
-	applied, skipped, ends, err := replayTopics(ctx, cfg.Kafka, topics, func(ctx context.Context, ms []Mutation) (int, error) {
-		return st.applyManyTo(ctx, next, ms)
+	applied, skipped, ends, err := replayTopics(ctx, cfg.Kafka, topics, log, func(ctx context.Context, ms []Mutation) (int, error) {
+		rejected := 0
+		err := st.applyManyTo(ctx, next, ms, func(m Mutation, err error) {
+			rejected++
+			log.Warn("write refused, event left out of the new generation", "order", m.OrderID, "event", m.History.EventID,
+				"type", m.History.EventType, "error", err)
+		})
+		return rejected, err
 	})
 	if err != nil {
 		return err
@@ -149,7 +155,7 @@ func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer,
 	if _, err := retire(ctx, st, base, switched, log); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "rebuilt the read model of %s into %s: %d orders copied, %d events replayed (%d undecodable records skipped)\n",
+	fmt.Fprintf(stdout, "rebuilt the read model of %s into %s: %d orders copied, %d events replayed (%d records skipped, each logged: undecodable or refused)\n",
 		base, next, copied, applied, skipped)
 	return nil
 }
@@ -217,22 +223,34 @@ func copyGeneration(ctx context.Context, s *gocql.Session, from, to string) (int
 		sel = append(sel, c, "writetime("+c+") AS wt_"+c)
 	}
 	it := s.Query("SELECT " + strings.Join(sel, ", ") + " FROM " + from + ".order_view").PageSize(500).IterContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(copyWorkers)
 	n := 0
-	err := parallel(ctx, 8, func(rows chan<- func(context.Context) error) error {
-		for {
-			row := map[string]any{}
-			if !it.MapScan(row) {
-				break
-			}
-			n++
-			rows <- func(ctx context.Context) error { return copyViewRow(ctx, s, to, row) }
+	for gctx.Err() == nil {
+		row := map[string]any{}
+		if !it.MapScan(row) {
+			break
 		}
-		if err := it.Close(); err != nil {
-			return fmt.Errorf("scan %s.order_view: %w", from, err)
-		}
-		return nil
-	})
-	return n, err
+		n++
+		g.Go(func() error { return copyViewRow(gctx, s, to, row) })
+	}
+	return n, finishCopy(g, it, from+".order_view")
+}
+
+// copyWorkers is how many rows a copy writes at once.
+const copyWorkers = 8
+
+// finishCopy waits for a copy's writes and closes its scan: the first write error, else the
+// scan's.
+func finishCopy(g *errgroup.Group, it *gocql.Iter, what string) error {
+	scanErr := it.Close()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if scanErr != nil {
+		return fmt.Errorf("scan %s: %w", what, scanErr)
+	}
+	return nil
 }
 
 // copyViewRow writes one scanned view row: one UPDATE per distinct write timestamp.
@@ -246,6 +264,9 @@ func copyViewRow(ctx context.Context, s *gocql.Session, ks string, row map[strin
 	times := make([]int64, 0, len(byTime))
 	for wt := range byTime {
 		times = append(times, wt)
+	}
+	if len(times) == 0 {
+		return nil
 	}
 	slices.Sort(times)
 	b := s.Batch(gocql.UnloggedBatch) // one partition: applied as one mutation
@@ -261,9 +282,6 @@ func copyViewRow(ctx context.Context, s *gocql.Session, ks string, row map[strin
 		args = append(args, row["order_id"])
 		b.Query("UPDATE "+ks+".order_view USING TIMESTAMP ? SET "+strings.Join(sets, ", ")+" WHERE order_id = ?", args...)
 	}
-	if len(times) == 0 {
-		return nil
-	}
 	if err := b.ExecContext(ctx); err != nil {
 		return fmt.Errorf("copy view row into %s: %w", ks, err)
 	}
@@ -274,48 +292,18 @@ func copyViewRow(ctx context.Context, s *gocql.Session, ks string, row map[strin
 // type exact.
 func copyRows(ctx context.Context, s *gocql.Session, from, to, t string) error {
 	it := s.Query("SELECT JSON * FROM " + from + "." + t).PageSize(500).IterContext(ctx)
-	return parallel(ctx, 8, func(rows chan<- func(context.Context) error) error {
-		var js string
-		for it.Scan(&js) {
-			row := js
-			rows <- func(ctx context.Context) error {
-				if err := s.Query("INSERT INTO "+to+"."+t+" JSON ?", row).ExecContext(ctx); err != nil {
-					return fmt.Errorf("copy %s row into %s: %w", t, to, err)
-				}
-				return nil
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(copyWorkers)
+	for js := ""; gctx.Err() == nil && it.Scan(&js); {
+		row := js
+		g.Go(func() error {
+			if err := s.Query("INSERT INTO "+to+"."+t+" JSON ?", row).ExecContext(gctx); err != nil {
+				return fmt.Errorf("copy %s row into %s: %w", t, to, err)
 			}
-		}
-		if err := it.Close(); err != nil {
-			return fmt.Errorf("scan %s.%s: %w", from, t, err)
-		}
-		return nil
-	})
-}
-
-// parallel runs the jobs produce sends on workers goroutines; it returns the first error.
-func parallel(ctx context.Context, workers int, produce func(jobs chan<- func(context.Context) error) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	jobs := make(chan func(context.Context) error)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for j := range jobs {
-				if ctx.Err() == nil {
-					if err := j(ctx); err != nil {
-						cancel(err)
-					}
-				}
-			}
+			return nil
 		})
 	}
-	err := produce(jobs)
-	close(jobs)
-	wg.Wait()
-	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
-		err = cause
-	}
-	return err
+	return finishCopy(g, it, from+"."+t)
 }
 
 // waitCaughtUp waits until group's committed offsets reach ends on every partition (at once when
@@ -361,9 +349,10 @@ func waitCaughtUp(ctx context.Context, kc kafka.Config, group string, ends kadm.
 
 // replayTopics folds every retained record of topics, up to the current end offsets, and hands the
 // mutations to write a fetched partition at a time (several partitions concurrently); write
-// returns how many it rejected as invalid. Records that do not decode or fold are skipped (the
-// live projection dead-letters them). It returns those end offsets.
-func replayTopics(ctx context.Context, kc kafka.Config, topics []string, write func(context.Context, []Mutation) (rejected int, err error)) (applied, skipped int, ends kadm.ListedOffsets, err error) {
+// returns how many it rejected as invalid. Records that do not decode or fold are skipped and
+// logged with their position and reason (the live projection dead-letters them). It returns those
+// end offsets.
+func replayTopics(ctx context.Context, kc kafka.Config, topics []string, log *slog.Logger, write func(context.Context, []Mutation) (rejected int, err error)) (applied, skipped int, ends kadm.ListedOffsets, err error) {
 	kc.ClientID = Name + "-rebuild"
 	admCl, err := kgo.NewClient(kc.Options()...)
 	if err != nil {
@@ -428,6 +417,8 @@ func replayTopics(ctx context.Context, kc kafka.Config, topics []string, write f
 					m, err := decodeFold(r.Value)
 					if err != nil {
 						bad++
+						log.Warn("record skipped: it does not decode or fold", "topic", r.Topic, "partition", r.Partition,
+							"offset", r.Offset, "error", err)
 						continue
 					}
 					ms = append(ms, m)
