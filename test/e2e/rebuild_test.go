@@ -130,13 +130,19 @@ func TestRebuildUnderLoadWithoutDowntime(t *testing.T) {
 		})
 	}
 
-	wait := func(d time.Duration) {
-		select {
-		case <-ctx.Done():
-		case <-time.After(d):
+	// seenSince counts the orders placed from index i on that the readers have seen in the view.
+	seenSince := func(i int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, id := range placed[min(i, len(placed)):] {
+			if _, ok := seen[id]; ok {
+				n++
+			}
 		}
+		return n
 	}
-	wait(10 * time.Second)
+	testkit.Eventually(t, time.Minute, "100 orders in the view before the rebuild", func() bool { return seenSince(0) >= 100 })
 	readsBefore := reads.Load()
 	env := []string{}
 	for k, v := range sys.Env {
@@ -152,7 +158,10 @@ func TestRebuildUnderLoadWithoutDowntime(t *testing.T) {
 	}
 	took := time.Since(began)
 	readsDuring := reads.Load() - readsBefore
-	wait(10 * time.Second)
+	mu.Lock()
+	after := len(placed)
+	mu.Unlock()
+	testkit.Eventually(t, time.Minute, "100 orders placed after the switch in the view", func() bool { return seenSince(after) >= 100 })
 	close(stopped)
 	wg.Wait()
 
