@@ -20,23 +20,24 @@ import (
 	"github.com/orderflow/orderflow/internal/platform/cass"
 )
 
-//go:embed cql/*.cql
+//go:embed cql
 var cqlFiles embed.FS
 
-// Migrate applies the versioned CQL files in order, recording each in schema_migrations. Statements
-// are idempotent (IF NOT EXISTS), so replicas starting together are safe.
-func Migrate(ctx context.Context, s *gocql.Session) error {
+// Migrate applies layout l's versioned CQL files in order to the session's keyspace, recording each
+// in schema_migrations. Statements are idempotent (IF NOT EXISTS), so replicas starting together
+// are safe.
+func Migrate(ctx context.Context, s *gocql.Session, l layout) error {
 	if err := s.Query(`CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text, applied_at timestamp)`).
 		ExecContext(ctx); err != nil {
 		return fmt.Errorf("schema_migrations: %w", err)
 	}
-	names, err := fs.Glob(cqlFiles, "cql/*.cql")
+	names, err := fs.Glob(cqlFiles, l.migrations()+"/*.cql")
 	if err != nil {
 		return err
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		base := strings.TrimPrefix(name, "cql/")
+		base := strings.TrimPrefix(name, l.migrations()+"/")
 		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
 		if err != nil {
 			return fmt.Errorf("migration %s: name must start with a number", name)
@@ -109,25 +110,30 @@ func Open(ctx context.Context, cfg cass.Config) (*Cassandra, error) {
 }
 
 func (c *Cassandra) open(ctx context.Context, cfg cass.Config) error {
-	if err := c.S.Query(generationTable).ExecContext(ctx); err != nil {
-		return fmt.Errorf("create %s.read_model_generation: %w", cfg.Keyspace, err)
+	for _, stmt := range generationTable {
+		if err := c.S.Query(stmt).ExecContext(ctx); err != nil {
+			return fmt.Errorf("create %s.read_model_generation: %w", cfg.Keyspace, err)
+		}
+	}
+	if err := createGenerationRow(ctx, c.S, cfg.Keyspace); err != nil {
+		return err
 	}
 	g, err := c.ptr.read(ctx)
 	if err != nil {
 		return err
 	}
 	for _, ks := range g.writes() {
-		if err := migrateKeyspace(ctx, cfg, c.S, ks); err != nil {
+		if err := migrateKeyspace(ctx, cfg, c.S, ks, g.layoutOf(ks)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// migrateKeyspace creates keyspace ks with cfg's replication and applies the migrations in it.
-func migrateKeyspace(ctx context.Context, cfg cass.Config, base *gocql.Session, ks string) error {
+// migrateKeyspace creates keyspace ks with cfg's replication and applies layout l's migrations in it.
+func migrateKeyspace(ctx context.Context, cfg cass.Config, base *gocql.Session, ks string, l layout) error {
 	if ks == cfg.Keyspace {
-		return Migrate(ctx, base)
+		return Migrate(ctx, base, l)
 	}
 	cfg.Keyspace = ks
 	s, err := cass.Connect(ctx, cfg)
@@ -135,7 +141,7 @@ func migrateKeyspace(ctx context.Context, cfg cass.Config, base *gocql.Session, 
 		return err
 	}
 	defer s.Close()
-	return Migrate(ctx, s)
+	return Migrate(ctx, s, l)
 }
 
 // Close closes the session.
@@ -145,16 +151,17 @@ var viewColumns = []string{FCustomerID, FTotalAmount, FCurrency, FStatus, FCreat
 	FDriverName, FETA, FReservationID, FRejectionReason, FFailureReason, FDeliveredAt, FLastEventAt, FWaitingSince,
 	FCancelReason, FCancelledAt, FRefundedAt}
 
-// Apply writes the mutation alone: the view cells of each write in one UPDATE … USING TIMESTAMP,
-// the history row and, for order.created, the customer row, in one unlogged batch (the view and
-// history rows share the partition key, so Cassandra applies them as one mutation).
+// Apply writes the mutation alone: its statements (see layout.addMutation) in one unlogged batch,
+// which Cassandra applies as one mutation of the order's partition (and, for order.created, one of
+// the customer's).
 func (c *Cassandra) Apply(ctx context.Context, m Mutation) error {
-	return c.write(ctx, ctx, func(b *gocql.Batch, ks string) { addMutation(b, ks, m) })
+	return c.write(ctx, ctx, func(b *gocql.Batch, ks string, l layout) { l.addMutation(b, ks, m) })
 }
 
-// write sends a batch, filled by fill for each keyspace, to every generation that takes writes
-// (one batch per keyspace, so each stays one mutation per partition). execCtx runs the batches.
-func (c *Cassandra) write(ctx, execCtx context.Context, fill func(b *gocql.Batch, ks string)) error {
+// write sends a batch, filled by fill for each keyspace in its layout, to every generation that
+// takes writes (one batch per keyspace, so each stays one mutation per partition). execCtx runs the
+// batches.
+func (c *Cassandra) write(ctx, execCtx context.Context, fill func(b *gocql.Batch, ks string, l layout)) error {
 	g, readAt, err := c.ptr.current(ctx)
 	if err != nil {
 		return err
@@ -166,9 +173,9 @@ func (c *Cassandra) write(ctx, execCtx context.Context, fill func(b *gocql.Batch
 				continue
 			}
 			b := c.S.Batch(gocql.UnloggedBatch)
-			fill(b, ks)
+			fill(b, ks, g.layoutOf(ks))
 			if err := b.ExecContext(execCtx); err != nil {
-				return fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
+				return fmt.Errorf("write the read model in %s: %w", ks, err)
 			}
 			done[ks] = true
 		}
@@ -184,11 +191,11 @@ func (c *Cassandra) write(ctx, execCtx context.Context, fill func(b *gocql.Batch
 	}
 }
 
-// applyManyTo writes ms to keyspace ks only (a rebuild filling its new generation), in batches
+// applyManyTo writes ms to keyspace ks of layout l only (a rebuild filling its new generation), in batches
 // below maxBatchBytes. A batch Cassandra refuses for a reason other than availability is written
 // a mutation at a time; each mutation refused then goes to reject with its error (the others are
 // written). Unavailability is returned.
-func (c *Cassandra) applyManyTo(ctx context.Context, ks string, ms []Mutation, reject func(Mutation, error)) error {
+func (c *Cassandra) applyManyTo(ctx context.Context, ks string, l layout, ms []Mutation, reject func(Mutation, error)) error {
 	for len(ms) > 0 {
 		n, size := 0, 0
 		for n < len(ms) && (n == 0 || size+ms[n].size() <= maxBatchBytes) {
@@ -199,18 +206,18 @@ func (c *Cassandra) applyManyTo(ctx context.Context, ks string, ms []Mutation, r
 		ms = ms[n:]
 		b := c.S.Batch(gocql.UnloggedBatch)
 		for _, m := range chunk {
-			addMutation(b, ks, m)
+			l.addMutation(b, ks, m)
 		}
 		switch err := b.ExecContext(ctx); {
 		case err == nil:
 		case IsUnavailable(err):
-			return fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
+			return fmt.Errorf("write the read model in %s: %w", ks, err)
 		default: // one bad mutation must not fail its neighbours
 			for _, m := range chunk {
 				one := c.S.Batch(gocql.UnloggedBatch)
-				addMutation(one, ks, m)
+				l.addMutation(one, ks, m)
 				if err := one.ExecContext(ctx); IsUnavailable(err) {
-					return fmt.Errorf("write %s.order_view, order_events, orders_by_customer: %w", ks, err)
+					return fmt.Errorf("write the read model in %s: %w", ks, err)
 				} else if err != nil {
 					reject(m, err)
 				}
@@ -218,35 +225,6 @@ func (c *Cassandra) applyManyTo(ctx context.Context, ks string, ms []Mutation, r
 		}
 	}
 	return nil
-}
-
-// addMutation appends m's statements for keyspace ks to b.
-func addMutation(b *gocql.Batch, ks string, m Mutation) {
-	for _, w := range m.Writes {
-		fields := make([]string, 0, len(w.Values))
-		for f := range w.Values {
-			fields = append(fields, f)
-		}
-		sort.Strings(fields)
-		sets := make([]string, len(fields))
-		args := make([]any, 0, len(fields)+2)
-		args = append(args, w.Timestamp)
-		for i, f := range fields {
-			sets[i] = f + " = ?"
-			args = append(args, toCQL(w.Values[f]))
-		}
-		args = append(args, m.OrderID)
-		// Field names are our constants, never input; values and the timestamp are bound, so the
-		// statement text depends only on the keyspace and the set of fields and is prepared once.
-		b.Query("UPDATE "+ks+".order_view USING TIMESTAMP ? SET "+strings.Join(sets, ", ")+" WHERE order_id = ?", args...)
-	}
-	h := m.History
-	b.Query(`INSERT INTO `+ks+`.order_events (order_id, occurred_at, event_id, event_type, producer, summary, payload) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		h.OrderID, h.OccurredAt, h.EventID, h.EventType, h.Producer, h.Summary, h.Payload)
-	if cu := m.Customer; cu != nil {
-		b.Query(`INSERT INTO `+ks+`.orders_by_customer (customer_id, created_at, order_id) VALUES (?, ?, ?)`,
-			cu.CustomerID, cu.CreatedAt, cu.OrderID)
-	}
 }
 
 // toCQL converts fold values to driver types: Money becomes an exact inf.Dec (the driver's decimal).
@@ -265,15 +243,10 @@ func fromInf(d *inf.Dec) *event.Money {
 	return &m
 }
 
-// selectView reads whole rows of ks.order_view.
-func selectView(ks string) string {
-	return "SELECT order_id, " + strings.Join(viewColumns, ", ") + " FROM " + ks + ".order_view"
-}
-
-// serving returns the keyspace reads go to.
-func (c *Cassandra) serving(ctx context.Context) (string, error) {
+// serving returns the keyspace reads go to and its layout.
+func (c *Cassandra) serving(ctx context.Context) (string, layout, error) {
 	g, _, err := c.ptr.current(ctx)
-	return g.Serving, err
+	return g.Serving, g.layoutOf(g.Serving), err
 }
 
 func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
@@ -316,15 +289,15 @@ func scanView(sc interface{ Scan(...any) bool }, v *View) bool {
 
 // Get implements Store.
 func (c *Cassandra) Get(ctx context.Context, id string) (View, error) {
-	ks, err := c.serving(ctx)
+	ks, l, err := c.serving(ctx)
 	if err != nil {
 		return View{}, err
 	}
 	var v View
-	it := c.S.Query(selectView(ks)+" WHERE order_id = ?", id).IterContext(ctx)
+	it := c.S.Query(l.selectView(ks), id).IterContext(ctx)
 	found := scanView(it, &v)
 	if err := it.Close(); err != nil {
-		return View{}, fmt.Errorf("read order_view: %w", err)
+		return View{}, fmt.Errorf("read %s.%s: %w", ks, l.viewTable(), err)
 	}
 	if !found {
 		return View{}, ErrNotFound
@@ -334,11 +307,11 @@ func (c *Cassandra) Get(ctx context.Context, id string) (View, error) {
 
 // History implements Store.
 func (c *Cassandra) History(ctx context.Context, id string) ([]HistoryEntry, error) {
-	ks, err := c.serving(ctx)
+	ks, l, err := c.serving(ctx)
 	if err != nil {
 		return nil, err
 	}
-	it := c.S.Query(`SELECT event_id, event_type, occurred_at, producer, summary FROM `+ks+`.order_events WHERE order_id = ?`, id).IterContext(ctx)
+	it := c.S.Query(`SELECT event_id, event_type, occurred_at, producer, summary FROM `+ks+`.`+l.timelineTable()+` WHERE order_id = ?`, id).IterContext(ctx)
 	var out []HistoryEntry
 	var h HistoryEntry
 	for it.Scan(&h.EventID, &h.EventType, &h.OccurredAt, &h.Producer, &h.Summary) {
@@ -346,14 +319,14 @@ func (c *Cassandra) History(ctx context.Context, id string) ([]HistoryEntry, err
 		out = append(out, h)
 	}
 	if err := it.Close(); err != nil {
-		return nil, fmt.Errorf("read order_events: %w", err)
+		return nil, fmt.Errorf("read %s.%s: %w", ks, l.timelineTable(), err)
 	}
 	return out, nil
 }
 
 // ListByCustomer implements Store with Cassandra's paging state as the cursor.
 func (c *Cassandra) ListByCustomer(ctx context.Context, customerID string, limit int, cursor []byte) ([]View, []byte, error) {
-	ks, err := c.serving(ctx)
+	ks, _, err := c.serving(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -394,11 +367,11 @@ func (c *Cassandra) getMany(ctx context.Context, ids []string) ([]View, error) {
 
 // List implements Store: a token-ordered scan, one page per call.
 func (c *Cassandra) List(ctx context.Context, limit int, cursor []byte) ([]View, []byte, error) {
-	ks, err := c.serving(ctx)
+	ks, l, err := c.serving(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	it := c.S.Query(selectView(ks)).PageSize(limit).PageState(cursor).IterContext(ctx)
+	it := c.S.Query(l.selectViews(ks)).PageSize(limit).PageState(cursor).IterContext(ctx)
 	var out []View
 	for len(out) < limit {
 		var v View
@@ -409,7 +382,7 @@ func (c *Cassandra) List(ctx context.Context, limit int, cursor []byte) ([]View,
 	}
 	next := it.PageState()
 	if err := it.Close(); err != nil {
-		return nil, nil, fmt.Errorf("scan order_view: %w", err)
+		return nil, nil, fmt.Errorf("scan %s.%s: %w", ks, l.viewTable(), err)
 	}
 	return out, next, nil
 }

@@ -210,9 +210,9 @@ func (b *WriteCoalescer) write(ctx context.Context, batch []*pendingWrite) {
 	}
 	// A batch other callers share outlives any one caller's context; the session's own timeout
 	// bounds it.
-	err := b.Cassandra.write(ctx, cass.Shared(context.WithoutCancel(ctx), spans), func(q *gocql.Batch, ks string) {
+	err := b.Cassandra.write(ctx, cass.Shared(context.WithoutCancel(ctx), spans), func(q *gocql.Batch, ks string, l layout) {
 		for _, p := range batch {
-			addMutation(q, ks, p.m)
+			l.addMutation(q, ks, p.m)
 		}
 	})
 	b.sizes.Observe(float64(len(batch)))

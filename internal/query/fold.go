@@ -1,5 +1,5 @@
-// Package query is the query-api: it folds every event of the saga into a read model (order_view,
-// an event history, orders by customer) and serves it over HTTP and Server-Sent Events.
+// Package query is the query-api: it folds every event of the saga into a read model (each order's
+// view and timeline, orders by customer) and serves it over HTTP and Server-Sent Events.
 //
 // The fold is last-writer-wins per field with write timestamps derived from the event, never from
 // the processing time: a field carries the value of the event with the highest timestamp that wrote

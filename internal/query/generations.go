@@ -23,6 +23,30 @@ type generations struct {
 	Serving  string // keyspace read and written
 	Building string // keyspace a rebuild fills, written too ("" when none)
 	Retiring string // keyspace just replaced, still written until every reader has switched ("" when none)
+	// Layouts holds each named keyspace's table layout; one missing is layoutViewTables (the row
+	// was written before layouts were recorded).
+	Layouts map[string]layout
+}
+
+// layoutOf returns keyspace ks's table layout.
+func (g generations) layoutOf(ks string) layout {
+	if l, ok := g.Layouts[ks]; ok {
+		return l
+	}
+	return layoutViewTables
+}
+
+// same reports whether g and o name the same keyspaces with the same layouts.
+func (g generations) same(o generations) bool {
+	if g.Serving != o.Serving || g.Building != o.Building || g.Retiring != o.Retiring {
+		return false
+	}
+	for _, ks := range g.writes() {
+		if g.layoutOf(ks) != o.layoutOf(ks) {
+			return false
+		}
+	}
+	return true
 }
 
 // writes lists the keyspaces every projection write goes to.
@@ -50,8 +74,10 @@ const (
 
 // generationTable is created in the base keyspace; the data tables are created per generation by
 // the versioned migrations.
-const generationTable = `CREATE TABLE IF NOT EXISTS read_model_generation (
-	id text PRIMARY KEY, serving text, building text, retiring text, changed_at timestamp)`
+var generationTable = []string{`CREATE TABLE IF NOT EXISTS read_model_generation (
+	id text PRIMARY KEY, serving text, building text, retiring text, changed_at timestamp, layouts map<text, int>)`,
+	// Rows written before layouts were recorded: every keyspace named there has layout 1.
+	`ALTER TABLE read_model_generation ADD IF NOT EXISTS layouts map<text, int>`}
 
 type generationCache struct {
 	gens   generations
@@ -72,20 +98,30 @@ func newPointer(s *gocql.Session, base string) *pointer {
 	return &pointer{s: s, base: base, maxAge: generationMaxAge, refresh: generationRefresh}
 }
 
-// read returns the row as stored (the base keyspace serving when there is none).
+// read returns the row as stored; when there is none, the base keyspace serving in the layout its
+// tables have (see baseLayout).
 func (p *pointer) read(ctx context.Context) (generations, error) {
 	g := generations{Serving: p.base}
 	var serving, building, retiring *string
-	err := p.s.Query(`SELECT serving, building, retiring FROM `+p.base+`.read_model_generation WHERE id = 'current'`).
-		ScanContext(ctx, &serving, &building, &retiring)
+	var layouts map[string]int
+	err := p.s.Query(`SELECT serving, building, retiring, layouts FROM `+p.base+`.read_model_generation WHERE id = 'current'`).
+		ScanContext(ctx, &serving, &building, &retiring, &layouts)
 	var invalid *gocql.RequestErrInvalid
 	switch {
 	// Invalid: the table does not exist yet (a keyspace no query-api has opened; the statement
 	// itself is constant and valid). Either way the base keyspace is all there is.
 	case errors.Is(err, gocql.ErrNotFound), errors.As(err, &invalid):
-		return g, nil
+		l, err := baseLayout(ctx, p.s, p.base)
+		g.Layouts = map[string]layout{p.base: l}
+		return g, err
 	case err != nil:
 		return g, fmt.Errorf("read %s.read_model_generation: %w", p.base, err)
+	}
+	if len(layouts) > 0 {
+		g.Layouts = map[string]layout{}
+		for ks, l := range layouts {
+			g.Layouts[ks] = layout(l)
+		}
 	}
 	if serving != nil && *serving != "" {
 		g.Serving = *serving
@@ -136,30 +172,63 @@ func nextGeneration(base, serving string) string {
 	return fmt.Sprintf("%s_g%d", base, n+1)
 }
 
+// baseLayout is the layout of a base keyspace without a generation row: layoutViewTables when it
+// holds order_view (a read model made before generations were recorded), else the current one.
+func baseLayout(ctx context.Context, s *gocql.Session, base string) (layout, error) {
+	var n int
+	if err := s.Query(`SELECT count(*) FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'order_view'`, base).
+		ScanContext(ctx, &n); err != nil {
+		return 0, fmt.Errorf("tables of %s: %w", base, err)
+	}
+	if n > 0 {
+		return layoutViewTables, nil
+	}
+	return currentLayout, nil
+}
+
+// createGenerationRow writes the row for a base keyspace that has none (the first query-api to open
+// it; replicas opening together write the same row, and only the first write counts).
+func createGenerationRow(ctx context.Context, s *gocql.Session, base string) error {
+	l, err := baseLayout(ctx, s, base)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Query(`INSERT INTO `+base+`.read_model_generation (id, serving, layouts, changed_at) VALUES ('current', ?, ?, ?) IF NOT EXISTS`,
+		base, map[string]int{base: int(l)}, time.Now()).MapScanCAS(map[string]any{}); err != nil {
+		return fmt.Errorf("create %s.read_model_generation row: %w", base, err)
+	}
+	return nil
+}
+
 // swapGenerations moves the row from old to next with a lightweight transaction, so two rebuilds
-// cannot interleave; it fails when the row is not old any more.
-func swapGenerations(ctx context.Context, s *gocql.Session, base string, old, next generations) error {
+// cannot interleave; it fails when the row is not old any more. A keyspace of next keeps its layout
+// of old unless next.Layouts gives one; it returns next with every layout.
+func swapGenerations(ctx context.Context, s *gocql.Session, base string, old, next generations) (generations, error) {
 	null := func(k string) any {
 		if k == "" {
 			return nil
 		}
 		return k
 	}
-	// The row may not exist yet: the base keyspace serving and nothing else is the same state.
-	if err := s.Query(`INSERT INTO `+base+`.read_model_generation (id, serving, changed_at) VALUES ('current', ?, ?) IF NOT EXISTS`,
-		base, time.Now()).ExecContext(ctx); err != nil {
-		return fmt.Errorf("create %s.read_model_generation row: %w", base, err)
+	layouts := map[string]int{}
+	full := next
+	full.Layouts = map[string]layout{}
+	for _, ks := range next.writes() {
+		l, ok := next.Layouts[ks]
+		if !ok {
+			l = old.layoutOf(ks)
+		}
+		layouts[ks], full.Layouts[ks] = int(l), l
 	}
-	oldServing := old.Serving
-	applied, err := s.Query(`UPDATE `+base+`.read_model_generation SET serving = ?, building = ?, retiring = ?, changed_at = ?
+	applied, err := s.Query(`UPDATE `+base+`.read_model_generation SET serving = ?, building = ?, retiring = ?, layouts = ?, changed_at = ?
 		WHERE id = 'current' IF serving = ? AND building = ? AND retiring = ?`,
-		next.Serving, null(next.Building), null(next.Retiring), time.Now(), oldServing, null(old.Building), null(old.Retiring)).
+		next.Serving, null(next.Building), null(next.Retiring), layouts, time.Now(), old.Serving, null(old.Building), null(old.Retiring)).
 		MapScanCAS(map[string]any{})
 	if err != nil {
-		return fmt.Errorf("update %s.read_model_generation: %w", base, err)
+		return next, fmt.Errorf("update %s.read_model_generation: %w", base, err)
 	}
 	if !applied {
-		return fmt.Errorf("%s.read_model_generation changed under this rebuild (another rebuild running?); expected %+v", base, old)
+		return next, fmt.Errorf("%s.read_model_generation changed under this rebuild (another rebuild running?); expected %+v", base, old)
 	}
-	return nil
+	return full, nil
 }

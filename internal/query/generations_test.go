@@ -2,7 +2,6 @@ package query
 
 import (
 	"bytes"
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -38,30 +37,56 @@ func TestRebuildRefusesAnUnfinishedOne(t *testing.T) {
 	if err := st.S.Query("CREATE KEYSPACE " + leftover + " WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}").ExecContext(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := swapGenerations(ctx, st.S, base, generations{Serving: base}, generations{Serving: base, Building: leftover}); err != nil {
+	g, err := st.ptr.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := swapGenerations(ctx, st.S, base, g, generations{Serving: base, Building: leftover,
+		Layouts: map[string]layout{leftover: currentLayout}}); err != nil {
 		t.Fatal(err)
 	}
 	own := testkit.NewTopics(t, 1, event.MainTopics()...)
 	cfg := rebuildConfig(t, base)
 	var out bytes.Buffer
-	err := rebuild(ctx, cfg, own, &out, RebuildOptions{})
+	err = rebuild(ctx, cfg, own, &out, RebuildOptions{})
 	if err == nil || !strings.Contains(err.Error(), leftover) || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("rebuild over an unfinished one: %v, want a refusal naming %s and --force", err, leftover)
 	}
 	if err := rebuild(ctx, cfg, own, &out, RebuildOptions{Force: true}); err != nil {
 		t.Fatalf("rebuild --force: %v\n%s", err, out.String())
 	}
-	g, err := st.ptr.read(ctx)
-	if err != nil {
+	if g, err = st.ptr.read(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// The leftover's name is the next generation's, so --force dropped and re-made it.
-	if g != (generations{Serving: leftover}) {
+	if want := (generations{Serving: leftover, Layouts: map[string]layout{leftover: currentLayout}}); !g.same(want) {
 		t.Fatalf("generations after rebuild --force: %+v, want %s serving alone", g, leftover)
 	}
-	var n int
-	if err := st.S.Query(`SELECT count(*) FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'order_view'`, base).
-		ScanContext(context.WithoutCancel(ctx), &n); err != nil || n != 0 {
-		t.Fatalf("the base keyspace's order_view still exists after the switch (%d, %v)", n, err)
+	if left := baseTables(t, st, base); len(left) > 0 {
+		t.Fatalf("the base keyspace still has %v after the switch", left)
+	}
+}
+
+// baseTables lists the read model's data tables still in keyspace base.
+func baseTables(t *testing.T, st *Cassandra, base string) []string {
+	t.Helper()
+	var left []string
+	for _, table := range dataTables {
+		var n int
+		if err := st.S.Query(`SELECT count(*) FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?`, base, table).
+			Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			left = append(left, table)
+		}
+	}
+	return left
+}
+
+func TestLayoutOfARowWithoutLayouts(t *testing.T) {
+	g := generations{Serving: "rm_g1", Building: "rm_g2", Layouts: map[string]layout{"rm_g2": layoutOrders}}
+	if g.layoutOf("rm_g1") != layoutViewTables || g.layoutOf("rm_g2") != layoutOrders {
+		t.Fatalf("layouts of %+v: %d, %d", g, g.layoutOf("rm_g1"), g.layoutOf("rm_g2"))
 	}
 }

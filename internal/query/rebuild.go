@@ -88,8 +88,8 @@ func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer,
 			return fmt.Errorf("a rebuild into %s started earlier and has not finished; if it is no longer running, run `orderflow query rebuild --force` to start over", g.Building)
 		}
 		log.Warn("abandoning an unfinished rebuild", "keyspace", g.Building)
-		next := generations{Serving: g.Serving}
-		if err := swapGenerations(ctx, st.S, base, g, next); err != nil {
+		next, err := swapGenerations(ctx, st.S, base, g, generations{Serving: g.Serving})
+		if err != nil {
 			return err
 		}
 		if err := dropGeneration(ctx, st.S, base, g.Building); err != nil {
@@ -103,14 +103,15 @@ func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer,
 	if err := dropGeneration(ctx, st.S, base, next); err != nil { // a leftover of a forced start-over
 		return err
 	}
-	if err := migrateKeyspace(ctx, cfg.Cassandra, st.S, next); err != nil {
+	if err := migrateKeyspace(ctx, cfg.Cassandra, st.S, next, currentLayout); err != nil {
 		return err
 	}
-	building := generations{Serving: g.Serving, Building: next}
-	if err := swapGenerations(ctx, st.S, base, g, building); err != nil {
+	building, err := swapGenerations(ctx, st.S, base, g,
+		generations{Serving: g.Serving, Building: next, Layouts: map[string]layout{next: currentLayout}})
+	if err != nil {
 		return err
 	}
-	log.Info("building the next generation", "serving", g.Serving, "building", next)
+	log.Info("building the next generation", "serving", g.Serving, "layout", g.layoutOf(g.Serving), "building", next, "layout", currentLayout)
 	if err := sleep(ctx, generationSettle); err != nil {
 		return err
 	}
@@ -118,14 +119,14 @@ func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer,
 	// 2. Copy the serving generation, then replay the topics.
 	copied := 0
 	if !opts.ReplayOnly {
-		if copied, err = copyGeneration(ctx, st.S, g.Serving, next); err != nil {
+		if copied, err = copyGeneration(ctx, st.S, g.Serving, g.layoutOf(g.Serving), next); err != nil {
 			return err
 		}
 		log.Info("copied the serving generation", "orders", copied)
 	}
 	applied, skipped, ends, err := replayTopics(ctx, cfg.Kafka, topics, log, func(ctx context.Context, ms []Mutation) (int, error) {
 		rejected := 0
-		err := st.applyManyTo(ctx, next, ms, func(m Mutation, err error) {
+		err := st.applyManyTo(ctx, next, currentLayout, ms, func(m Mutation, err error) {
 			rejected++
 			log.Warn("write refused, event left out of the new generation", "order", m.OrderID, "event", m.History.EventID,
 				"type", m.History.EventType, "error", err)
@@ -145,8 +146,8 @@ func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer,
 	if err := waitCaughtUp(ctx, cfg.Kafka, cfg.Group, ends, timeout); err != nil {
 		log.Warn("switching without the live projection caught up: a reader may briefly see an order as it was", "reason", err)
 	}
-	switched := generations{Serving: next, Retiring: g.Serving}
-	if err := swapGenerations(ctx, st.S, base, building, switched); err != nil {
+	switched, err := swapGenerations(ctx, st.S, base, building, generations{Serving: next, Retiring: g.Serving})
+	if err != nil {
 		return err
 	}
 	log.Info("switched reads", "serving", next, "retiring", g.Serving)
@@ -165,8 +166,8 @@ func retire(ctx context.Context, st *Cassandra, base string, g generations, log 
 	if err := sleep(ctx, generationSettle); err != nil {
 		return g, err
 	}
-	next := generations{Serving: g.Serving, Building: g.Building}
-	if err := swapGenerations(ctx, st.S, base, g, next); err != nil {
+	next, err := swapGenerations(ctx, st.S, base, g, generations{Serving: g.Serving, Building: g.Building})
+	if err != nil {
 		return g, err
 	}
 	if err := sleep(ctx, generationSettle); err != nil {
@@ -178,9 +179,6 @@ func retire(ctx context.Context, st *Cassandra, base string, g generations, log 
 	log.Info("dropped the old generation", "keyspace", g.Retiring)
 	return next, nil
 }
-
-// dataTables are a generation's tables (schema_migrations records their migrations).
-var dataTables = []string{"order_view", "order_events", "orders_by_customer", "schema_migrations"}
 
 // dropGeneration drops keyspace ks, or for the base keyspace (generation 0, which also holds the
 // generation row) its data tables.
@@ -208,21 +206,27 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// copyGeneration copies every row of from's tables into to: view cells with their write
-// timestamps (so later events still win and earlier ones still lose, as if the copy had been
-// folded from the events), timeline and customer rows as they are. It returns the orders copied.
-func copyGeneration(ctx context.Context, s *gocql.Session, from, to string) (int, error) {
-	for _, t := range []string{"order_events", "orders_by_customer"} {
-		if err := copyRows(ctx, s, from, to, t); err != nil {
-			return 0, err
-		}
+// copyGeneration copies every order of keyspace from (of layout l) into to (of currentLayout):
+// view cells with their write timestamps (so later events still win and earlier ones still lose,
+// as if the copy had been folded from the events), timeline and customer rows as they are. It
+// returns the orders copied.
+func copyGeneration(ctx context.Context, s *gocql.Session, from string, l layout, to string) (int, error) {
+	if err := copyRows(ctx, s, from+".orders_by_customer", to+".orders_by_customer", "*"); err != nil {
+		return 0, err
+	}
+	if err := copyRows(ctx, s, from+"."+l.timelineTable(), to+"."+currentLayout.timelineTable(), strings.Join(timelineColumns, ", ")); err != nil {
+		return 0, err
 	}
 	sel := make([]string, 0, 2*len(viewColumns)+1)
 	sel = append(sel, "order_id")
 	for _, c := range viewColumns {
 		sel = append(sel, c, "writetime("+c+") AS wt_"+c)
 	}
-	it := s.Query("SELECT " + strings.Join(sel, ", ") + " FROM " + from + ".order_view").PageSize(500).IterContext(ctx)
+	q := "SELECT " + strings.Join(sel, ", ") + " FROM " + from + "." + l.viewTable()
+	if l == layoutOrders {
+		q += " PER PARTITION LIMIT 1"
+	}
+	it := s.Query(q).PageSize(500).IterContext(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(copyWorkers)
 	n := 0
@@ -234,7 +238,7 @@ func copyGeneration(ctx context.Context, s *gocql.Session, from, to string) (int
 		n++
 		g.Go(func() error { return copyViewRow(gctx, s, to, row) })
 	}
-	return n, finishCopy(g, it, from+".order_view")
+	return n, finishCopy(g, it, from+"."+l.viewTable())
 }
 
 // copyWorkers is how many rows a copy writes at once.
@@ -253,7 +257,8 @@ func finishCopy(g *errgroup.Group, it *gocql.Iter, what string) error {
 	return nil
 }
 
-// copyViewRow writes one scanned view row: one UPDATE per distinct write timestamp.
+// copyViewRow writes one scanned view row into keyspace ks (of currentLayout): one UPDATE per
+// distinct write timestamp.
 func copyViewRow(ctx context.Context, s *gocql.Session, ks string, row map[string]any) error {
 	byTime := map[int64][]string{}
 	for _, c := range viewColumns {
@@ -280,7 +285,7 @@ func copyViewRow(ctx context.Context, s *gocql.Session, ks string, row map[strin
 			args = append(args, row[c])
 		}
 		args = append(args, row["order_id"])
-		b.Query("UPDATE "+ks+".order_view USING TIMESTAMP ? SET "+strings.Join(sets, ", ")+" WHERE order_id = ?", args...)
+		b.Query("UPDATE "+ks+"."+currentLayout.viewTable()+" USING TIMESTAMP ? SET "+strings.Join(sets, ", ")+" WHERE order_id = ?", args...)
 	}
 	if err := b.ExecContext(ctx); err != nil {
 		return fmt.Errorf("copy view row into %s: %w", ks, err)
@@ -288,22 +293,23 @@ func copyViewRow(ctx context.Context, s *gocql.Session, ks string, row map[strin
 	return nil
 }
 
-// copyRows copies table t from one keyspace to another through CQL's JSON form, which keeps every
-// type exact.
-func copyRows(ctx context.Context, s *gocql.Session, from, to, t string) error {
-	it := s.Query("SELECT JSON * FROM " + from + "." + t).PageSize(500).IterContext(ctx)
+// copyRows copies columns of table from into table to through CQL's JSON form, which keeps every
+// type exact; columns to leaves out (the view's cells, when both tables are orders) are left as
+// they are.
+func copyRows(ctx context.Context, s *gocql.Session, from, to, columns string) error {
+	it := s.Query("SELECT JSON " + columns + " FROM " + from).PageSize(500).IterContext(ctx)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(copyWorkers)
 	for js := ""; gctx.Err() == nil && it.Scan(&js); {
 		row := js
 		g.Go(func() error {
-			if err := s.Query("INSERT INTO "+to+"."+t+" JSON ?", row).ExecContext(gctx); err != nil {
-				return fmt.Errorf("copy %s row into %s: %w", t, to, err)
+			if err := s.Query("INSERT INTO "+to+" JSON ? DEFAULT UNSET", row).ExecContext(gctx); err != nil {
+				return fmt.Errorf("copy a row of %s into %s: %w", from, to, err)
 			}
 			return nil
 		})
 	}
-	return finishCopy(g, it, from+"."+t)
+	return finishCopy(g, it, from)
 }
 
 // waitCaughtUp waits until group's committed offsets reach ends on every partition (at once when

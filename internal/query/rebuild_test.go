@@ -158,7 +158,7 @@ func TestRebuildKeepsOrdersOlderThanRetention(t *testing.T) {
 	}
 	t.Log(strings.TrimSpace(out.String()))
 	after := newCassandraKeyspace(t, base)
-	if ks, _ := after.serving(ctx); ks != base+"_g1" {
+	if ks, _, _ := after.serving(ctx); ks != base+"_g1" {
 		t.Fatalf("serving %s after the rebuild, want %s_g1", ks, base)
 	}
 	for id, w := range want {
@@ -186,6 +186,111 @@ func TestRebuildKeepsOrdersOlderThanRetention(t *testing.T) {
 	}
 	if _, err := after.Get(ctx, recent[0].OrderID); err != nil {
 		t.Fatalf("recent order after a replay-only rebuild: %v", err)
+	}
+}
+
+// TestRebuildMigratesLayout1: a read model in layout 1 (made before the orders table) is rebuilt
+// into a generation of the current layout while nothing is left in the topics, so the copy alone
+// carries it: every view, timeline and customer listing reads the same after the switch, later
+// events are written in the new layout, and the old tables are gone.
+func TestRebuildMigratesLayout1(t *testing.T) {
+	testkit.Integration(t)
+	base := testkit.CassandraConfig(t).Keyspace
+	old := newCassandraLayout1(t, base)
+	ctx := testkit.Context(t, 5*time.Minute)
+	rng := rand.New(rand.NewPCG(3, 4))
+	proj := NewProjector(old, prometheus.NewRegistry())
+	var ids []string
+	rest := map[string][]event.Envelope{} // events of the partial orders not projected yet
+	for i := 0; i < 60; i++ {
+		id := uuid.NewString()
+		ids = append(ids, id)
+		evs := withID(saga(t, uuid.NewString()), id)
+		if i%3 == 1 {
+			evs = withID(cancelledSaga(t, uuid.NewString()), id)
+		}
+		if i%3 == 2 {
+			rest[id] = evs[3:]
+			evs = evs[:3]
+		}
+		for _, j := range rng.Perm(len(evs)) {
+			if err := proj.Handle(ctx, evs[j:j+1]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	type snapshot struct {
+		view, history []byte
+	}
+	read := func(st *Cassandra) (map[string]snapshot, []string) {
+		t.Helper()
+		out := map[string]snapshot{}
+		for _, id := range ids {
+			v, err := st.Get(ctx, id)
+			if err != nil {
+				t.Fatalf("order %s: %v", id, err)
+			}
+			h, err := st.History(ctx, id)
+			if err != nil {
+				t.Fatalf("history of %s: %v", id, err)
+			}
+			var s snapshot
+			s.view, _ = json.Marshal(v)
+			s.history, _ = json.Marshal(h)
+			out[id] = s
+		}
+		var listed []string
+		for cursor := []byte(nil); ; {
+			vs, next, err := st.ListByCustomer(ctx, "cust-7", 25, cursor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range vs {
+				listed = append(listed, v.OrderID)
+			}
+			if len(next) == 0 {
+				break
+			}
+			cursor = next
+		}
+		return out, listed
+	}
+	before, listedBefore := read(old)
+
+	own, _ := ownMainTopics(t) // empty: the events are "beyond retention"
+	var out bytes.Buffer
+	if err := rebuild(ctx, rebuildConfig(t, base), own, &out, RebuildOptions{}); err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out.String())
+	}
+	t.Log(strings.TrimSpace(out.String()))
+	after := newCassandraKeyspace(t, base)
+	if ks, l, err := after.serving(ctx); err != nil || ks != base+"_g1" || l != currentLayout {
+		t.Fatalf("serving %s in layout %d after the rebuild (%v), want %s_g1 in layout %d", ks, l, err, base, currentLayout)
+	}
+	got, listedAfter := read(after)
+	for id, w := range before {
+		if g := got[id]; !bytes.Equal(g.view, w.view) || !bytes.Equal(g.history, w.history) {
+			t.Fatalf("order %s after the migration:\n got %s\n     %s\nwant %s\n     %s", id, g.view, g.history, w.view, w.history)
+		}
+	}
+	if len(listedBefore) != len(ids) || strings.Join(listedAfter, ",") != strings.Join(listedBefore, ",") {
+		t.Fatalf("customer listing: %d orders before, %d after (%d placed), or in another order", len(listedBefore), len(listedAfter), len(ids))
+	}
+	if left := baseTables(t, after, base); len(left) > 0 {
+		t.Fatalf("the old generation still has %v", left)
+	}
+	// The partial orders go on in the new layout.
+	proj = NewProjector(after, prometheus.NewRegistry())
+	for id, evs := range rest {
+		if err := proj.Handle(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := after.Get(ctx, id); err != nil || v.Status != StatusDeliveryAssigned {
+			t.Fatalf("order %s after its last events: %+v, %v", id, v, err)
+		}
+		if h, err := after.History(ctx, id); err != nil || len(h) != 7 {
+			t.Fatalf("order %s: %d history rows (%v), want 7", id, len(h), err)
+		}
 	}
 }
 

@@ -178,7 +178,7 @@ func TestLostUnitOfStockIsReported(t *testing.T) {
 func TestStaleViewRowIsReported(t *testing.T) {
 	w := consistentWorld(t)
 	// The view goes back to an older state than the sources say (as a lost projection would leave it).
-	if err := w.store.S.Query(`UPDATE order_view USING TIMESTAMP 9000000000000000000 SET status = 'PAYMENT_AUTHORIZED' WHERE order_id = ?`, w.order).Exec(); err != nil {
+	if err := w.store.S.Query(`UPDATE orders USING TIMESTAMP 9000000000000000000 SET status = 'PAYMENT_AUTHORIZED' WHERE order_id = ?`, w.order).Exec(); err != nil {
 		t.Fatal(err)
 	}
 	mustFail(t, w.run(t), "view equals sources of truth", w.order)
