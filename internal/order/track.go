@@ -3,6 +3,8 @@ package order
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -11,17 +13,36 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/event"
+	"github.com/orderflow/orderflow/internal/platform/pg"
 )
 
 // tracker is order-service's consumer: it follows the saga's outcome events and keeps
 // orders.status on the highest-ranked status seen (ties: the later occurredAt), the rule the read
 // model folds by (event.StatusOf), so the two end on the same status. The update is monotonic and
 // idempotent, so redeliveries and any order of arrival give the same row: no inbox is needed.
+//
+// The partitions' workers call handle concurrently; their batches are combined into one statement
+// (group commit): a call made while no statement runs starts at once, calls made meanwhile go
+// together in the next. Merging changes nothing but the statement count (the update is monotonic),
+// and order-service's status is not on the saga's path, so a combined call's wait delays no order.
 type tracker struct {
 	pool    *pgxpool.Pool
 	updated prometheus.Counter
 	reached *prometheus.CounterVec
 	stage   *prometheus.HistogramVec
+
+	mu      sync.Mutex
+	queued  []*trackCall
+	running bool
+	// statements counts the UPDATEs sent (tests read it).
+	statements atomic.Int64
+}
+
+// trackCall is one handle call's statuses waiting for a statement.
+type trackCall struct {
+	latest map[string]statusChange
+	done   chan error    // the statement's outcome, when another call sent it
+	lead   chan struct{} // closed when this call is to send the next statement
 }
 
 func newTracker(pool *pgxpool.Pool, reg prometheus.Registerer) *tracker {
@@ -60,8 +81,8 @@ func (c statusChange) later(o statusChange) bool {
 	return c.rank > o.rank || (c.rank == o.rank && c.at.After(o.at))
 }
 
-// handle applies a partition's events in one statement: per order, the highest-ranked status of the
-// batch, written only where it outranks the stored one. Events that set no status are acknowledged.
+// handle applies a partition's events: per order, the highest-ranked status of the batch, written
+// only where it outranks the stored one. Events that set no status are acknowledged.
 func (t *tracker) handle(ctx context.Context, es []event.Envelope) error {
 	latest := map[string]statusChange{}
 	for _, e := range es {
@@ -69,14 +90,73 @@ func (t *tracker) handle(ctx context.Context, es []event.Envelope) error {
 		if _, err := uuid.Parse(e.OrderID); err != nil || !ok || rank == 0 {
 			continue // order-service's orderIds are UUIDs: any other id is not one of its orders
 		}
-		c := statusChange{status: status, rank: rank, at: e.OccurredAt.UTC()}
-		if prev, seen := latest[e.OrderID]; !seen || c.later(prev) {
-			latest[e.OrderID] = c
-		}
+		merge(latest, e.OrderID, statusChange{status: status, rank: rank, at: e.OccurredAt.UTC()})
 	}
 	if len(latest) == 0 {
 		return nil
 	}
+	c := &trackCall{latest: latest, done: make(chan error, 1), lead: make(chan struct{})}
+	t.mu.Lock()
+	t.queued = append(t.queued, c)
+	leader := !t.running
+	t.running = true
+	t.mu.Unlock()
+	if !leader {
+		// No context here: a call promoted to lead must run, or the calls behind it would wait
+		// forever; the statement it sends is bounded by its own context.
+		select {
+		case err := <-c.done:
+			return err
+		case <-c.lead:
+		}
+	}
+	t.mu.Lock()
+	calls := t.queued
+	t.queued = nil
+	t.mu.Unlock()
+	all := map[string]statusChange{}
+	for _, q := range calls {
+		for id, sc := range q.latest {
+			merge(all, id, sc)
+		}
+	}
+	err := t.update(ctx, all)
+	if err != nil && len(calls) > 1 && !pg.IsUnavailable(err) {
+		// Refused, not unavailable: each call alone, so one cannot fail its neighbours.
+		for _, q := range calls {
+			if e := t.update(ctx, q.latest); q == c {
+				err = e
+			} else {
+				q.done <- e
+			}
+		}
+		calls = nil
+	}
+	for _, q := range calls {
+		if q != c {
+			q.done <- err
+		}
+	}
+	t.mu.Lock()
+	if len(t.queued) > 0 {
+		close(t.queued[0].lead)
+	} else {
+		t.running = false
+	}
+	t.mu.Unlock()
+	return err
+}
+
+// merge keeps in latest the later of c and what latest holds for id.
+func merge(latest map[string]statusChange, id string, c statusChange) {
+	if prev, seen := latest[id]; !seen || c.later(prev) {
+		latest[id] = c
+	}
+}
+
+// update writes latest in one statement.
+func (t *tracker) update(ctx context.Context, latest map[string]statusChange) error {
+	t.statements.Add(1)
 	ids, statuses, ats := make([]string, 0, len(latest)), make([]string, 0, len(latest)), make([]time.Time, 0, len(latest))
 	ranks := make([]int32, 0, len(latest))
 	for id, c := range latest {

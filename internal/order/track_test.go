@@ -1,6 +1,7 @@
 package order
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"testing"
@@ -89,5 +90,66 @@ func TestTrackerFollowsTheSagaInAnyOrder(t *testing.T) {
 	var m dto.Metric
 	if err := tr.stage.WithLabelValues(event.OrderStatusDelivered).(prometheus.Histogram).Write(&m); err != nil || m.GetHistogram().GetSampleCount() != 20 {
 		t.Fatalf("order_stage_seconds{DELIVERED}: %v observations (%v), want 20", m.GetHistogram().GetSampleCount(), err)
+	}
+}
+
+// TestTrackerCombinesConcurrentBatches: while one statement waits (a row lock held elsewhere), the
+// batches of other partitions queue and go out together in the next statement, and every order
+// still ends on its status.
+func TestTrackerCombinesConcurrentBatches(t *testing.T) {
+	h, pool := realAPI(t)
+	ctx := testkit.Context(t, time.Minute)
+	tr := newTracker(pool, prometheus.NewRegistry())
+	f := event.Factory{Producer: "test"}
+	const orders = 30
+	ids := make([]string, orders)
+	for i := range ids {
+		var o Order
+		_ = json.Unmarshal(do(h, "POST", "/api/orders", validBody, nil).Body.Bytes(), &o)
+		ids[i] = o.OrderID
+	}
+	lock, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM orders WHERE order_id = $1 FOR UPDATE`, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	handle := func(id string) error {
+		e, err := f.New(event.PaymentAuthorized, id, map[string]string{})
+		if err != nil {
+			return err
+		}
+		return tr.handle(ctx, []event.Envelope{e})
+	}
+	errs := make(chan error, orders)
+	go func() { errs <- handle(ids[0]) }() // sends the first statement, which waits for the lock
+	testkit.Eventually(t, 10*time.Second, "the first statement sent", func() bool { return tr.statements.Load() == 1 })
+	for _, id := range ids[1:] {
+		go func() { errs <- handle(id) }()
+	}
+	testkit.Eventually(t, 10*time.Second, "the other batches queued", func() bool {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.queued) == orders-1
+	})
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range orders {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := tr.statements.Load(); n != 2 {
+		t.Fatalf("%d statements for %d batches, want 2: the one that waited and one for the rest", n, orders)
+	}
+	for _, id := range ids {
+		var o Order
+		_ = json.Unmarshal(do(h, "GET", "/api/orders/"+id, "", nil).Body.Bytes(), &o)
+		if o.Status != event.OrderStatusPaymentAuthorized {
+			t.Fatalf("order %s: %s, want PAYMENT_AUTHORIZED", id, o.Status)
+		}
 	}
 }

@@ -30,6 +30,11 @@ type Config struct {
 	TLS               *tls.Config    // nil: plaintext
 	SASL              sasl.Mechanism // nil: no authentication
 	Compression       string         // producer batch codec: none (default), snappy, lz4, zstd or gzip
+	// FetchMinBytes and FetchMaxWait are the consumer runner's fetch settings: the broker answers a
+	// fetch once FetchMinBytes are there or FetchMaxWait has passed. Zero: 1 byte and 500 ms (answer
+	// as soon as anything is there).
+	FetchMinBytes int32
+	FetchMaxWait  time.Duration
 	// Tracer, when set, traces every record produced and fetched (franz-go's OpenTelemetry plugin:
 	// a publish span per record produced, a process span per record fetched that lasts until the
 	// Runner has handled it, the context in the traceparent/tracestate headers). nil: tracing off,

@@ -1,10 +1,16 @@
 package kafka
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/orderflow/orderflow/internal/event"
 )
 
 func TestCompressionCodecs(t *testing.T) {
@@ -17,5 +23,32 @@ func TestCompressionCodecs(t *testing.T) {
 	}
 	if _, err := (Config{Compression: "brotli"}).Codec(); err == nil || !strings.Contains(err.Error(), "brotli") {
 		t.Fatalf("unknown codec: %v", err)
+	}
+}
+
+// The runner's client fetches with the configured settings, or answers at once by default.
+func TestRunnerFetchSettings(t *testing.T) {
+	handler := func(context.Context, []event.Envelope) error { return nil }
+	for _, c := range []struct {
+		cfg      Config
+		minBytes int32
+		maxWait  time.Duration
+	}{
+		{Config{}, 1, 500 * time.Millisecond},
+		{Config{FetchMinBytes: 1 << 20, FetchMaxWait: 20 * time.Millisecond}, 1 << 20, 20 * time.Millisecond},
+	} {
+		c.cfg.Brokers = []string{"127.0.0.1:1"} // never dialled: the client connects on first use
+		r, err := NewRunner(c.cfg, RunnerConfig{Group: "g", Topics: []string{"t"}, Handler: handler,
+			Log: slog.New(slog.DiscardHandler), Metrics: NewRunnerMetrics(prometheus.NewRegistry())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := r.Client().OptValue(kgo.FetchMinBytes), c.minBytes; got != want {
+			t.Errorf("%+v: fetch min bytes %v, want %v", c.cfg, got, want)
+		}
+		if got, want := r.Client().OptValue(kgo.FetchMaxWait), c.maxWait; got != want {
+			t.Errorf("%+v: fetch max wait %v, want %v", c.cfg, got, want)
+		}
+		r.Close()
 	}
 }

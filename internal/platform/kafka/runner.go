@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -163,7 +164,8 @@ func NewRunner(kcfg Config, cfg RunnerConfig) (*Runner, error) {
 		// Revocation callbacks run only between polls, so a partition's records are never handed to a
 		// worker that was already told to stop.
 		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.FetchMaxWait(cmp.Or(kcfg.FetchMaxWait, 500*time.Millisecond)),
+		kgo.FetchMinBytes(cmp.Or(kcfg.FetchMinBytes, 1)),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 	)...)

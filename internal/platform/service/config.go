@@ -125,8 +125,12 @@ func LoadCommon(e *config.Env) Common {
 			TLS:               clientTLS(e, "KAFKA", "the Kafka brokers"),
 			SASL:              kafkaSASL(e),
 			Compression:       e.String("KAFKA_COMPRESSION", "none", "Compression of produced record batches: none, snappy, lz4, zstd or gzip (none suits small records on a fast network)."),
+			FetchMaxWait:      e.Duration("KAFKA_FETCH_MAX_WAIT", 500*time.Millisecond, "The consumers' fetch.max.wait.ms: the longest the broker holds a fetch waiting for KAFKA_FETCH_MIN_BYTES."),
 		},
 	}
+	minBytes := e.Int("KAFKA_FETCH_MIN_BYTES", 1, "The consumers' fetch.min.bytes: the broker holds a fetch until this much is there, or KAFKA_FETCH_MAX_WAIT has passed. Above 1 a consumer fetches less often, in larger batches (fewer requests and transactions per record), at the price of up to KAFKA_FETCH_MAX_WAIT per hop when the load is light.")
+	e.Check(minBytes >= 1 && minBytes <= 64<<20, "KAFKA_FETCH_MIN_BYTES must be from 1 to 67108864")
+	c.Kafka.FetchMinBytes = int32(min(max(minBytes, 1), 64<<20)) //nolint:gosec // clamped to 1..64 MiB
 	c.Tracing = obs.LoadTraceConfig(e)
 	c.Guard = guardConfig(e)
 	e.Check(slices.Contains(obs.LogFormats, c.LogFormat), "LOG_FORMAT must be json, text or auto")
@@ -135,6 +139,7 @@ func LoadCommon(e *config.Env) Common {
 	e.Check(c.Kafka.ReplicationFactor > 0 && c.Kafka.ReplicationFactor <= 10, "KAFKA_REPLICATION_FACTOR must be from 1 to 10")
 	_, codecErr := c.Kafka.Codec()
 	e.Check(codecErr == nil, "KAFKA_COMPRESSION must be none, snappy, lz4, zstd or gzip")
+	e.Check(c.Kafka.FetchMaxWait >= time.Millisecond && c.Kafka.FetchMaxWait <= 30*time.Second, "KAFKA_FETCH_MAX_WAIT must be from 1ms to 30s")
 	e.Check(c.ShutdownTimeout > 0, "SHUTDOWN_TIMEOUT must be positive")
 	e.Check(c.DrainDelay >= 0, "SHUTDOWN_DRAIN_DELAY must not be negative")
 	return c
