@@ -34,7 +34,11 @@ func run(ctx context.Context, s *service.Service, cfg Config) error {
 		return err
 	}
 	s.Outbox(pool, outbox.RelayConfig{})
-	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: trackedTopics(), Handler: newTracker(pool, s.Reg).handle}); err != nil {
+	// The status follows the saga; it is not on its path (cancellations and the deadline sweep
+	// tolerate a status a fraction of a second old), so the tracker fetches at most ten times a
+	// second and updates many orders per statement.
+	if err := s.Consumer(kafka.RunnerConfig{Group: cfg.Group, Topics: trackedTopics(), Handler: newTracker(pool, s.Reg).handle,
+		FetchMinBytes: 1 << 20, FetchMaxWait: trackerFetchWait}); err != nil {
 		return err
 	}
 	s.Purge(pool, pg.Retention{Table: "idempotency_keys", Column: "created_at", Keep: cfg.DedupRetention})

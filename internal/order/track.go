@@ -60,6 +60,9 @@ func newTracker(pool *pgxpool.Pool, reg prometheus.Registerer) *tracker {
 	return t
 }
 
+// trackerFetchWait is how long the tracker's fetches may wait to fill (see run).
+const trackerFetchWait = 100 * time.Millisecond
+
 // trackedTopics are the topics whose events move an order's status.
 func trackedTopics() []string {
 	return []string{event.TopicInventory, event.TopicPayments, event.TopicDelivery}

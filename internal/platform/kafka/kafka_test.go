@@ -26,20 +26,26 @@ func TestCompressionCodecs(t *testing.T) {
 	}
 }
 
-// The runner's client fetches with the configured settings, or answers at once by default.
+// The runner's client fetches with the consumer's settings, else the client's, else answers at
+// once.
 func TestRunnerFetchSettings(t *testing.T) {
 	handler := func(context.Context, []event.Envelope) error { return nil }
 	for _, c := range []struct {
 		cfg      Config
+		rc       RunnerConfig
 		minBytes int32
 		maxWait  time.Duration
 	}{
-		{Config{}, 1, 500 * time.Millisecond},
-		{Config{FetchMinBytes: 1 << 20, FetchMaxWait: 20 * time.Millisecond}, 1 << 20, 20 * time.Millisecond},
+		{Config{}, RunnerConfig{}, 1, 500 * time.Millisecond},
+		{Config{FetchMinBytes: 1 << 20, FetchMaxWait: 20 * time.Millisecond}, RunnerConfig{}, 1 << 20, 20 * time.Millisecond},
+		{Config{FetchMinBytes: 1 << 20, FetchMaxWait: 20 * time.Millisecond}, RunnerConfig{FetchMinBytes: 64 << 10, FetchMaxWait: time.Second},
+			64 << 10, time.Second},
 	} {
 		c.cfg.Brokers = []string{"127.0.0.1:1"} // never dialled: the client connects on first use
-		r, err := NewRunner(c.cfg, RunnerConfig{Group: "g", Topics: []string{"t"}, Handler: handler,
-			Log: slog.New(slog.DiscardHandler), Metrics: NewRunnerMetrics(prometheus.NewRegistry())})
+		rc := c.rc
+		rc.Group, rc.Topics, rc.Handler = "g", []string{"t"}, handler
+		rc.Log, rc.Metrics = slog.New(slog.DiscardHandler), NewRunnerMetrics(prometheus.NewRegistry())
+		r, err := NewRunner(c.cfg, rc)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -46,6 +46,10 @@ type RunnerConfig struct {
 	// SessionTimeout is how long the group waits for a crashed member before giving its partitions
 	// to others (default 10s; Kafka's own default of 45s would stall those partitions that long).
 	SessionTimeout time.Duration
+	// FetchMinBytes and FetchMaxWait replace the client's (Config) for this consumer: a consumer
+	// off the saga's path can fetch seldom and in bulk.
+	FetchMinBytes int32
+	FetchMaxWait  time.Duration
 	// QueueLimit pauses fetching a partition whose worker has this many records queued (default 2000).
 	QueueLimit int
 	// LagEvery is how often the group's lag of this instance's partitions is read from the broker
@@ -164,8 +168,8 @@ func NewRunner(kcfg Config, cfg RunnerConfig) (*Runner, error) {
 		// Revocation callbacks run only between polls, so a partition's records are never handed to a
 		// worker that was already told to stop.
 		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchMaxWait(cmp.Or(kcfg.FetchMaxWait, 500*time.Millisecond)),
-		kgo.FetchMinBytes(cmp.Or(kcfg.FetchMinBytes, 1)),
+		kgo.FetchMaxWait(cmp.Or(cfg.FetchMaxWait, kcfg.FetchMaxWait, 500*time.Millisecond)),
+		kgo.FetchMinBytes(cmp.Or(cfg.FetchMinBytes, kcfg.FetchMinBytes, 1)),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 	)...)
