@@ -111,7 +111,8 @@ func rebuild(ctx context.Context, cfg Config, topics []string, stdout io.Writer,
 	if err != nil {
 		return err
 	}
-	log.Info("building the next generation", "serving", g.Serving, "layout", g.layoutOf(g.Serving), "building", next, "layout", currentLayout)
+	log.Info("building the next generation", "serving", g.Serving, "serving_layout", int(g.layoutOf(g.Serving)),
+		"building", next, "building_layout", int(currentLayout))
 	if err := sleep(ctx, generationSettle); err != nil {
 		return err
 	}
