@@ -48,7 +48,7 @@ func StartSystemOn(t testing.TB, servers Servers, env ...string) *System {
 // of ns, e.g. from Veth); their servers must be forwarded into ns (ForwardInto).
 func StartSystemIn(t testing.TB, ns *Netns, ip string, env ...string) *System {
 	t.Helper()
-	return startSystem(t, Local(), ns.Prefix(), ip, true, env...)
+	return startSystem(t, Local(), ns, ip, true, env...)
 }
 
 // ConsumedTopics maps a consumer service's prefix to the topics it consumes.
@@ -97,14 +97,26 @@ func (srv Servers) Isolate(t testing.TB) Isolation {
 	return iso
 }
 
-func startSystem(t testing.TB, servers Servers, prefix []string, ip string, oneProcess bool, env ...string) *System {
+func startSystem(t testing.TB, servers Servers, ns *Netns, ip string, oneProcess bool, env ...string) *System {
 	t.Helper()
 	iso := servers.Isolate(t)
 	sys := &System{Addrs: map[string]string{}, DBs: iso.DBs, Env: map[string]string{}, Procs: map[string]*Process{},
 		Groups: iso.Groups, Topics: ConsumedTopics(), Servers: servers}
 	all := iso.Env
+	var prefix []string
+	taken := map[string]bool{}
 	for _, s := range Services {
-		_, port, _ := net.SplitHostPort(FreeAddr(t))
+		var addr string
+		if ns == nil {
+			addr = FreeAddr(t)
+		} else {
+			prefix = ns.Prefix()
+			for addr = ns.FreeAddr(t, ip); taken[addr]; {
+				addr = ns.FreeAddr(t, ip)
+			}
+			taken[addr] = true
+		}
+		_, port, _ := net.SplitHostPort(addr)
 		sys.Addrs[s.Prefix] = net.JoinHostPort(ip, port)
 		all = append(all, s.Prefix+"_HTTP_ADDR="+sys.Addrs[s.Prefix])
 	}
