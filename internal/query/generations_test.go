@@ -2,9 +2,13 @@ package query
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	gocql "github.com/apache/cassandra-gocql-driver/v2"
+	"github.com/google/uuid"
 
 	"github.com/orderflow/orderflow/internal/event"
 	"github.com/orderflow/orderflow/internal/testkit"
@@ -88,5 +92,61 @@ func TestLayoutOfARowWithoutLayouts(t *testing.T) {
 	g := generations{Serving: "rm_g1", Building: "rm_g2", Layouts: map[string]layout{"rm_g2": layoutOrders}}
 	if g.layoutOf("rm_g1") != layoutViewTables || g.layoutOf("rm_g2") != layoutOrders {
 		t.Fatalf("layouts of %+v: %d, %d", g, g.layoutOf("rm_g1"), g.layoutOf("rm_g2"))
+	}
+}
+
+// TestPointerStaleness pins the rules a rebuild relies on (generationMaxAge): a copy of the row
+// older than maxAge is never used, and a write that ends after its copy aged past maxAge is sent
+// again to the generations of a fresh copy, so a generation named meanwhile gets it too.
+func TestPointerStaleness(t *testing.T) {
+	testkit.Integration(t)
+	ctx := testkit.Context(t, time.Minute)
+	base := testkit.CassandraConfig(t).Keyspace
+	st := newCassandraKeyspace(t, base)
+	st.ptr.refresh, st.ptr.maxAge = 50*time.Millisecond, 200*time.Millisecond
+	g, err := st.ptr.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := nextGeneration(base, base)
+	cfg := testkit.CassandraConfig(t)
+	cfg.Keyspace = base
+	if err := migrateKeyspace(ctx, cfg, st.S, next, currentLayout); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Fold(withID(saga(t, uuid.NewString()), uuid.NewString())[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A copy older than maxAge is not used: current reads the row again.
+	st.ptr.cached.Store(&generationCache{gens: generations{Serving: "stale"}, readAt: time.Now().Add(-time.Second)})
+	if got, _, err := st.ptr.current(ctx); err != nil || got.Serving != base {
+		t.Fatalf("current with a copy 1 s old: %+v, %v; want the row (%s serving)", got, err, base)
+	}
+
+	// A write whose copy ages past maxAge while it runs: the row names a building generation in
+	// the meantime, and the write reaches it too.
+	var filled []string
+	err = st.write(ctx, ctx, func(b *gocql.Batch, ks string, l layout) {
+		l.addMutation(b, ks, m)
+		filled = append(filled, ks)
+		if len(filled) == 1 {
+			if _, err := swapGenerations(ctx, st.S, base, g, generations{Serving: base, Building: next,
+				Layouts: map[string]layout{next: currentLayout}}); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(2 * st.ptr.maxAge)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{base, next}; !slices.Equal(filled, want) {
+		t.Fatalf("the slow write went to %v, want %v", filled, want)
+	}
+	var n int
+	if err := st.S.Query(`SELECT count(*) FROM `+next+`.orders WHERE order_id = ?`, m.OrderID).ScanContext(ctx, &n); err != nil || n != 1 {
+		t.Fatalf("the order in %s: %d rows, %v; want 1", next, n, err)
 	}
 }

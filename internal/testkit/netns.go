@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -76,28 +75,21 @@ func (n *Netns) Exec(t testing.TB, args ...string) {
 	}
 }
 
-// FreeAddr returns ip:port free inside the namespace, the port below every ephemeral range (they
-// start at 32768): a port a process of the namespace was given for a connection — still open, or
-// left in TIME_WAIT by an earlier process, which a listener cannot bind over — is never picked, and
-// no connection made before the listener binds can take it. (A port chosen on the host can be any
-// of those.)
+// FreeAddr returns ip:port free inside the namespace (see freePort): a port below the ephemeral
+// range is never one a process of the namespace was given for a connection, still open or left in
+// TIME_WAIT by an earlier process (a listener cannot bind over it), which a port chosen on the host
+// can be.
 func (n *Netns) FreeAddr(t testing.TB, ip string) string {
 	t.Helper()
-	for range 100 {
-		addr := net.JoinHostPort(ip, strconv.Itoa(20000+rand.N(12000))) //nolint:gosec // a test port, not a secret
-		err := n.inside(func() error {
+	return freePort(t, ip, func(addr string) error {
+		return n.inside(func() error {
 			l, err := net.Listen("tcp", addr)
 			if err == nil {
 				_ = l.Close()
 			}
 			return err
 		})
-		if err == nil {
-			return addr
-		}
-	}
-	t.Fatalf("no free port on %s inside %s", ip, n.Name)
-	return ""
+	})
 }
 
 // Prefix is the command prefix that runs a program inside the namespace.

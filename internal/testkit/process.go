@@ -3,16 +3,20 @@ package testkit
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -58,15 +62,50 @@ func removeStaleBinaries() {
 	}
 }
 
-// FreeAddr returns a free 127.0.0.1 port.
+// FreeAddr returns a free 127.0.0.1 port for a process the test starts (see freePort).
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	return freePort(t, "127.0.0.1", func(addr string) error {
+		l, err := net.Listen("tcp", addr)
+		if err == nil {
+			_ = l.Close()
+		}
+		return err
+	})
+}
+
+// freePort picks a port on ip that bind accepts now and keeps it for the test. The port lies below
+// every ephemeral range (they start at 32768), so neither a connection nor a listener on port 0
+// can be given it before the process the test starts binds it — a port taken with `:0` and closed
+// again can be (a listener of the test, or a process of a test running beside). Tests of other
+// packages pick from the same ports: each port picked is locked (flock on a file in the temporary
+// directory) until the test ends, so no two running tests pick the same one.
+func freePort(t testing.TB, ip string, bind func(addr string) error) string {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "orderflow-ports")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	for range 200 {
+		port := strconv.Itoa(20000 + rand.N(12000)) //nolint:gosec // a test port, not a secret
+		f, err := os.OpenFile(filepath.Join(dir, port), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil { // another test has it
+			_ = f.Close()
+			continue
+		}
+		addr := net.JoinHostPort(ip, port)
+		if bind(addr) != nil {
+			_ = f.Close()
+			continue
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		return addr
+	}
+	t.Fatalf("no free port on %s", ip)
+	return ""
 }
 
 // Process is a service started from the built binary.

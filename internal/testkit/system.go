@@ -104,17 +104,12 @@ func startSystem(t testing.TB, servers Servers, ns *Netns, ip string, oneProcess
 		Groups: iso.Groups, Topics: ConsumedTopics(), Servers: servers}
 	all := iso.Env
 	var prefix []string
-	taken := map[string]bool{}
 	for _, s := range Services {
 		var addr string
 		if ns == nil {
 			addr = FreeAddr(t)
 		} else {
-			prefix = ns.Prefix()
-			for addr = ns.FreeAddr(t, ip); taken[addr]; {
-				addr = ns.FreeAddr(t, ip)
-			}
-			taken[addr] = true
+			prefix, addr = ns.Prefix(), ns.FreeAddr(t, ip) // free inside ns, where the services listen
 		}
 		_, port, _ := net.SplitHostPort(addr)
 		sys.Addrs[s.Prefix] = net.JoinHostPort(ip, port)
