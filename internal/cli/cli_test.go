@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -17,16 +16,6 @@ import (
 
 	"github.com/orderflow/orderflow/internal/testkit"
 )
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // syncBuffer collects the services' logs, written from many goroutines.
 type syncBuffer struct {
@@ -108,7 +97,7 @@ func TestAllServesHealthWithRealDependencies(t *testing.T) {
 		env[k] = v
 	}
 	for _, p := range []string{"ORDER", "INVENTORY", "PAYMENT", "DELIVERY", "QUERY"} {
-		addrs[p] = freePort(t)
+		addrs[p] = testkit.FreeAddr(t)
 		env[p+"_HTTP_ADDR"] = addrs[p]
 	}
 	// A service holds its port while it waits for its dependencies: bound each request.

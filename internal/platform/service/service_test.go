@@ -32,12 +32,7 @@ func TestRunBindsBeforeWiring(t *testing.T) {
 		t.Fatalf("port in use: err %v, wire called %v", err, wired)
 	}
 
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := free.Addr().String()
-	free.Close()
+	addr := testkit.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	inWire, release := make(chan struct{}), make(chan struct{})
