@@ -98,6 +98,13 @@ func (t *tracker) handle(ctx context.Context, es []event.Envelope) error {
 	if len(latest) == 0 {
 		return nil
 	}
+	return t.combined(ctx, latest)
+}
+
+// combined writes latest together with the calls queued meanwhile (see tracker): the first call
+// sends the statement for all queued, the others wait for its outcome, and when calls queued while
+// it ran, the oldest of them sends the next.
+func (t *tracker) combined(ctx context.Context, latest map[string]statusChange) error {
 	c := &trackCall{latest: latest, done: make(chan error, 1), lead: make(chan struct{})}
 	t.mu.Lock()
 	t.queued = append(t.queued, c)
