@@ -36,19 +36,6 @@ func (g generations) layoutOf(ks string) layout {
 	return layoutViewTables
 }
 
-// same reports whether g and o name the same keyspaces with the same layouts.
-func (g generations) same(o generations) bool {
-	if g.Serving != o.Serving || g.Building != o.Building || g.Retiring != o.Retiring {
-		return false
-	}
-	for _, ks := range g.writes() {
-		if g.layoutOf(ks) != o.layoutOf(ks) {
-			return false
-		}
-	}
-	return true
-}
-
 // writes lists the keyspaces every projection write goes to.
 func (g generations) writes() []string {
 	out := []string{g.Serving}

@@ -150,3 +150,16 @@ func TestPointerStaleness(t *testing.T) {
 		t.Fatalf("the order in %s: %d rows, %v; want 1", next, n, err)
 	}
 }
+
+// same reports whether g and o name the same keyspaces with the same layouts.
+func (g generations) same(o generations) bool {
+	if g.Serving != o.Serving || g.Building != o.Building || g.Retiring != o.Retiring {
+		return false
+	}
+	for _, ks := range g.writes() {
+		if g.layoutOf(ks) != o.layoutOf(ks) {
+			return false
+		}
+	}
+	return true
+}
